@@ -1,0 +1,55 @@
+//! The image configuration format: what `imagectl` bakes into `/etc/imagectl/`
+//! and what the agent reads at boot.
+
+use serde::{Deserialize, Serialize};
+
+/// What the agent does on every boot; the `[boot]` section of a role once
+/// validated and merged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    /// SSM Parameter Store path, a handlebars template over `env`, `role`
+    /// and `instance.*` (for example `/learn/{{env}}/worker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<String>,
+    /// Units started, in order, once every template is rendered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub start: Vec<String>,
+    /// Templates rendered from the parameters on every boot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<BootTemplate>,
+    /// How the agent decides that the instance is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+/// One handlebars template rendered at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootTemplate {
+    /// Path of the template inside `roles/` (in the image: below
+    /// `/etc/imagectl/templates/`).
+    pub source: String,
+    /// Absolute path the rendering is written to.
+    pub dest: String,
+    /// Octal file mode, four digits (`0600`).
+    pub mode: String,
+    /// Owner of the rendered file.
+    pub owner: String,
+    /// Group of the rendered file.
+    pub group: String,
+}
+
+/// The health check the agent waits for after starting the units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// A URL that must answer HTTP 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// A shell command that must exit 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// How long to wait for health before the boot fails.
+    pub timeout_secs: u64,
+}

@@ -1,0 +1,253 @@
+//! Diagnostics about input files: what is wrong, where (file, line, column,
+//! the offending text) and what to do about it.
+
+use std::fmt;
+use std::ops::Range;
+
+/// One problem found in an input file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file, relative to the project root (`roles/worker.toml`).
+    pub file: String,
+    /// Where in the file, when known.
+    pub location: Option<Location>,
+    /// What is wrong: lowercase, offending names in backticks.
+    pub message: String,
+    /// What to do about it.
+    pub help: Option<String>,
+}
+
+/// A resolved position in a file, with the text of its line for display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// The whole source line, without its newline.
+    pub source_line: String,
+    /// How many characters to underline, at least 1.
+    pub width: usize,
+}
+
+impl Location {
+    /// Resolves a byte span in `text` to a line, column and underline.
+    pub fn from_span(text: &str, span: Range<usize>) -> Location {
+        let start = floor_char_boundary(text, span.start.min(text.len()));
+        let end = floor_char_boundary(text, span.end.min(text.len())).max(start);
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        let line = text[..start].matches('\n').count() + 1;
+        let column = text[line_start..start].chars().count() + 1;
+        let source_line = text[line_start..line_end]
+            .trim_end_matches('\r')
+            .to_string();
+        let width = text[start..end.min(line_end)].chars().count().max(1);
+        Location {
+            line,
+            column,
+            source_line,
+            width,
+        }
+    }
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+impl Diagnostic {
+    /// A problem with a file as a whole (it is missing, unreadable, ...).
+    pub fn file(file: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: file.into(),
+            location: None,
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    /// A problem at a byte span of a file whose text is `text`.
+    pub fn at(
+        file: impl Into<String>,
+        text: &str,
+        span: Range<usize>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            file: file.into(),
+            location: Some(Location::from_span(text, span)),
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    /// Adds what to do about it.
+    pub fn help(mut self, help: impl Into<String>) -> Diagnostic {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// `file:line:column`, or only the file when the position is unknown.
+    pub fn position(&self) -> String {
+        match &self.location {
+            Some(l) => format!("{}:{}:{}", self.file, l.line, l.column),
+            None => self.file.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    /// Renders in the compiler style people already read every day:
+    ///
+    /// ```text
+    /// error: unknown key `pakages`
+    ///   --> roles/worker.toml:5:2
+    ///    |
+    ///  5 | [pakages]
+    ///    |  ^^^^^^^
+    ///    = help: did you mean `packages`?
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "error: {}", self.message)?;
+        match &self.location {
+            Some(l) => {
+                let gutter = l.line.to_string().len();
+                let pad = " ".repeat(gutter);
+                writeln!(f, "{pad}--> {}", self.position())?;
+                writeln!(f, "{pad} |")?;
+                writeln!(f, "{} | {}", l.line, l.source_line)?;
+                let indent: String = l
+                    .source_line
+                    .chars()
+                    .take(l.column - 1)
+                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
+                writeln!(f, "{pad} | {indent}{}", "^".repeat(l.width))?;
+                if let Some(help) = &self.help {
+                    writeln!(f, "{pad} = help: {help}")?;
+                }
+            }
+            None => {
+                writeln!(f, "  --> {}", self.file)?;
+                if let Some(help) = &self.help {
+                    writeln!(f, "   = help: {help}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in one run, reported together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    /// Adds one problem.
+    pub fn push(&mut self, d: Diagnostic) {
+        self.0.push(d);
+    }
+
+    /// True when nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok(value)` when nothing was found, else every problem.
+    pub fn into_result<T>(self, value: T) -> Result<T, Diagnostics> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.0 {
+            writeln!(f, "{d}")?;
+        }
+        let n = self.0.len();
+        write!(
+            f,
+            "error: {n} problem{} found; nothing was written",
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// The closest of `candidates` to `word`, if it is close enough to be a typo.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_counts_lines_and_characters() {
+        let text = "a = 1\nbé = 2\n";
+        let l = Location::from_span(text, 8..9);
+        assert_eq!((l.line, l.column, l.width), (2, 2, 1));
+        assert_eq!(l.source_line, "bé = 2");
+    }
+
+    #[test]
+    fn location_of_span_past_the_end_is_clamped() {
+        let l = Location::from_span("x", 5..9);
+        assert_eq!((l.line, l.column), (1, 2));
+    }
+
+    #[test]
+    fn renders_compiler_style() {
+        let d = Diagnostic::at(
+            "roles/w.toml",
+            "x = 1\n[pakages]\n",
+            7..14,
+            "unknown key `pakages`",
+        )
+        .help("did you mean `packages`?");
+        assert_eq!(
+            d.to_string(),
+            "error: unknown key `pakages`\n --> roles/w.toml:2:2\n  |\n2 | [pakages]\n  |  ^^^^^^^\n  = help: did you mean `packages`?\n"
+        );
+    }
+
+    #[test]
+    fn suggests_close_names_only() {
+        let keys = ["packages", "services", "users"];
+        assert_eq!(did_you_mean("pakages", keys), Some("packages"));
+        assert_eq!(did_you_mean("user", keys), Some("users"));
+        assert_eq!(did_you_mean("zzz", keys), None);
+    }
+}

@@ -1,0 +1,224 @@
+//! The content hash: one SHA-256 over everything that enters an image, and
+//! the list of those inputs so a person can see why a hash moved.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::project::Project;
+use crate::role::{Role, ROLES_DIR};
+
+/// The version of the image layout imagectl generates (staged context,
+/// provisioning script, agent configuration). Bump it whenever generated
+/// output changes, so that every image is rebuilt with the new layout.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// The agent's identity: a digest of its sources and locked dependencies,
+/// computed by `build.rs`.
+pub const AGENT_DIGEST: &str = env!("IMAGECTL_AGENT_DIGEST");
+
+/// Errors computing a hash.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A referenced file could not be read.
+    #[error("cannot read `{path}` for role `{role}`: {source}")]
+    Read {
+        /// The role.
+        role: String,
+        /// The file, relative to the project root.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The role is abstract and never built.
+    #[error("role `{0}` is abstract: it is never built and has no image hash; use a role that extends it")]
+    Abstract(String),
+}
+
+/// One thing that enters an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Input {
+    /// `layout`, `agent`, `base`, `role`, `file` or `template`.
+    pub kind: &'static str,
+    /// For files: the path relative to the project root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// For things that are not files: their name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// SHA-256 of the input's bytes (files) or of its canonical form.
+    pub sha256: String,
+    /// For files: where they land, with mode and owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest: Option<String>,
+    /// For files: octal mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// For files: `owner:group`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl Input {
+    fn named(kind: &'static str, name: impl Into<String>, sha256: String) -> Input {
+        Input {
+            kind,
+            path: None,
+            name: Some(name.into()),
+            sha256,
+            dest: None,
+            mode: None,
+            owner: None,
+        }
+    }
+
+    /// The line this input contributes to the hash.
+    fn hash_line(&self) -> String {
+        let o = |v: &Option<String>| v.clone().unwrap_or_default();
+        format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            self.kind,
+            o(&self.path),
+            o(&self.name),
+            self.sha256,
+            o(&self.dest),
+            o(&self.mode),
+            o(&self.owner)
+        )
+    }
+}
+
+/// A role's content hash with the inputs it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContentHash {
+    /// The role.
+    pub role: String,
+    /// 64 lowercase hex characters.
+    pub hash: String,
+    /// Everything that went into it, in hashing order.
+    pub inputs: Vec<Input>,
+}
+
+impl ContentHash {
+    /// The first 12 characters, for names and tables.
+    pub fn short(&self) -> &str {
+        &self.hash[..12]
+    }
+}
+
+/// Computes the content hash of a concrete role.
+pub fn compute(project: &Project, role: &Role) -> Result<ContentHash, Error> {
+    if role.is_abstract {
+        return Err(Error::Abstract(role.name.clone()));
+    }
+    let mut inputs = vec![
+        Input::named(
+            "layout",
+            format!("imagectl-layout-{LAYOUT_VERSION}"),
+            hex(&Sha256::digest(LAYOUT_VERSION.to_string())),
+        ),
+        Input::named(
+            "agent",
+            format!("imagectl-agent {}", env!("CARGO_PKG_VERSION")),
+            AGENT_DIGEST.to_string(),
+        ),
+    ];
+    if let Some(name) = &role.image.base {
+        // A validated concrete role always has its base in the settings.
+        if let Some(base) = project.settings.bases.get(name) {
+            inputs.push(Input::named("base", name.clone(), digest_json(base)));
+        }
+    }
+    let mut role_input = Input::named("role", role.name.clone(), digest_json(role));
+    role_input.path = role.sources.last().cloned();
+    inputs.push(role_input);
+
+    let roles_dir = project.roles_dir();
+    let files = role
+        .files
+        .iter()
+        .map(|f| ("file", &f.source, &f.dest, &f.mode, &f.owner, &f.group));
+    let templates = role
+        .boot
+        .templates
+        .iter()
+        .map(|t| ("template", &t.source, &t.dest, &t.mode, &t.owner, &t.group));
+    for (kind, source, dest, mode, owner, group) in files.chain(templates) {
+        let path = format!("{ROLES_DIR}/{source}");
+        let sha256 = file_sha256(&roles_dir.join(source)).map_err(|e| Error::Read {
+            role: role.name.clone(),
+            path: path.clone(),
+            source: e,
+        })?;
+        inputs.push(Input {
+            kind,
+            path: Some(path),
+            name: None,
+            sha256,
+            dest: Some(dest.clone()),
+            mode: Some(mode.clone()),
+            owner: Some(format!("{owner}:{group}")),
+        });
+    }
+
+    let mut h = Sha256::new();
+    h.update(b"imagectl content hash\n");
+    for i in &inputs {
+        h.update(i.hash_line().as_bytes());
+    }
+    Ok(ContentHash {
+        role: role.name.clone(),
+        hash: hex(&h.finalize()),
+        inputs,
+    })
+}
+
+/// SHA-256 of a file's bytes, streamed.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn digest_json<T: Serialize>(value: &T) -> String {
+    // Serializing plain data structs to a string cannot fail.
+    let json = serde_json::to_string(value).unwrap_or_default();
+    hex(&Sha256::digest(json.as_bytes()))
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_lowercase() {
+        assert_eq!(hex(&[0xab, 0x01]), "ab01");
+    }
+
+    #[test]
+    fn agent_digest_is_a_sha256() {
+        assert_eq!(AGENT_DIGEST.len(), 64);
+        assert!(AGENT_DIGEST.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+}

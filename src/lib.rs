@@ -1,0 +1,148 @@
+//! imagectl turns role definitions into immutable machine images.
+//!
+//! A role is a TOML file in `roles/` saying what goes into an image:
+//!
+//! ```toml
+//! description = "Background job workers"
+//! extends = ["base"]
+//!
+//! [image]
+//! base = "debian-12"            # a key of [bases] in imagectl.toml
+//! instance_type = "t3.medium"
+//!
+//! [packages]
+//! apt = ["ruby", "libpq5"]
+//!
+//! [[files]]
+//! source = "files/worker/sidekiq.service"
+//! dest = "/etc/systemd/system/sidekiq.service"
+//!
+//! [[services]]
+//! name = "sidekiq.service"
+//! enabled = false               # started by the agent once config is rendered
+//!
+//! [boot]
+//! parameters = "/learn/{{env}}/worker"
+//! start = ["sidekiq.service"]
+//! ```
+//!
+//! Data flows one way: role file → validated [`role::Role`] → content hash
+//! ([`hash`]) → staged context → template → build → artifact → publication.
+
+pub mod cli;
+pub mod cmd;
+pub mod diag;
+pub mod fsutil;
+pub mod hash;
+pub mod project;
+pub mod record;
+pub mod role;
+pub mod tomlfile;
+
+use std::path::PathBuf;
+
+use cli::{Args, Command, OutputFormat};
+use diag::Diagnostics;
+use project::Project;
+
+/// Everything that can go wrong, sorted by what the user should do: fix the
+/// input (exit 2) or look at what failed (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Role files or settings are invalid: every problem, with locations.
+    #[error(transparent)]
+    Invalid(#[from] Diagnostics),
+    /// The project could not be found or read.
+    #[error(transparent)]
+    Project(#[from] project::Error),
+    /// The command line asks for something that cannot be done.
+    #[error("{0}")]
+    Usage(String),
+    /// Something failed while doing the work.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl Error {
+    /// The process exit code: 2 for bad input or usage, 1 for failures.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Invalid(_) | Error::Usage(_) => 2,
+            Error::Project(e) => match e {
+                project::Error::Read { .. } => 1,
+                _ => 2,
+            },
+            Error::Failed(_) => 1,
+        }
+    }
+
+    /// The full message for stderr, each line starting with `error:` where
+    /// it does not already.
+    pub fn report(&self) -> String {
+        match self {
+            Error::Invalid(d) | Error::Project(project::Error::Invalid(d)) => d.to_string(),
+            Error::Failed(e) => format!("error: {e:#}"),
+            other => format!("error: {other}"),
+        }
+    }
+}
+
+/// The resolved configuration of one run: the command line once checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to start looking for the project.
+    pub dir: PathBuf,
+    /// How to print results.
+    pub output: OutputFormat,
+}
+
+impl Config {
+    /// Resolves the raw arguments.
+    pub fn from_args(args: &Args) -> Config {
+        Config {
+            dir: args.dir.clone().unwrap_or_else(|| PathBuf::from(".")),
+            output: args.output,
+        }
+    }
+
+    /// Finds and reads the project.
+    pub fn project(&self) -> Result<Project, Error> {
+        Ok(Project::discover(&self.dir)?)
+    }
+}
+
+/// Runs one command.
+pub fn run(args: &Args) -> Result<(), Error> {
+    let config = Config::from_args(args);
+    match &args.command {
+        Command::Validate(a) => cmd::validate::run(&config, a),
+        Command::Hash(a) => cmd::hash::run(&config, a),
+        Command::Inputs(a) => cmd::inputs::run(&config, a),
+        Command::Plan(a) => cmd::plan::run(&config, a),
+    }
+}
+
+/// Loads one role and computes its hash.
+pub fn content_hash(project: &Project, name: &str) -> Result<hash::ContentHash, Error> {
+    let roles = role::load(project, &[name.to_string()])?;
+    let role = roles
+        .first()
+        .ok_or_else(|| Error::Usage(format!("unknown role `{name}`")))?;
+    hash::compute(project, role).map_err(hash_error)
+}
+
+/// An abstract role is a usage error; an unreadable file is a failure.
+pub fn hash_error(e: hash::Error) -> Error {
+    match e {
+        hash::Error::Abstract(_) => Error::Usage(e.to_string()),
+        other => Error::Failed(other.into()),
+    }
+}
+
+/// Prints one JSON document on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => tracing::error!("cannot encode output as JSON: {e}"),
+    }
+}

@@ -1,0 +1,108 @@
+//! The local record of builds: which role was built with which hash, where
+//! the artifact is. Kept in `.imagectl/builds.json` at the project root (not
+//! committed); AWS is the record of truth for AMIs, this is for offline use.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::write_atomic;
+
+/// One finished build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The role.
+    pub role: String,
+    /// Its content hash.
+    pub hash: String,
+    /// `local` or `aws`.
+    pub target: String,
+    /// Where the result is: a path for local builds, AMI IDs for AWS.
+    pub artifact: String,
+    /// When, in seconds since the epoch.
+    pub built_at: u64,
+}
+
+/// Errors reading or writing the record.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file exists but cannot be read or parsed.
+    #[error("cannot read the build record `{}`: {reason}; delete it to start a new record", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file cannot be written.
+    #[error("cannot write the build record `{}`: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Where the record lives in a project.
+pub fn path(root: &Path) -> PathBuf {
+    root.join(".imagectl").join("builds.json")
+}
+
+/// Every record, oldest first; none when the file does not exist yet.
+pub fn load(root: &Path) -> Result<Vec<Record>, Error> {
+    let p = path(root);
+    match std::fs::read(&p) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Read {
+            path: p,
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::Read {
+            path: p,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Adds a record, replacing an older one of the same role, hash and target.
+pub fn add(root: &Path, record: Record) -> Result<(), Error> {
+    let mut all = load(root)?;
+    all.retain(|r| !(r.role == record.role && r.hash == record.hash && r.target == record.target));
+    all.push(record);
+    let p = path(root);
+    let json = serde_json::to_vec_pretty(&all).unwrap_or_default();
+    write_atomic(&p, &json).map_err(|source| Error::Write { path: p, source })
+}
+
+/// The newest record of `role` with `hash`, if any.
+pub fn find<'a>(records: &'a [Record], role: &str, hash: &str) -> Option<&'a Record> {
+    records
+        .iter()
+        .rev()
+        .find(|r| r.role == role && r.hash == hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_then_find() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).unwrap().is_empty());
+        let r = Record {
+            role: "worker".into(),
+            hash: "ab".into(),
+            target: "local".into(),
+            artifact: "x.tar".into(),
+            built_at: 1,
+        };
+        add(dir.path(), r.clone()).unwrap();
+        add(dir.path(), r.clone()).unwrap();
+        let all = load(dir.path()).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(find(&all, "worker", "ab"), Some(&r));
+        assert_eq!(find(&all, "worker", "cd"), None);
+    }
+}

@@ -1,0 +1,1386 @@
+//! Role files: their schema, loading with `extends` merged, and validation.
+//!
+//! A role file says what goes into an image. Loading reads the role and its
+//! parents, merges them (parents first, in `extends` order, each ancestor
+//! once) and validates the result, collecting every problem with the file,
+//! line and column it comes from. What comes out is a [`Role`]: plain data in
+//! a canonical order, ready to be hashed and staged.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+
+use imagectl_agent::config::{Boot, BootTemplate, Health};
+use serde::{Deserialize, Deserializer, Serialize};
+use toml::Spanned;
+
+use crate::diag::{did_you_mean, Diagnostic, Diagnostics};
+use crate::project::{is_name, Arch, Project};
+use crate::tomlfile::{self, Partial};
+
+/// The directory, below the project root, holding role files and everything
+/// they reference.
+pub const ROLES_DIR: &str = "roles";
+
+/// Where the agent's own files live in every image; roles may not write there.
+pub const AGENT_DIR: &str = "/etc/imagectl";
+
+/// A validated role with its parents merged in.
+///
+/// Its serialized form is canonical: the same role written with other
+/// formatting, comments or key order serializes to the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Role {
+    /// The role's name: its file's stem.
+    pub name: String,
+    /// What the image is for; becomes the AMI's description.
+    pub description: String,
+    /// A role that only exists to be extended: never built itself.
+    #[serde(rename = "abstract")]
+    pub is_abstract: bool,
+    /// The image to build.
+    pub image: Image,
+    /// Debian packages, sorted by name.
+    pub packages: Vec<Package>,
+    /// Users to create, in creation order (it decides their IDs).
+    pub users: Vec<User>,
+    /// Files baked into the image, sorted by destination.
+    pub files: Vec<FileSpec>,
+    /// Units whose state the image sets, sorted by name.
+    pub services: Vec<Service>,
+    /// Commands that must succeed at the end of every build, in order.
+    pub checks: Vec<Check>,
+    /// What the agent does on every boot.
+    pub boot: Boot,
+    /// The role files this role was merged from, ancestors first, relative
+    /// to the project root. Not part of the canonical form: moving a key
+    /// from a child to its parent changes nothing in the image.
+    #[serde(skip)]
+    pub sources: Vec<String>,
+}
+
+/// `[image]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Image {
+    /// A key of `[bases]` in `imagectl.toml`; `None` only in abstract roles.
+    pub base: Option<String>,
+    /// The EC2 instance type of the build instance.
+    pub instance_type: String,
+    /// Root volume size.
+    pub volume_size_gb: u32,
+    /// CPU architecture.
+    pub arch: Arch,
+}
+
+/// One Debian package, optionally pinned to a version.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Package {
+    /// Package name.
+    pub name: String,
+    /// Exact version to install (`apt-get install name=version`).
+    pub version: Option<String>,
+}
+
+impl Package {
+    /// The argument `apt-get install` takes.
+    pub fn apt_arg(&self) -> String {
+        match &self.version {
+            Some(v) => format!("{}={}", self.name, v),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// A user created in the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// A system user (no aging, ID below 1000, no login shell by default).
+    pub system: bool,
+    /// Supplementary groups.
+    pub groups: Vec<String>,
+    /// Login shell.
+    pub shell: Option<String>,
+    /// Home directory.
+    pub home: Option<String>,
+}
+
+/// A file baked into the image at build time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileSpec {
+    /// Path relative to `roles/`.
+    pub source: String,
+    /// Absolute destination in the image.
+    pub dest: String,
+    /// Four octal digits.
+    pub mode: String,
+    /// Owning user.
+    pub owner: String,
+    /// Owning group.
+    pub group: String,
+}
+
+/// A systemd unit the image enables or leaves disabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// Unit name with its suffix (`sidekiq.service`).
+    pub name: String,
+    /// Enabled at boot by systemd itself (rather than started by the agent).
+    pub enabled: bool,
+}
+
+/// A build-time image test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// What it checks, shown when it fails.
+    pub name: String,
+    /// Shell command that must exit 0.
+    pub run: String,
+}
+
+// ---------------------------------------------------------------------------
+// The file format, as serde reads it.
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    name: Option<Spanned<String>>,
+    description: Option<Spanned<String>>,
+    extends: Option<Vec<Spanned<String>>>,
+    #[serde(rename = "abstract")]
+    is_abstract: Option<bool>,
+    image: Option<RawImage>,
+    packages: Option<RawPackages>,
+    users: Option<Vec<Spanned<RawUser>>>,
+    files: Option<Vec<Spanned<RawFile>>>,
+    services: Option<Vec<Spanned<RawService>>>,
+    checks: Option<Vec<Spanned<RawCheck>>>,
+    boot: Option<RawBoot>,
+}
+
+impl Partial for RawRole {
+    fn absorb(&mut self, o: Self) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if o.$f.is_some() { self.$f = o.$f; } )* };
+        }
+        take!(
+            name,
+            description,
+            extends,
+            is_abstract,
+            image,
+            packages,
+            users,
+            files,
+            services,
+            checks,
+            boot
+        );
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    base: Option<Spanned<String>>,
+    instance_type: Option<Spanned<String>>,
+    volume_size_gb: Option<Spanned<u32>>,
+    arch: Option<Spanned<Arch>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPackages {
+    #[serde(default)]
+    apt: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: Spanned<String>,
+    #[serde(default)]
+    system: bool,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    shell: Option<Spanned<String>>,
+    home: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    source: Spanned<String>,
+    dest: Spanned<String>,
+    mode: Option<Spanned<Mode>>,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Spanned<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: Spanned<String>,
+    run: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBoot {
+    parameters: Option<Spanned<String>>,
+    #[serde(default)]
+    start: Vec<Spanned<String>>,
+    #[serde(default)]
+    templates: Vec<Spanned<RawFile>>,
+    health: Option<Spanned<RawHealth>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    http: Option<Spanned<String>>,
+    command: Option<Spanned<String>>,
+    timeout_secs: Option<Spanned<u64>>,
+}
+
+/// A file mode: four octal digits, normalised from three or four.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mode(String);
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Mode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a quoted octal file mode, like \"0644\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Mode, E> {
+                let octal =
+                    (3..=4).contains(&s.len()) && s.bytes().all(|b| (b'0'..=b'7').contains(&b));
+                if octal {
+                    Ok(Mode(format!("{s:0>4}")))
+                } else {
+                    Err(E::custom(format!(
+                        "`{s}` is not an octal file mode: write three or four digits 0-7, like \"0644\""
+                    )))
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Mode, E> {
+                Err(E::custom(format!(
+                    "file mode {n} is a number: write the mode as a quoted octal string, like \"0644\""
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Loading and merging.
+
+/// A value with the file and span it was read from.
+#[derive(Debug, Clone)]
+struct At<T> {
+    v: T,
+    file: usize,
+    span: Range<usize>,
+}
+
+/// One role file, parsed.
+struct Layer {
+    file: usize,
+    raw: RawRole,
+}
+
+/// The text of a file read during loading, for diagnostics.
+struct Source {
+    rel: String,
+    text: String,
+}
+
+/// Reads role files, caching each one, and collects every problem.
+struct Loader<'p> {
+    project: &'p Project,
+    roles_dir: PathBuf,
+    /// `roles_dir` with symlinks resolved, to catch sources escaping it.
+    roles_real: Option<PathBuf>,
+    sources: Vec<Source>,
+    layers: HashMap<String, Option<Layer>>,
+    diags: Diagnostics,
+    /// Every role name that has a file, for suggestions.
+    known: Vec<String>,
+}
+
+/// Lists the roles that have a file in `roles/`, sorted.
+pub fn role_names(project: &Project) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(project.roles_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension()? == "toml" && p.is_file())
+                .then(|| p.file_stem()?.to_str().map(String::from))?
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Loads every role in `roles/`.
+pub fn load_all(project: &Project) -> Result<Vec<Role>, Diagnostics> {
+    let names = role_names(project);
+    if names.is_empty() {
+        return Err(Diagnostics(vec![Diagnostic::file(
+            ROLES_DIR,
+            "no role files found",
+        )
+        .help("add a role as `roles/NAME.toml`")]));
+    }
+    load(project, &names)
+}
+
+/// Loads the named roles, each with its parents merged in.
+pub fn load(project: &Project, names: &[String]) -> Result<Vec<Role>, Diagnostics> {
+    let roles_dir = project.roles_dir();
+    let mut loader = Loader {
+        project,
+        roles_real: roles_dir.canonicalize().ok(),
+        roles_dir,
+        sources: Vec::new(),
+        layers: HashMap::new(),
+        diags: Diagnostics::default(),
+        known: role_names(project),
+    };
+    let mut roles = Vec::new();
+    for name in names {
+        if !loader.known.contains(name) {
+            let mut d = Diagnostic::file(
+                format!("{ROLES_DIR}/{name}.toml"),
+                format!("unknown role `{name}`"),
+            );
+            d = match did_you_mean(name, loader.known.iter().map(String::as_str)) {
+                Some(s) => d.help(format!("did you mean `{s}`?")),
+                None => d.help(format!(
+                    "the roles are: {}",
+                    if loader.known.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        loader.known.join(", ")
+                    }
+                )),
+            };
+            loader.diags.push(d);
+            continue;
+        }
+        if let Some(role) = loader.role(name) {
+            roles.push(role);
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let unique: Vec<Diagnostic> = loader
+        .diags
+        .0
+        .into_iter()
+        .filter(|d| seen.insert(d.to_string()))
+        .collect();
+    Diagnostics(unique).into_result(roles)
+}
+
+impl Loader<'_> {
+    fn diag<T>(&self, at: &At<T>, message: impl Into<String>) -> Diagnostic {
+        let s = &self.sources[at.file];
+        Diagnostic::at(&s.rel, &s.text, at.span.clone(), message)
+    }
+
+    fn at<T>(file: usize, s: Spanned<T>) -> At<T> {
+        let span = s.span();
+        At {
+            v: s.into_inner(),
+            file,
+            span,
+        }
+    }
+
+    /// Reads and parses one role file, once.
+    fn layer(&mut self, name: &str) -> Option<&Layer> {
+        if !self.layers.contains_key(name) {
+            let parsed = self.parse_layer(name);
+            self.layers.insert(name.to_string(), parsed);
+        }
+        self.layers.get(name).and_then(Option::as_ref)
+    }
+
+    fn parse_layer(&mut self, name: &str) -> Option<Layer> {
+        let rel = format!("{ROLES_DIR}/{name}.toml");
+        let path = self.roles_dir.join(format!("{name}.toml"));
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                self.diags.push(Diagnostic::file(
+                    &rel,
+                    format!("cannot read role file: {e}"),
+                ));
+                return None;
+            }
+        };
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                let valid = e.utf8_error().valid_up_to();
+                let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                let d =
+                    Diagnostic::at(&rel, &text, valid..valid + 1, "role file is not UTF-8 text")
+                        .help("TOML files must be UTF-8; re-save the file as UTF-8");
+                self.diags.push(d);
+                return None;
+            }
+        };
+        let (raw, diags): (RawRole, _) = tomlfile::parse(&rel, &text);
+        let failed = !diags.is_empty();
+        for d in diags {
+            self.diags.push(d);
+        }
+        let file = self.sources.len();
+        self.sources.push(Source {
+            rel: rel.clone(),
+            text,
+        });
+        if !is_name(name) {
+            let d = Diagnostic::file(&rel, format!("`{name}` is not a valid role name"))
+                .help("rename the file: lowercase letters, digits and `-`, starting with a letter");
+            self.diags.push(d);
+            return None;
+        }
+        if let Some(n) = &raw.name {
+            if n.get_ref() != name {
+                let at = Self::at(file, n.clone());
+                let d = self
+                    .diag(&at, format!("role name `{}` does not match its file `{rel}`", n.get_ref()))
+                    .help(format!("a role is named after its file: write `name = \"{name}\"`, or rename the file"));
+                self.diags.push(d);
+            }
+        }
+        if failed {
+            return None;
+        }
+        Some(Layer { file, raw })
+    }
+
+    /// The ancestors of `name` and `name` itself, each once, parents first.
+    fn linearize(&mut self, name: &str, stack: &mut Vec<String>, out: &mut Vec<String>) -> bool {
+        if out.iter().any(|n| n == name) {
+            return true;
+        }
+        let Some(layer) = self.layer(name) else {
+            return false;
+        };
+        let file = layer.file;
+        let parents: Vec<Spanned<String>> = layer.raw.extends.clone().unwrap_or_default();
+        stack.push(name.to_string());
+        let mut ok = true;
+        for parent in parents {
+            let at = Self::at(file, parent);
+            let p = at.v.clone();
+            if stack.contains(&p) {
+                let cycle = stack[stack.iter().position(|s| *s == p).unwrap_or(0)..].join(" -> ");
+                let d = self
+                    .diag(&at, format!("`extends` cycle: {cycle} -> {p}"))
+                    .help(
+                    "a role cannot extend itself, directly or through its parents: remove one link",
+                );
+                self.diags.push(d);
+                ok = false;
+                continue;
+            }
+            if !self.known.contains(&p) {
+                let mut d = self.diag(&at, format!("unknown parent role `{p}`"));
+                d = match did_you_mean(&p, self.known.iter().map(String::as_str)) {
+                    Some(s) => d.help(format!("did you mean `{s}`?")),
+                    None => d.help(format!("there is no `{ROLES_DIR}/{p}.toml`; create it or remove `{p}` from `extends`")),
+                };
+                self.diags.push(d);
+                ok = false;
+                continue;
+            }
+            ok &= self.linearize(&p, stack, out);
+        }
+        stack.pop();
+        out.push(name.to_string());
+        ok
+    }
+
+    fn role(&mut self, name: &str) -> Option<Role> {
+        let mut chain = Vec::new();
+        if !self.linearize(name, &mut Vec::new(), &mut chain) {
+            return None;
+        }
+        let mut m = Merged::default();
+        for layer_name in &chain {
+            let layer = self.layers.remove(layer_name).flatten()?;
+            self.merge(&mut m, &layer);
+            self.layers.insert(layer_name.clone(), Some(layer));
+        }
+        let is_abstract = self
+            .layers
+            .get(name)
+            .and_then(Option::as_ref)
+            .and_then(|l| l.raw.is_abstract)
+            .unwrap_or(false);
+        let sources = chain
+            .iter()
+            .map(|n| format!("{ROLES_DIR}/{n}.toml"))
+            .collect();
+        self.finish(name, is_abstract, m, sources)
+    }
+
+    /// Adds one layer on top of what its parents gave.
+    fn merge(&mut self, m: &mut Merged, layer: &Layer) {
+        let f = layer.file;
+        let r = &layer.raw;
+        if let Some(d) = &r.description {
+            m.description = Some(Self::at(f, d.clone()));
+        }
+        if let Some(img) = &r.image {
+            macro_rules! over {
+                ($($k:ident),*) => { $( if let Some(v) = &img.$k { m.$k = Some(Self::at(f, v.clone())); } )* };
+            }
+            over!(base, instance_type, volume_size_gb, arch);
+        }
+        if let Some(p) = &r.packages {
+            let mut here: BTreeMap<String, At<Package>> = BTreeMap::new();
+            for spec in &p.apt {
+                let at = Self::at(f, spec.clone());
+                let Some(pkg) = self.package(&at) else {
+                    continue;
+                };
+                if let Some(prev) = here.get(&pkg.name) {
+                    let d = self
+                        .diag(&at, format!("package `{}` is listed twice", pkg.name))
+                        .help(format!(
+                            "keep one entry; the other is at line {}",
+                            self.line_of(prev)
+                        ));
+                    self.diags.push(d);
+                    continue;
+                }
+                here.insert(
+                    pkg.name.clone(),
+                    At {
+                        v: pkg,
+                        file: f,
+                        span: at.span,
+                    },
+                );
+            }
+            // A child's entry replaces its parent's: that is how a child pins
+            // a package the parent installs unpinned.
+            m.packages.extend(here);
+        }
+        for u in r.users.iter().flatten() {
+            let at = Self::at(f, u.clone());
+            if let Some(user) = self.user(&at) {
+                let pos = m.users.iter().position(|x| x.v.name == user.name);
+                let entry = At {
+                    v: user,
+                    file: f,
+                    span: at.span,
+                };
+                match pos {
+                    Some(i) => m.users[i] = entry,
+                    None => m.users.push(entry),
+                }
+            }
+        }
+        for x in r.files.iter().flatten() {
+            let at = Self::at(f, x.clone());
+            if let Some(spec) = self.file_spec(&at, "0644") {
+                m.files.push(At {
+                    v: spec,
+                    file: f,
+                    span: at.span,
+                });
+            }
+        }
+        for s in r.services.iter().flatten() {
+            let at = Self::at(f, s.clone());
+            let name = Self::at(f, at.v.name.clone());
+            if !is_unit_name(&name.v) {
+                let d = self
+                    .diag(&name, format!("`{}` is not a systemd unit name", name.v))
+                    .help("name the unit with its suffix, like `nginx.service` or `backup.timer`");
+                self.diags.push(d);
+                continue;
+            }
+            m.services.insert(
+                name.v.clone(),
+                At {
+                    v: Service {
+                        name: name.v,
+                        enabled: at.v.enabled,
+                    },
+                    file: f,
+                    span: name.span,
+                },
+            );
+        }
+        for c in r.checks.iter().flatten() {
+            let name = Self::at(f, c.get_ref().name.clone());
+            let run = Self::at(f, c.get_ref().run.clone());
+            if let Some(prev) = m.checks.iter().find(|x| x.v.name == name.v) {
+                let d = self
+                    .diag(&name, format!("check `{}` is defined twice", name.v))
+                    .help(format!(
+                        "check names must be unique; the other is in `{}`",
+                        self.sources[prev.file].rel
+                    ));
+                self.diags.push(d);
+                continue;
+            }
+            if run.v.trim().is_empty() {
+                let d = self
+                    .diag(&run, format!("check `{}` runs nothing", name.v))
+                    .help("give `run` a command");
+                self.diags.push(d);
+                continue;
+            }
+            m.checks.push(At {
+                v: Check {
+                    name: name.v,
+                    run: run.v,
+                },
+                file: f,
+                span: name.span,
+            });
+        }
+        if let Some(b) = &r.boot {
+            if let Some(p) = &b.parameters {
+                let at = Self::at(f, p.clone());
+                self.check_parameters(&at);
+                m.parameters = Some(at);
+            }
+            for s in &b.start {
+                let at = Self::at(f, s.clone());
+                if !m.start.iter().any(|x| x.v == at.v) {
+                    m.start.push(at);
+                }
+            }
+            for t in &b.templates {
+                let at = Self::at(f, t.clone());
+                if let Some(spec) = self.file_spec(&at, "0600") {
+                    self.check_template(&spec, &at);
+                    m.templates.push(At {
+                        v: spec,
+                        file: f,
+                        span: at.span,
+                    });
+                }
+            }
+            if let Some(h) = &b.health {
+                let at = Self::at(f, h.clone());
+                if let Some(health) = self.health(&at) {
+                    m.health = Some(health);
+                }
+            }
+        }
+    }
+
+    fn line_of<T>(&self, at: &At<T>) -> usize {
+        let text = &self.sources[at.file].text;
+        text[..at.span.start.min(text.len())].matches('\n').count() + 1
+    }
+
+    fn package(&mut self, at: &At<String>) -> Option<Package> {
+        let (name, version) = match at.v.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (at.v.as_str(), None),
+        };
+        let name_ok = name.len() >= 2
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
+        if !name_ok {
+            let d = self
+                .diag(at, format!("`{}` is not a Debian package name", name))
+                .help("package names are lowercase letters, digits and `+-.`; pin a version as `name=version`");
+            self.diags.push(d);
+            return None;
+        }
+        if let Some(v) = version {
+            let ok = v.starts_with(|c: char| c.is_ascii_digit())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".+~:-".contains(&b));
+            if !ok {
+                let d = self
+                    .diag(at, format!("`{v}` is not a Debian version for package `{name}`"))
+                    .help("pin an exact version as `apt-cache policy` shows it, like `nginx=1.22.1-9`");
+                self.diags.push(d);
+                return None;
+            }
+        }
+        Some(Package {
+            name: name.to_string(),
+            version: version.map(String::from),
+        })
+    }
+
+    fn user(&mut self, at: &At<RawUser>) -> Option<User> {
+        let u = &at.v;
+        let name = Self::at(at.file, u.name.clone());
+        let mut ok = true;
+        if !is_account_name(&name.v) {
+            let d = self
+                .diag(&name, format!("`{}` is not a valid user name", name.v))
+                .help("use lowercase letters, digits, `_` and `-`, starting with a letter or `_`, at most 32 characters");
+            self.diags.push(d);
+            ok = false;
+        }
+        for g in &u.groups {
+            let g = Self::at(at.file, g.clone());
+            if !is_account_name(&g.v) {
+                let d = self
+                    .diag(&g, format!("`{}` is not a valid group name", g.v))
+                    .help(
+                        "use lowercase letters, digits, `_` and `-`, starting with a letter or `_`",
+                    );
+                self.diags.push(d);
+                ok = false;
+            }
+        }
+        for p in [&u.shell, &u.home].into_iter().flatten() {
+            let p = Self::at(at.file, p.clone());
+            if let Err(why) = check_dest(&p.v) {
+                let d = self
+                    .diag(&p, format!("`{}` {why}", p.v))
+                    .help("write an absolute path such as `/srv/learn`");
+                self.diags.push(d);
+                ok = false;
+            }
+        }
+        ok.then(|| User {
+            name: name.v,
+            system: u.system,
+            groups: u.groups.iter().map(|g| g.get_ref().clone()).collect(),
+            shell: u.shell.as_ref().map(|s| s.get_ref().clone()),
+            home: u.home.as_ref().map(|s| s.get_ref().clone()),
+        })
+    }
+
+    /// Validates a `[[files]]` or `[[boot.templates]]` entry.
+    fn file_spec(&mut self, at: &At<RawFile>, default_mode: &str) -> Option<FileSpec> {
+        let f = at.file;
+        let raw = &at.v;
+        let source = Self::at(f, raw.source.clone());
+        let dest = Self::at(f, raw.dest.clone());
+        let mut ok = true;
+        if let Err(d) = self.check_source(&source) {
+            self.diags.push(d);
+            ok = false;
+        }
+        match check_dest(&dest.v) {
+            Err(why) => {
+                let d = self
+                    .diag(&dest, format!("destination `{}` {why}", dest.v))
+                    .help("write the absolute path the file takes in the image, like `/etc/learn/app.env`");
+                self.diags.push(d);
+                ok = false;
+            }
+            Ok(()) if dest.v == AGENT_DIR || dest.v.starts_with(&format!("{AGENT_DIR}/")) => {
+                let d = self
+                    .diag(&dest, format!("destination `{}` is inside `{AGENT_DIR}`, which imagectl owns", dest.v))
+                    .help("put the file somewhere else; imagectl writes the agent's configuration there");
+                self.diags.push(d);
+                ok = false;
+            }
+            Ok(()) => {}
+        }
+        let mut account = |v: &Option<Spanned<String>>, what: &str| -> String {
+            match v {
+                Some(s) => {
+                    let a = Self::at(f, s.clone());
+                    if !is_account_name(&a.v) {
+                        let d = self
+                            .diag(&a, format!("`{}` is not a valid {what} name", a.v))
+                            .help("use lowercase letters, digits, `_` and `-`, starting with a letter or `_`");
+                        self.diags.push(d);
+                        ok = false;
+                    }
+                    a.v
+                }
+                None => "root".to_string(),
+            }
+        };
+        let owner = account(&raw.owner, "owner");
+        let group = account(&raw.group, "group");
+        let mode = raw
+            .mode
+            .as_ref()
+            .map_or_else(|| default_mode.to_string(), |m| m.get_ref().0.clone());
+        ok.then(|| FileSpec {
+            source: source.v,
+            dest: dest.v,
+            mode,
+            owner,
+            group,
+        })
+    }
+
+    /// A source must be a regular file inside `roles/`, also once symlinks
+    /// are resolved: a role must not bake the build machine's files.
+    fn check_source(&self, source: &At<String>) -> Result<(), Diagnostic> {
+        let p = Path::new(&source.v);
+        let fix = "write a path relative to `roles/`, like `files/worker/app.conf`, to a file inside `roles/`";
+        if source.v.is_empty() || p.is_absolute() {
+            return Err(self
+                .diag(
+                    source,
+                    format!("source `{}` is not a relative path", source.v),
+                )
+                .help(fix));
+        }
+        if p.components().any(|c| !matches!(c, Component::Normal(_))) || source.v.contains('\\') {
+            return Err(self
+                .diag(
+                    source,
+                    format!("source `{}` escapes `{ROLES_DIR}/`", source.v),
+                )
+                .help(format!("remove `..` and `.`: {fix}")));
+        }
+        let full = self.roles_dir.join(p);
+        let meta = std::fs::metadata(&full);
+        match meta {
+            Err(_) => {
+                let shown = format!("{ROLES_DIR}/{}", source.v);
+                let how = if std::fs::symlink_metadata(&full).is_ok() {
+                    format!("`{shown}` is a symbolic link to nothing; point it at a file inside `{ROLES_DIR}/`")
+                } else {
+                    format!("create `{shown}`, or fix the path (it is relative to `{ROLES_DIR}/`)")
+                };
+                Err(self
+                    .diag(source, format!("source file `{shown}` does not exist"))
+                    .help(how))
+            }
+            Ok(m) if !m.is_file() => Err(self
+                .diag(
+                    source,
+                    format!("source `{ROLES_DIR}/{}` is not a regular file", source.v),
+                )
+                .help("list each file to bake as its own `[[files]]` entry")),
+            Ok(_) => {
+                let real = full.canonicalize().ok();
+                let inside = match (&real, &self.roles_real) {
+                    (Some(r), Some(root)) => r.starts_with(root),
+                    _ => false,
+                };
+                if inside {
+                    Ok(())
+                } else {
+                    Err(self
+                        .diag(source, format!("source `{ROLES_DIR}/{}` is a symbolic link that leads outside `{ROLES_DIR}/`", source.v))
+                        .help("copy the file into `roles/` instead of linking to it: an image must not depend on the build machine"))
+                }
+            }
+        }
+    }
+
+    /// A boot template must parse as handlebars; the error points into the
+    /// template file itself.
+    fn check_template(&mut self, spec: &FileSpec, at: &At<RawFile>) {
+        let path = self.roles_dir.join(&spec.source);
+        let rel = format!("{ROLES_DIR}/{}", spec.source);
+        let text = match std::fs::read(&path).map(String::from_utf8) {
+            Ok(Ok(t)) => t,
+            _ => {
+                let src = Self::at(at.file, at.v.source.clone());
+                let d = self
+                    .diag(&src, format!("template `{rel}` is not UTF-8 text"))
+                    .help("templates render to text files; save it as UTF-8");
+                self.diags.push(d);
+                return;
+            }
+        };
+        if let Err(e) = imagectl_agent::template::check(&text) {
+            let offset = match (e.line, e.column) {
+                (Some(l), Some(c)) => offset_of(&text, l, c),
+                _ => 0,
+            };
+            let d = Diagnostic::at(
+                &rel,
+                &text,
+                offset..offset + 1,
+                format!("template is not valid handlebars: {}", e.reason),
+            )
+            .help("fix the template; see https://handlebarsjs.com/guide/ for the syntax");
+            self.diags.push(d);
+        }
+    }
+
+    fn check_parameters(&mut self, at: &At<String>) {
+        let p = &at.v;
+        if imagectl_agent::template::check(p).is_err() {
+            let d = self
+                .diag(at, format!("parameter path `{p}` is not a valid template"))
+                .help(PARAM_HELP);
+            self.diags.push(d);
+            return;
+        }
+        let sample = serde_json::json!({
+            "env": "prod", "role": "role",
+            "instance": {"id": "i-0", "region": "eu-west-1", "az": "eu-west-1a"},
+        });
+        match imagectl_agent::template::registry().render_template(p, &sample) {
+            Err(_) => {
+                let d = self
+                    .diag(
+                        at,
+                        format!("parameter path `{p}` uses a value that is not known at boot"),
+                    )
+                    .help(PARAM_HELP);
+                self.diags.push(d);
+            }
+            Ok(path) => {
+                let ok = path.starts_with('/')
+                    && !path.ends_with('/')
+                    && !path.contains("//")
+                    && path
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"/_.-".contains(&b));
+                if !ok {
+                    let d = self
+                        .diag(
+                            at,
+                            format!("parameter path `{p}` is not an SSM parameter path"),
+                        )
+                        .help(PARAM_HELP);
+                    self.diags.push(d);
+                }
+            }
+        }
+    }
+
+    fn health(&mut self, at: &At<RawHealth>) -> Option<Health> {
+        let h = &at.v;
+        let timeout = h
+            .timeout_secs
+            .as_ref()
+            .map(|t| Self::at(at.file, t.clone()));
+        let mut ok = true;
+        match (&h.http, &h.command) {
+            (Some(_), Some(_)) | (None, None) => {
+                let d = self
+                    .diag(at, "`[boot.health]` needs exactly one of `http` and `command`")
+                    .help("set `http = \"http://127.0.0.1:PORT/health\"` (must answer 200) or `command = \"...\"` (must exit 0)");
+                self.diags.push(d);
+                ok = false;
+            }
+            (Some(url), None) => {
+                let u = Self::at(at.file, url.clone());
+                if !(u.v.starts_with("http://") || u.v.starts_with("https://")) || u.v.len() < 10 {
+                    let d = self
+                        .diag(&u, format!("`{}` is not an http(s) URL", u.v))
+                        .help("write it like `http://127.0.0.1:8080/health`");
+                    self.diags.push(d);
+                    ok = false;
+                }
+            }
+            (None, Some(cmd)) => {
+                let c = Self::at(at.file, cmd.clone());
+                if c.v.trim().is_empty() {
+                    let d = self
+                        .diag(&c, "health `command` is empty")
+                        .help("give a command that exits 0 when the instance is healthy");
+                    self.diags.push(d);
+                    ok = false;
+                }
+            }
+        }
+        if let Some(t) = &timeout {
+            if t.v == 0 || t.v > 3600 {
+                let d = self
+                    .diag(
+                        t,
+                        format!("health timeout of {} seconds is out of range", t.v),
+                    )
+                    .help("use 1 to 3600 seconds");
+                self.diags.push(d);
+                ok = false;
+            }
+        }
+        ok.then(|| Health {
+            http: h.http.as_ref().map(|s| s.get_ref().clone()),
+            command: h.command.as_ref().map(|s| s.get_ref().clone()),
+            timeout_secs: timeout.map_or(60, |t| t.v),
+        })
+    }
+
+    /// Checks the merged role as a whole and turns it into plain data.
+    fn finish(
+        &mut self,
+        name: &str,
+        is_abstract: bool,
+        m: Merged,
+        sources: Vec<String>,
+    ) -> Option<Role> {
+        let before = self.diags.0.len();
+        let bases = &self.project.settings.bases;
+
+        let mut arch = m.arch.as_ref().map(|a| a.v);
+        let base = match &m.base {
+            Some(b) => match bases.get(&b.v) {
+                Some(found) => {
+                    if let Some(a) = &m.arch {
+                        if a.v != found.architecture {
+                            let d = self
+                                .diag(a, format!("role asks for {} but base `{}` is {}", a.v.as_str(), b.v, found.architecture.as_str()))
+                                .help("pick a base of that architecture in `imagectl.toml`, or remove `arch`");
+                            self.diags.push(d);
+                        }
+                    }
+                    arch = Some(found.architecture);
+                    Some(b.v.clone())
+                }
+                None => {
+                    let mut d = self.diag(b, format!("unknown base `{}`", b.v));
+                    d = match did_you_mean(&b.v, bases.keys().map(String::as_str)) {
+                        Some(s) => d.help(format!("did you mean `{s}`?")),
+                        None => d.help(format!(
+                            "add `[bases.{}]` to `imagectl.toml`, or use one of: {}",
+                            b.v,
+                            bases.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )),
+                    };
+                    self.diags.push(d);
+                    None
+                }
+            },
+            None => {
+                if !is_abstract {
+                    let file = format!("{ROLES_DIR}/{name}.toml");
+                    self.diags.push(
+                        Diagnostic::file(file, format!("role `{name}` has no base image"))
+                            .help("set `[image] base = \"...\"` here or in a parent role, or mark the role `abstract = true`"),
+                    );
+                }
+                None
+            }
+        };
+        let arch = arch.unwrap_or(Arch::X86_64);
+
+        let instance_type = match &m.instance_type {
+            Some(t) => {
+                if !is_instance_type(&t.v) {
+                    let d = self
+                        .diag(t, format!("`{}` is not an EC2 instance type", t.v))
+                        .help("write it like `t3.medium` or `m7g.large`");
+                    self.diags.push(d);
+                } else if instance_arch(&t.v) != arch {
+                    let d = self
+                        .diag(
+                            t,
+                            format!(
+                                "instance type `{}` is {} but the image is {}",
+                                t.v,
+                                instance_arch(&t.v).as_str(),
+                                arch.as_str()
+                            ),
+                        )
+                        .help(match arch {
+                            Arch::Arm64 => "use a Graviton type such as `t4g.medium`",
+                            Arch::X86_64 => "use an x86_64 type such as `t3.medium`",
+                        });
+                    self.diags.push(d);
+                }
+                t.v.clone()
+            }
+            None => match arch {
+                Arch::X86_64 => "t3.small".into(),
+                Arch::Arm64 => "t4g.small".into(),
+            },
+        };
+        let volume_size_gb = match &m.volume_size_gb {
+            Some(v) => {
+                if !(8..=16384).contains(&v.v) {
+                    let d = self
+                        .diag(v, format!("volume size of {} GiB is out of range", v.v))
+                        .help("use 8 to 16384 GiB; Debian's cloud images need at least 8");
+                    self.diags.push(d);
+                }
+                v.v
+            }
+            None => 8,
+        };
+
+        // Two things may not land on the same path: the build would keep
+        // whichever came last, silently.
+        let mut dests: BTreeMap<String, (usize, Range<usize>)> = BTreeMap::new();
+        for (kind, item) in m
+            .files
+            .iter()
+            .map(|x| ("file", x))
+            .chain(m.templates.iter().map(|x| ("template", x)))
+        {
+            if let Some((pf, ps)) = dests.get(&item.v.dest) {
+                let prev = At {
+                    v: (),
+                    file: *pf,
+                    span: ps.clone(),
+                };
+                let where_ = format!("{}:{}", self.sources[*pf].rel, self.line_of(&prev));
+                let d = self
+                    .diag(
+                        item,
+                        format!("{kind} destination `{}` is used twice", item.v.dest),
+                    )
+                    .help(format!(
+                        "the other entry is at {where_}; give each file its own `dest`"
+                    ));
+                self.diags.push(d);
+            } else {
+                dests.insert(item.v.dest.clone(), (item.file, item.span.clone()));
+            }
+        }
+
+        // The agent can only start what the image has: a unit the role
+        // declares, or a unit file it bakes.
+        for s in &m.start {
+            let declared = m.services.contains_key(&s.v);
+            let baked = m.files.iter().any(|f| {
+                [
+                    "/etc/systemd/system/",
+                    "/lib/systemd/system/",
+                    "/usr/lib/systemd/system/",
+                ]
+                .iter()
+                .any(|dir| f.v.dest == format!("{dir}{}", s.v))
+            });
+            if !is_unit_name(&s.v) {
+                let d = self
+                    .diag(s, format!("`{}` is not a systemd unit name", s.v))
+                    .help("name the unit with its suffix, like `nginx.service`");
+                self.diags.push(d);
+            } else if !declared && !baked {
+                let d = self
+                    .diag(s, format!("boot starts `{}`, which the image neither enables nor installs", s.v))
+                    .help(format!(
+                        "declare it with `[[services]] name = \"{}\"` (`enabled = false` if only the agent starts it), or bake its unit file with `[[files]]`",
+                        s.v
+                    ));
+                self.diags.push(d);
+            }
+        }
+
+        if self.diags.0.len() > before {
+            return None;
+        }
+        let mut files: Vec<FileSpec> = m.files.into_iter().map(|x| x.v).collect();
+        files.sort_by(|a, b| a.dest.cmp(&b.dest));
+        let mut templates: Vec<BootTemplate> = m
+            .templates
+            .into_iter()
+            .map(|t| BootTemplate {
+                source: t.v.source,
+                dest: t.v.dest,
+                mode: t.v.mode,
+                owner: t.v.owner,
+                group: t.v.group,
+            })
+            .collect();
+        templates.sort_by(|a, b| a.dest.cmp(&b.dest));
+        Some(Role {
+            name: name.to_string(),
+            description: m.description.map(|d| d.v).unwrap_or_default(),
+            is_abstract,
+            image: Image {
+                base,
+                instance_type,
+                volume_size_gb,
+                arch,
+            },
+            packages: m.packages.into_values().map(|p| p.v).collect(),
+            users: m.users.into_iter().map(|u| u.v).collect(),
+            files,
+            services: m.services.into_values().map(|s| s.v).collect(),
+            checks: m.checks.into_iter().map(|c| c.v).collect(),
+            boot: Boot {
+                parameters: m.parameters.map(|p| p.v),
+                start: m.start.into_iter().map(|s| s.v).collect(),
+                templates,
+                health: m.health,
+            },
+            sources,
+        })
+    }
+}
+
+const PARAM_HELP: &str = "write an SSM path such as `/learn/{{env}}/worker`; it may use `env`, `role`, `instance.id`, `instance.region` and `instance.az`";
+
+/// A role while its layers are merged, every item still knowing where it came from.
+#[derive(Default)]
+struct Merged {
+    description: Option<At<String>>,
+    base: Option<At<String>>,
+    instance_type: Option<At<String>>,
+    volume_size_gb: Option<At<u32>>,
+    arch: Option<At<Arch>>,
+    packages: BTreeMap<String, At<Package>>,
+    users: Vec<At<User>>,
+    files: Vec<At<FileSpec>>,
+    services: BTreeMap<String, At<Service>>,
+    checks: Vec<At<Check>>,
+    parameters: Option<At<String>>,
+    start: Vec<At<String>>,
+    templates: Vec<At<FileSpec>>,
+    health: Option<Health>,
+}
+
+/// Why `dest` is not an absolute, normal path, if it is not.
+fn check_dest(dest: &str) -> Result<(), &'static str> {
+    let p = Path::new(dest);
+    if !p.is_absolute() {
+        return Err("is not an absolute path");
+    }
+    if dest.len() > 1 && dest.ends_with('/') {
+        return Err("ends with `/` but must name a file");
+    }
+    if dest.contains("//")
+        || p.components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err("contains `..`, `.` or `//`");
+    }
+    if dest.chars().any(|c| c.is_control()) {
+        return Err("contains a control character");
+    }
+    Ok(())
+}
+
+fn is_account_name(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn is_unit_name(s: &str) -> bool {
+    const SUFFIXES: [&str; 7] = [
+        ".service", ".socket", ".timer", ".target", ".path", ".mount", ".slice",
+    ];
+    SUFFIXES
+        .iter()
+        .any(|suf| s.len() > suf.len() && s.ends_with(suf))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":-_.@\\".contains(&b))
+}
+
+fn is_instance_type(s: &str) -> bool {
+    match s.split_once('.') {
+        Some((family, size)) => {
+            !family.is_empty()
+                && !size.is_empty()
+                && family.starts_with(|c: char| c.is_ascii_lowercase())
+                && family
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && size
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+/// The architecture of an instance family: Graviton families carry a `g`
+/// right after their generation (`t4g`, `m7gd`, `c6gn`), and `a1` is ARM.
+fn instance_arch(instance_type: &str) -> Arch {
+    let family = instance_type.split('.').next().unwrap_or("");
+    if family == "a1" {
+        return Arch::Arm64;
+    }
+    let rest = family.trim_start_matches(|c: char| c.is_ascii_lowercase());
+    let after_digits = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    if rest.len() != after_digits.len() && after_digits.starts_with('g') {
+        Arch::Arm64
+    } else {
+        Arch::X86_64
+    }
+}
+
+/// The byte offset of a 1-based line and column in `text`.
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let line_text = text[start.min(text.len())..]
+        .split('\n')
+        .next()
+        .unwrap_or("");
+    let col: usize = line_text
+        .chars()
+        .take(column.saturating_sub(1))
+        .map(char::len_utf8)
+        .sum();
+    (start + col).min(text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graviton_families_are_arm() {
+        for t in [
+            "t4g.small",
+            "m7gd.large",
+            "c6gn.xlarge",
+            "a1.medium",
+            "im4gn.large",
+        ] {
+            assert_eq!(instance_arch(t), Arch::Arm64, "{t}");
+        }
+        for t in ["t3.medium", "g5.xlarge", "inf2.xlarge", "m5.large"] {
+            assert_eq!(instance_arch(t), Arch::X86_64, "{t}");
+        }
+    }
+
+    #[test]
+    fn dest_rules() {
+        assert!(check_dest("/etc/learn/app.env").is_ok());
+        assert!(check_dest("etc/x").is_err());
+        assert!(check_dest("/etc/../x").is_err());
+        assert!(check_dest("/etc/x/").is_err());
+        assert!(check_dest("/etc//x").is_err());
+    }
+
+    #[test]
+    fn unit_names() {
+        assert!(is_unit_name("sidekiq.service"));
+        assert!(is_unit_name("getty@tty1.service"));
+        assert!(!is_unit_name("sidekiq"));
+        assert!(!is_unit_name(".service"));
+    }
+
+    #[test]
+    fn offsets_from_line_and_column() {
+        let t = "ab\ncdé\nf";
+        assert_eq!(offset_of(t, 1, 1), 0);
+        assert_eq!(offset_of(t, 2, 3), 5);
+        assert_eq!(offset_of(t, 3, 1), 9);
+    }
+}

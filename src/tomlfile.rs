@@ -1,0 +1,138 @@
+//! Reading TOML input files into typed values while keeping every problem,
+//! not only the first, and turning serde's wording into ours.
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use crate::diag::{did_you_mean, Diagnostic};
+
+/// A document type that is read one top-level key at a time, so that a
+/// mistake under `[image]` does not hide another under `[[files]]`.
+pub trait Partial: DeserializeOwned + Default {
+    /// Takes every key `other` has (each part holds exactly one).
+    fn absorb(&mut self, other: Self);
+}
+
+/// Parses `text` (the contents of `file`) into `T`, collecting every syntax
+/// error, unknown key and wrong type with its location.
+pub fn parse<T: Partial>(file: &str, text: &str) -> (T, Vec<Diagnostic>) {
+    let (doc, errors) = DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        let diags = errors
+            .iter()
+            .map(|e| to_diagnostic(file, text, e, 0..0, "TOML syntax error: "))
+            .collect();
+        return (T::default(), diags);
+    }
+    let mut value = T::default();
+    let mut diags = Vec::new();
+    let doc_span = doc.span();
+    for (key, item) in doc.into_inner() {
+        let key_span = key.span();
+        let mut single = DeTable::new();
+        single.insert(key, item);
+        let whole = Spanned::new(doc_span.clone(), DeValue::Table(single));
+        match T::deserialize(ValueDeserializer::from(whole)) {
+            Ok(part) => value.absorb(part),
+            Err(e) => diags.push(to_diagnostic(file, text, &e, key_span, "")),
+        }
+    }
+    (value, diags)
+}
+
+fn to_diagnostic(
+    file: &str,
+    text: &str,
+    err: &toml::de::Error,
+    fallback: std::ops::Range<usize>,
+    prefix: &str,
+) -> Diagnostic {
+    let span = err.span().unwrap_or(fallback);
+    let (message, help) = humanize(err.message().trim());
+    let d = Diagnostic::at(file, text, span, format!("{prefix}{message}"));
+    match help {
+        Some(h) => d.help(h),
+        None => d,
+    }
+}
+
+/// Rewrites serde's messages into ours: "key" rather than "field", and a
+/// suggestion for a misspelt key.
+fn humanize(msg: &str) -> (String, Option<String>) {
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected: Vec<&str> = tail
+            .split('`')
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .map(|(_, s)| s)
+            .collect();
+        let help = match did_you_mean(name, expected.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None if expected.is_empty() => "remove it".to_string(),
+            None => format!(
+                "remove it; the keys allowed here are {}",
+                expected
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        return (format!("unknown key `{name}`"), Some(help));
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or(rest);
+        return (
+            format!("missing key `{name}`"),
+            Some(format!("add `{name} = ...` to this table")),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("invalid type: ") {
+        if let Some((found, expected)) = rest.split_once(", expected ") {
+            return (
+                format!("wrong type: expected {expected}, found {found}"),
+                None,
+            );
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant `") {
+        let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected = tail
+            .trim_start_matches(", expected ")
+            .replace("one of ", "");
+        return (
+            format!("unknown value `{name}`"),
+            Some(format!("use one of {expected}")),
+        );
+    }
+    (msg.to_string(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_gets_a_suggestion() {
+        let (m, h) = humanize("unknown field `pakages`, expected one of `image`, `packages`");
+        assert_eq!(m, "unknown key `pakages`");
+        assert_eq!(h.as_deref(), Some("did you mean `packages`?"));
+    }
+
+    #[test]
+    fn unknown_field_far_from_all_lists_them() {
+        let (_, h) = humanize("unknown field `zzz`, expected `name` or `run`");
+        assert_eq!(
+            h.as_deref(),
+            Some("remove it; the keys allowed here are `name`, `run`")
+        );
+    }
+
+    #[test]
+    fn invalid_type_reads_naturally() {
+        let (m, _) = humanize("invalid type: integer `3`, expected a string");
+        assert_eq!(m, "wrong type: expected a string, found integer `3`");
+    }
+}
