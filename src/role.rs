@@ -275,13 +275,13 @@ impl<'de> Deserialize<'de> for Mode {
                     Ok(Mode(format!("{s:0>4}")))
                 } else {
                     Err(E::custom(format!(
-                        "`{s}` is not an octal file mode: write three or four digits 0-7, like \"0644\""
+                        "`{s}` is not an octal file mode\nhelp: write three or four digits 0-7, like \"0644\""
                     )))
                 }
             }
             fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Mode, E> {
                 Err(E::custom(format!(
-                    "file mode {n} is a number: write the mode as a quoted octal string, like \"0644\""
+                    "file mode {n} is a number, not an octal string\nhelp: quote it, as in `mode = \"0644\"`: unquoted, TOML reads {n} as a decimal number"
                 )))
             }
         }
@@ -304,6 +304,9 @@ struct At<T> {
 struct Layer {
     file: usize,
     raw: RawRole,
+    /// Some keys did not parse: what did is still checked, so that one run
+    /// reports every problem, but the role is not produced.
+    broken: bool,
 }
 
 /// The text of a file read during loading, for diagnostics.
@@ -475,10 +478,11 @@ impl Loader<'_> {
                 self.diags.push(d);
             }
         }
-        if failed {
-            return None;
-        }
-        Some(Layer { file, raw })
+        Some(Layer {
+            file,
+            raw,
+            broken: failed,
+        })
     }
 
     /// The ancestors of `name` and `name` itself, each once, parents first.
@@ -532,6 +536,7 @@ impl Loader<'_> {
         let mut m = Merged::default();
         for layer_name in &chain {
             let layer = self.layers.remove(layer_name).flatten()?;
+            m.broken |= layer.broken;
             self.merge(&mut m, &layer);
             self.layers.insert(layer_name.clone(), Some(layer));
         }
@@ -1069,7 +1074,7 @@ impl Loader<'_> {
                 }
             },
             None => {
-                if !is_abstract {
+                if !is_abstract && !m.broken {
                     let file = format!("{ROLES_DIR}/{name}.toml");
                     self.diags.push(
                         Diagnostic::file(file, format!("role `{name}` has no base image"))
@@ -1173,7 +1178,7 @@ impl Loader<'_> {
                     .diag(s, format!("`{}` is not a systemd unit name", s.v))
                     .help("name the unit with its suffix, like `nginx.service`");
                 self.diags.push(d);
-            } else if !declared && !baked {
+            } else if !declared && !baked && !m.broken {
                 let d = self
                     .diag(s, format!("boot starts `{}`, which the image neither enables nor installs", s.v))
                     .help(format!(
@@ -1184,7 +1189,7 @@ impl Loader<'_> {
             }
         }
 
-        if self.diags.0.len() > before {
+        if self.diags.0.len() > before || m.broken {
             return None;
         }
         let mut files: Vec<FileSpec> = m.files.into_iter().map(|x| x.v).collect();
@@ -1232,6 +1237,7 @@ const PARAM_HELP: &str = "write an SSM path such as `/learn/{{env}}/worker`; it 
 /// A role while its layers are merged, every item still knowing where it came from.
 #[derive(Default)]
 struct Merged {
+    broken: bool,
     description: Option<At<String>>,
     base: Option<At<String>>,
     instance_type: Option<At<String>>,
@@ -1381,6 +1387,6 @@ mod tests {
         let t = "ab\ncdé\nf";
         assert_eq!(offset_of(t, 1, 1), 0);
         assert_eq!(offset_of(t, 2, 3), 5);
-        assert_eq!(offset_of(t, 3, 1), 9);
+        assert_eq!(offset_of(t, 3, 1), 8);
     }
 }

@@ -21,7 +21,12 @@ pub fn parse<T: Partial>(file: &str, text: &str) -> (T, Vec<Diagnostic>) {
     if !errors.is_empty() {
         let diags = errors
             .iter()
-            .map(|e| to_diagnostic(file, text, e, 0..0, "TOML syntax error: "))
+            .map(|e| {
+                let d = to_diagnostic(file, text, e, 0..0, "TOML syntax error: ");
+                d.help(
+                    "fix the syntax at this point; the TOML format is described at https://toml.io",
+                )
+            })
             .collect();
         return (T::default(), diags);
     }
@@ -91,9 +96,17 @@ fn humanize(msg: &str) -> (String, Option<String>) {
     }
     if let Some(rest) = msg.strip_prefix("invalid type: ") {
         if let Some((found, expected)) = rest.split_once(", expected ") {
+            let expected = match expected {
+                "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (no quotes)",
+                "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number (no quotes)",
+                "a boolean" => "`true` or `false` (no quotes)",
+                "a sequence" => "an array, like `[\"a\", \"b\"]`",
+                e if e.starts_with("struct ") || e == "a map" => "a table",
+                e => e,
+            };
             return (
                 format!("wrong type: expected {expected}, found {found}"),
-                None,
+                Some("change the value to the expected type".to_string()),
             );
         }
     }
@@ -107,7 +120,11 @@ fn humanize(msg: &str) -> (String, Option<String>) {
             Some(format!("use one of {expected}")),
         );
     }
-    (msg.to_string(), None)
+    // Our own deserializers put their advice after a "\nhelp: ".
+    match msg.split_once("\nhelp: ") {
+        Some((m, h)) => (m.to_string(), Some(h.to_string())),
+        None => (msg.to_string(), None),
+    }
 }
 
 #[cfg(test)]
@@ -134,5 +151,10 @@ mod tests {
     fn invalid_type_reads_naturally() {
         let (m, _) = humanize("invalid type: integer `3`, expected a string");
         assert_eq!(m, "wrong type: expected a string, found integer `3`");
+        let (m, _) = humanize("invalid type: string \"big\", expected u32");
+        assert_eq!(
+            m,
+            "wrong type: expected a whole number (no quotes), found string \"big\""
+        );
     }
 }

@@ -1,0 +1,131 @@
+//! The command line: exit codes, output streams, project discovery.
+
+use crate::support::Test;
+
+#[test]
+fn the_repository_roles_are_valid() {
+    let out = Test::repo().args(&["validate"]).ok();
+    let names: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(names, ["base", "pushstream", "web", "worker"]);
+    assert!(out.lines().next().unwrap().contains("abstract"));
+}
+
+#[test]
+fn the_repository_roles_hash() {
+    let t = Test::repo();
+    for role in ["web", "worker", "pushstream"] {
+        t.hash(role);
+    }
+}
+
+#[test]
+fn validate_json_lists_roles() {
+    let out = Test::new().args(&["validate", "--output", "json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["roles"][0]["role"], "app");
+    assert_eq!(v["roles"][1]["role"], "base");
+    assert_eq!(v["roles"][1]["abstract"], true);
+}
+
+#[test]
+fn results_go_to_stdout_and_logs_to_stderr() {
+    let r = Test::new().args(&["validate"]).run();
+    assert_eq!(r.status, 0);
+    assert!(r.stdout.starts_with("ok  app"), "{}", r.stdout);
+    assert!(r.stderr.contains("2 role(s) valid"), "{}", r.stderr);
+    let r = Test::new().args(&["-q", "validate"]).run();
+    assert_eq!(r.stderr, "");
+}
+
+#[test]
+fn dash_c_names_the_project() {
+    let t = Test::new();
+    let dir = t.dir.path().to_string_lossy().into_owned();
+    let elsewhere = Test::empty().args(&["-C", &dir, "hash", "app"]);
+    assert_eq!(elsewhere.ok().trim_end(), t.hash("app"));
+}
+
+#[test]
+fn no_project_is_a_usage_error() {
+    let r = Test::empty().args(&["validate"]).run();
+    assert_eq!(r.status, 2);
+    assert_eq!(
+        r.stderr,
+        "error: could not find `imagectl.toml` in `[ROOT]` or any parent directory; run imagectl inside a project, or name one with `-C DIR`\n"
+    );
+    assert_eq!(r.stdout, "");
+}
+
+#[test]
+fn an_unknown_role_is_named_with_a_suggestion() {
+    let r = Test::new().args(&["hash", "ap"]).run();
+    assert_eq!(r.status, 2);
+    assert_eq!(
+        r.stderr,
+        "error: unknown role `ap`\n  --> roles/ap.toml\n   = help: did you mean `app`?\n\nerror: 1 problem found; nothing was written\n"
+    );
+}
+
+#[test]
+fn an_abstract_role_has_no_hash() {
+    let r = Test::new().args(&["hash", "base"]).run();
+    assert_eq!(r.status, 2);
+    assert_eq!(
+        r.stderr,
+        "error: role `base` is abstract: it is never built and has no image hash; use a role that extends it\n"
+    );
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let r = Test::new().args(&["frobnicate"]).run();
+    assert_eq!(r.status, 2);
+    assert!(
+        r.stderr.contains("unrecognized subcommand 'frobnicate'"),
+        "{}",
+        r.stderr
+    );
+    let r = Test::new().args(&["hash"]).run();
+    assert_eq!(r.status, 2);
+}
+
+#[test]
+fn plan_offline_lists_concrete_roles_and_their_status() {
+    let t = Test::new();
+    let hash = t.hash("app");
+    let out = t.args(&["plan", "--offline", "--output", "json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let roles = v["roles"].as_array().unwrap();
+    assert_eq!(roles.len(), 1, "the abstract base is not listed: {out}");
+    assert_eq!(roles[0]["role"], "app");
+    assert_eq!(roles[0]["hash"], hash.as_str());
+    assert_eq!(roles[0]["status"], "build");
+}
+
+#[test]
+fn plan_offline_reads_the_local_record() {
+    let t = Test::new();
+    let hash = t.hash("app");
+    let record = serde_json::json!([{
+        "role": "app", "hash": hash, "target": "local",
+        "artifact": "images/local/app.tar", "built_at": 1,
+    }]);
+    let t = t
+        .write(".imagectl/builds.json", record.to_string())
+        .args(&["plan", "--offline"]);
+    let out = t.ok();
+    assert_eq!(
+        out,
+        format!("ROLE         HASH         STATUS     ARTIFACT\napp          {} up-to-date images/local/app.tar (local)\n", &hash[..12])
+    );
+}
+
+#[test]
+fn plan_without_offline_says_what_to_do() {
+    let r = Test::new().args(&["plan"]).run();
+    assert_eq!(r.status, 2);
+    assert!(r.stderr.contains("imagectl plan --offline"), "{}", r.stderr);
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the compiled `imagectl` binary run in temporary projects.
+
+mod bad_roles;
+mod cli;
+mod hash;
+mod support;
