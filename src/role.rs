@@ -836,7 +836,7 @@ impl Loader<'_> {
             .mode
             .as_ref()
             .map_or_else(|| default_mode.to_string(), |m| m.get_ref().0.clone());
-        ok.then(|| FileSpec {
+        ok.then_some(FileSpec {
             source: source.v,
             dest: dest.v,
             mode,
