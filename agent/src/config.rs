@@ -53,3 +53,49 @@ pub struct Health {
     /// How long to wait for health before the boot fails.
     pub timeout_secs: u64,
 }
+
+/// Where the image configuration lives in every image.
+pub const CONFIG_DIR: &str = "/etc/imagectl";
+
+/// The file, below [`CONFIG_DIR`], holding [`ImageConfig`] as JSON.
+pub const CONFIG_FILE: &str = "image.json";
+
+/// The directory, below [`CONFIG_DIR`], holding the boot templates at their
+/// paths inside `roles/` (`templates/worker/sidekiq.env.hbs`).
+pub const TEMPLATES_DIR: &str = "templates";
+
+/// Everything the agent knows about the image it runs in, baked at build
+/// time into `/etc/imagectl/image.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Version of this format; the agent refuses a newer one.
+    pub format: u32,
+    /// The role the image was built from.
+    pub role: String,
+    /// The image's content hash (64 lowercase hex characters).
+    pub hash: String,
+    /// What to do at boot.
+    pub boot: Boot,
+    /// Every file imagectl baked, for `imagectl-agent verify`.
+    pub manifest: Vec<ManifestEntry>,
+}
+
+/// The current version of [`ImageConfig`].
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One baked file and what it must look like.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestEntry {
+    /// Absolute path in the image.
+    pub path: String,
+    /// SHA-256 of its contents, lowercase hex.
+    pub sha256: String,
+    /// Octal mode, four digits.
+    pub mode: String,
+    /// Owning user.
+    pub owner: String,
+    /// Owning group.
+    pub group: String,
+}
