@@ -46,6 +46,59 @@ pub enum Command {
     Inputs(RoleArg),
     /// Show which roles need building.
     Plan(PlanArgs),
+    /// Write the Packer template of each role to `images/ROLE.pkr.hcl`.
+    Render(RenderArgs),
+    /// Write the staged build context of a role: exactly what goes into the image.
+    Stage(StageArgs),
+    /// Pin base images in `images/bases.lock`.
+    #[command(subcommand)]
+    Bases(BasesCommand),
+}
+
+/// `imagectl render`.
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    /// Write nothing; exit 1 naming every template that is stale.
+    #[arg(long, conflicts_with = "out")]
+    pub check: bool,
+    /// Write the templates to DIR instead of `images/`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Leave out what Debian's Packer 1.6.6 rejects (needs `--out`: the
+    /// committed templates are for current Packer).
+    #[arg(long, requires = "out")]
+    pub packer_1_6: bool,
+    /// Roles (default: every role that is not abstract).
+    pub roles: Vec<String>,
+}
+
+/// `imagectl stage`.
+#[derive(Debug, clap::Args)]
+pub struct StageArgs {
+    /// The role.
+    pub role: String,
+    /// Directory to write; must not exist yet, or be empty.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The imagectl-agent binary to bake (default: `imagectl-agent` next to
+    /// this binary, or `IMAGECTL_AGENT_BIN`).
+    #[arg(long, value_name = "PATH", env = "IMAGECTL_AGENT_BIN")]
+    pub agent: Option<PathBuf>,
+}
+
+/// `imagectl bases ...`.
+#[derive(Debug, Subcommand)]
+pub enum BasesCommand {
+    /// Resolve every `[bases]` entry to the newest matching AMI per region.
+    Update(BasesUpdateArgs),
+}
+
+/// `imagectl bases update`.
+#[derive(Debug, clap::Args)]
+pub struct BasesUpdateArgs {
+    /// Write nothing; exit 1 when newer base images exist.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Zero or more roles; none means all.

@@ -7,6 +7,8 @@ use std::path::Path;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::lock::{self, Lock};
+use crate::packer;
 use crate::project::Project;
 use crate::role::{Role, ROLES_DIR};
 
@@ -35,12 +37,18 @@ pub enum Error {
     /// The role is abstract and never built.
     #[error("role `{0}` is abstract: it is never built and has no image hash; use a role that extends it")]
     Abstract(String),
+    /// The base image is not pinned, or its pin is stale.
+    #[error(transparent)]
+    Lock(#[from] lock::Error),
+    /// The Packer template cannot be generated.
+    #[error(transparent)]
+    Template(#[from] packer::MissingSetting),
 }
 
 /// One thing that enters an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Input {
-    /// `layout`, `agent`, `base`, `role`, `file` or `template`.
+    /// `layout`, `agent`, `base`, `packer`, `role`, `file` or `template`.
     pub kind: &'static str,
     /// For files: the path relative to the project root.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -50,6 +58,9 @@ pub struct Input {
     pub name: Option<String>,
     /// SHA-256 of the input's bytes (files) or of its canonical form.
     pub sha256: String,
+    /// For the base: the AMI it is pinned to in the home region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ami: Option<String>,
     /// For files: where they land, with mode and owner.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dest: Option<String>,
@@ -68,6 +79,7 @@ impl Input {
             path: None,
             name: Some(name.into()),
             sha256,
+            ami: None,
             dest: None,
             mode: None,
             owner: None,
@@ -78,11 +90,12 @@ impl Input {
     fn hash_line(&self) -> String {
         let o = |v: &Option<String>| v.clone().unwrap_or_default();
         format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             self.kind,
             o(&self.path),
             o(&self.name),
             self.sha256,
+            o(&self.ami),
             o(&self.dest),
             o(&self.mode),
             o(&self.owner)
@@ -108,11 +121,23 @@ impl ContentHash {
     }
 }
 
-/// Computes the content hash of a concrete role.
-pub fn compute(project: &Project, role: &Role) -> Result<ContentHash, Error> {
+/// Computes the content hash of a concrete role, on its locked base image.
+pub fn compute(project: &Project, lock: &Lock, role: &Role) -> Result<ContentHash, Error> {
     if role.is_abstract {
         return Err(Error::Abstract(role.name.clone()));
     }
+    let base_name = role.image.base.clone().unwrap_or_default();
+    let base = lock.resolve(project, &base_name)?;
+    let template = crate::hcl::render(&packer::template(&project.settings, role, base)?);
+    let mut base_input = Input::named(
+        "base",
+        base_name,
+        hex(&Sha256::digest(format!(
+            "{}\n{}\n{}\n",
+            base.ami, base.name, base.created
+        ))),
+    );
+    base_input.ami = Some(base.ami.clone());
     let mut inputs = vec![
         Input::named(
             "layout",
@@ -124,13 +149,13 @@ pub fn compute(project: &Project, role: &Role) -> Result<ContentHash, Error> {
             format!("imagectl-agent {}", env!("CARGO_PKG_VERSION")),
             AGENT_DIGEST.to_string(),
         ),
+        base_input,
+        Input::named(
+            "packer",
+            format!("images/{}.pkr.hcl", role.name),
+            hex(&Sha256::digest(template.as_bytes())),
+        ),
     ];
-    if let Some(name) = &role.image.base {
-        // A validated concrete role always has its base in the settings.
-        if let Some(base) = project.settings.bases.get(name) {
-            inputs.push(Input::named("base", name.clone(), digest_json(base)));
-        }
-    }
     let mut role_input = Input::named("role", role.name.clone(), digest_json(role));
     role_input.path = role.sources.last().cloned();
     inputs.push(role_input);
@@ -157,6 +182,7 @@ pub fn compute(project: &Project, role: &Role) -> Result<ContentHash, Error> {
             path: Some(path),
             name: None,
             sha256,
+            ami: None,
             dest: Some(dest.clone()),
             mode: Some(mode.clone()),
             owner: Some(format!("{owner}:{group}")),

@@ -29,14 +29,19 @@
 //! Data flows one way: role file → validated [`role::Role`] → content hash
 //! ([`hash`]) → staged context → template → build → artifact → publication.
 
+pub mod aws;
 pub mod cli;
 pub mod cmd;
 pub mod diag;
 pub mod fsutil;
 pub mod hash;
+pub mod hcl;
+pub mod lock;
+pub mod packer;
 pub mod project;
 pub mod record;
 pub mod role;
+pub mod stage;
 pub mod tomlfile;
 
 use std::path::PathBuf;
@@ -61,6 +66,10 @@ pub enum Error {
     /// Something failed while doing the work.
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
+    /// A check found differences, already reported on stdout: exit 1 and
+    /// print nothing more.
+    #[error("")]
+    CheckFailed,
 }
 
 impl Error {
@@ -72,7 +81,7 @@ impl Error {
                 project::Error::Read { .. } => 1,
                 _ => 2,
             },
-            Error::Failed(_) => 1,
+            Error::Failed(_) | Error::CheckFailed => 1,
         }
     }
 
@@ -82,6 +91,7 @@ impl Error {
         match self {
             Error::Invalid(d) | Error::Project(project::Error::Invalid(d)) => d.to_string(),
             Error::Failed(e) => format!("error: {e:#}"),
+            Error::CheckFailed => String::new(),
             other => format!("error: {other}"),
         }
     }
@@ -119,6 +129,9 @@ pub fn run(args: &Args) -> Result<(), Error> {
         Command::Hash(a) => cmd::hash::run(&config, a),
         Command::Inputs(a) => cmd::inputs::run(&config, a),
         Command::Plan(a) => cmd::plan::run(&config, a),
+        Command::Render(a) => cmd::render::run(&config, a),
+        Command::Stage(a) => cmd::stage::run(&config, a),
+        Command::Bases(cli::BasesCommand::Update(a)) => cmd::bases::update(&config, a),
     }
 }
 
@@ -128,14 +141,26 @@ pub fn content_hash(project: &Project, name: &str) -> Result<hash::ContentHash, 
     let role = roles
         .first()
         .ok_or_else(|| Error::Usage(format!("unknown role `{name}`")))?;
-    hash::compute(project, role).map_err(hash_error)
+    let lock = lock::Lock::load(project).map_err(lock_error)?;
+    hash::compute(project, &lock, role).map_err(hash_error)
 }
 
-/// An abstract role is a usage error; an unreadable file is a failure.
+/// An abstract role, a missing setting or a missing pin is something the
+/// user fixes (exit 2); an unreadable file is a failure.
 pub fn hash_error(e: hash::Error) -> Error {
     match e {
-        hash::Error::Abstract(_) => Error::Usage(e.to_string()),
-        other => Error::Failed(other.into()),
+        hash::Error::Read { .. } => Error::Failed(e.into()),
+        hash::Error::Lock(l) => lock_error(l),
+        other => Error::Usage(other.to_string()),
+    }
+}
+
+/// Lock problems the user fixes by running a command are usage errors;
+/// failed AWS calls and writes are failures.
+pub fn lock_error(e: lock::Error) -> Error {
+    match e {
+        lock::Error::Aws(_) | lock::Error::Write(_) => Error::Failed(e.into()),
+        other => Error::Usage(other.to_string()),
     }
 }
 

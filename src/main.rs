@@ -24,7 +24,10 @@ fn main() {
         .without_time()
         .init();
     if let Err(e) = imagectl::run(&args) {
-        eprintln!("{}", e.report());
+        let report = e.report();
+        if !report.is_empty() {
+            eprintln!("{report}");
+        }
         std::process::exit(e.exit_code());
     }
 }

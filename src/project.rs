@@ -71,6 +71,9 @@ pub struct Aws {
     pub share_accounts: Vec<String>,
     /// `Name` tag of the private subnet builds run in.
     pub build_subnet: Option<String>,
+    /// `Name` tag of the security group of the build instance: no ingress
+    /// at all, since the build is reached through Session Manager.
+    pub build_security_group: Option<String>,
     /// Name of the IAM instance profile of the build instance.
     pub instance_profile: Option<String>,
     /// KMS key (ID, ARN or `alias/...`) encrypting the volumes.
@@ -92,6 +95,9 @@ pub struct Base {
     pub ami: Option<String>,
     /// Architecture of the image.
     pub architecture: Arch,
+    /// The login user of the image (Debian's is `admin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_username: Option<String>,
 }
 
 /// `[publish]`: channels and launch templates.
@@ -186,6 +192,7 @@ struct RawAws {
     #[serde(default)]
     share_accounts: Vec<Spanned<String>>,
     build_subnet: Option<String>,
+    build_security_group: Option<String>,
     instance_profile: Option<String>,
     kms_key: Option<String>,
 }
@@ -338,6 +345,7 @@ pub fn parse_settings(text: &str) -> Result<Settings, Diagnostics> {
                 .map(Spanned::into_inner)
                 .collect(),
             build_subnet: raw_aws.build_subnet,
+            build_security_group: raw_aws.build_security_group,
             instance_profile: raw_aws.instance_profile,
             kms_key: raw_aws.kms_key,
         },

@@ -6,3 +6,7 @@
 
 pub mod config;
 pub mod template;
+
+/// The systemd unit that runs `imagectl-agent boot` on every boot; imagectl
+/// bakes it at `/etc/systemd/system/imagectl-agent.service`.
+pub const UNIT: &str = include_str!("../imagectl-agent.service");

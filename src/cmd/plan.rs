@@ -19,12 +19,13 @@ pub fn run(config: &Config, args: &PlanArgs) -> Result<(), Error> {
         role::load(&project, &args.roles)?
     };
     let records = record::load(&project.root).map_err(|e| Error::Failed(e.into()))?;
+    let lock = crate::lock::Lock::load(&project).map_err(crate::lock_error)?;
     let mut rows = Vec::new();
     for r in roles
         .iter()
         .filter(|r| !r.is_abstract || !args.roles.is_empty())
     {
-        let h = crate::hash::compute(&project, r).map_err(crate::hash_error)?;
+        let h = crate::hash::compute(&project, &lock, r).map_err(crate::hash_error)?;
         let found = record::find(&records, &r.name, &h.hash);
         rows.push((r.name.clone(), h.hash, found.cloned()));
     }

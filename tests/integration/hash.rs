@@ -160,13 +160,12 @@ fn a_changed_byte_mode_path_or_parent_changes_the_hash() {
     check(&t, "a package added in the parent role");
 
     let t = Test::new();
-    edit(
-        &t,
-        "imagectl.toml",
-        "debian-12-amd64-*",
-        "debian-12-backports-amd64-*",
+    let lock = std::fs::read_to_string(t.path("images/bases.lock")).unwrap();
+    let t = t.write(
+        "images/bases.lock",
+        lock.replace("ami-0d1e2b1200a900901", "ami-0d1e2b1200a700701"),
     );
-    check(&t, "a changed base image");
+    check(&t, "a new base image in the lock");
 
     // And each of these is stable: computing twice gives the same hash.
     assert_eq!(base.hash("app"), h0);
@@ -196,9 +195,11 @@ fn inputs_lists_every_input_with_repository_paths() {
     let kinds: Vec<&str> = inputs.iter().map(|i| i["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["layout", "agent", "base", "role", "file", "template"]
+        ["layout", "agent", "base", "packer", "role", "file", "template"]
     );
-    let file = &inputs[4];
+    assert_eq!(inputs[2]["ami"], "ami-0d1e2b1200a900901");
+    assert_eq!(inputs[3]["name"], "images/app.pkr.hcl");
+    let file = &inputs[5];
     assert_eq!(file["path"], "roles/files/app/app.conf");
     assert_eq!(file["dest"], "/etc/app/app.conf");
     assert_eq!(file["mode"], "0644");
@@ -212,5 +213,5 @@ fn inputs_lists_every_input_with_repository_paths() {
         file["sha256"].as_str().unwrap(),
         sha.split_whitespace().next().unwrap()
     );
-    assert_eq!(inputs[5]["path"], "roles/templates/app/app.env.hbs");
+    assert_eq!(inputs[6]["path"], "roles/templates/app/app.env.hbs");
 }

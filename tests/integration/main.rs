@@ -3,4 +3,6 @@
 mod bad_roles;
 mod cli;
 mod hash;
+mod moto;
+mod packer;
 mod support;

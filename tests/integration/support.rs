@@ -8,6 +8,38 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The `imagectl-agent` binary, built once per test run next to `imagectl`
+/// (cargo builds only the tested package's binaries for its tests).
+pub fn agent_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let bin = PathBuf::from(env!("CARGO_BIN_EXE_imagectl"));
+            let target_dir = bin
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/debug/imagectl");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "imagectl-agent",
+                    "--bin",
+                    "imagectl-agent",
+                    "--target-dir",
+                ])
+                .arg(target_dir)
+                .current_dir(repo_root())
+                .status()
+                .expect("run cargo build -p imagectl-agent");
+            assert!(status.success(), "cargo build -p imagectl-agent failed");
+            bin.with_file_name("imagectl-agent")
+        })
+        .clone()
+}
+
 /// Copies a directory tree, keeping symlinks as symlinks.
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -30,6 +62,7 @@ pub struct Test {
     pub dir: tempfile::TempDir,
     args: Vec<String>,
     cwd: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 /// What a run printed and how it ended.
@@ -50,6 +83,15 @@ impl Test {
         let t = Test::empty();
         std::fs::copy(repo_root().join("imagectl.toml"), t.path("imagectl.toml")).unwrap();
         copy_tree(&repo_root().join("roles"), &t.path("roles"));
+        std::fs::create_dir_all(t.path("images")).unwrap();
+        for e in std::fs::read_dir(repo_root().join("images"))
+            .unwrap()
+            .flatten()
+        {
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), t.path("images").join(e.file_name())).unwrap();
+            }
+        }
         t
     }
 
@@ -68,6 +110,7 @@ impl Test {
             dir,
             args: Vec::new(),
             cwd,
+            env: Vec::new(),
         }
     }
 
@@ -90,6 +133,34 @@ impl Test {
         self
     }
 
+    /// Sets environment variables for the run.
+    pub fn envs<K: Into<String>, V: Into<String>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Test {
+        self.env
+            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Replaces the arguments.
+    pub fn with_args(mut self, args: &[&str]) -> Test {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Runs with other arguments, keeping this test's project and environment.
+    pub fn run_with(&mut self, args: &[&str]) -> Run {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self.run()
+    }
+
+    /// Runs with other arguments and asserts success; returns stdout.
+    pub fn ok_with(&mut self, args: &[&str]) -> String {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self.ok()
+    }
+
     /// Runs from a subdirectory of the project.
     pub fn current_dir(mut self, rel: &str) -> Test {
         self.cwd = self.path(rel);
@@ -103,6 +174,8 @@ impl Test {
             .args(&self.args)
             .current_dir(&self.cwd)
             .env_remove("RUST_LOG")
+            .env("IMAGECTL_AGENT_BIN", agent_bin())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .unwrap();
         let root = self.dir.path().canonicalize().unwrap();
