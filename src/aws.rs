@@ -1,8 +1,18 @@
-//! Thin calls to the AWS SDK. Every error names the operation, the region
-//! and the resource; nothing here decides anything.
+//! Thin calls to the AWS SDK: images, parameters, launch templates. Every
+//! error names the operation, the region and the resource; nothing here
+//! decides anything.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ec2::types::Filter;
+use aws_sdk_ec2::types::{
+    AttributeValue, Filter, LaunchPermission, LaunchPermissionModifications,
+    LaunchTemplateHttpTokensState, LaunchTemplateInstanceMetadataEndpointState,
+    LaunchTemplateInstanceMetadataOptionsRequest, RequestLaunchTemplateData, SnapshotAttributeName,
+    Tag,
+};
+use aws_sdk_ssm::types::ParameterType;
 
 /// An AWS call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,11 +42,36 @@ impl Error {
             message: aws_sdk_ec2::error::DisplayErrorContext(e).to_string(),
         }
     }
+
+    /// An error that is not the SDK's (a wait that ran out, say).
+    pub fn other(
+        operation: &'static str,
+        region: &str,
+        resource: Option<&str>,
+        message: String,
+    ) -> Error {
+        Error {
+            operation,
+            region: region.to_string(),
+            resource: resource.map(String::from),
+            message,
+        }
+    }
+}
+
+fn err<E: std::error::Error>(
+    operation: &'static str,
+    region: &str,
+    resource: Option<&str>,
+) -> impl FnOnce(E) -> Error {
+    let region = region.to_string();
+    let resource = resource.map(String::from);
+    move |e| Error::new(operation, &region, resource.as_deref(), e)
 }
 
 /// Credentials and settings from the default chain (environment, profiles,
-/// SSO, web identity in CI, instance roles); `AWS_ENDPOINT_URL` points every
-/// client at an emulator.
+/// SSO, web identity in CI, instance roles) with the SDK's standard retries
+/// for throttling; `AWS_ENDPOINT_URL` points every client at an emulator.
 #[derive(Debug, Clone)]
 pub struct Session {
     config: SdkConfig,
@@ -47,17 +82,32 @@ impl Session {
     pub async fn load(region: &str) -> Session {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(6))
             .load()
             .await;
         Session { config }
     }
 
     /// An EC2 client for `region`.
-    pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+    pub fn ec2(&self, region: &str) -> Ec2 {
         let conf = aws_sdk_ec2::config::Builder::from(&self.config)
             .region(Region::new(region.to_string()))
             .build();
-        aws_sdk_ec2::Client::from_conf(conf)
+        Ec2 {
+            client: aws_sdk_ec2::Client::from_conf(conf),
+            region: region.to_string(),
+        }
+    }
+
+    /// An SSM client for `region`.
+    pub fn ssm(&self, region: &str) -> Ssm {
+        let conf = aws_sdk_ssm::config::Builder::from(&self.config)
+            .region(Region::new(region.to_string()))
+            .build();
+        Ssm {
+            client: aws_sdk_ssm::Client::from_conf(conf),
+            region: region.to_string(),
+        }
     }
 }
 
@@ -76,46 +126,559 @@ pub struct ImageInfo {
     pub created: String,
     /// `available`, `pending`, ...
     pub state: String,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
+    /// The snapshots behind it.
+    pub snapshots: Vec<String>,
 }
 
-/// All images matching `owners` and the `filters` (name, values), every page.
-pub async fn describe_images(
-    client: &aws_sdk_ec2::Client,
-    region: &str,
-    owners: &[String],
-    filters: &[(&str, Vec<String>)],
-) -> Result<Vec<ImageInfo>, Error> {
-    let mut req = client
-        .describe_images()
-        .set_owners((!owners.is_empty()).then(|| owners.to_vec()));
-    for (name, values) in filters {
-        req = req.filters(
-            Filter::builder()
-                .name(*name)
-                .set_values(Some(values.clone()))
-                .build(),
-        );
+impl ImageInfo {
+    /// The value of a tag.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
     }
-    let mut pages = req.into_paginator().items().send();
-    let mut out = Vec::new();
-    while let Some(item) = pages.next().await {
-        let image = item.map_err(|e| Error::new("DescribeImages", region, None, e))?;
-        out.push(ImageInfo {
-            id: image.image_id().unwrap_or_default().to_string(),
-            name: image.name().unwrap_or_default().to_string(),
-            owner: image.owner_id().unwrap_or_default().to_string(),
-            arch: image
-                .architecture()
-                .map(|a| a.as_str().to_string())
-                .unwrap_or_default(),
-            created: image.creation_date().unwrap_or_default().to_string(),
-            state: image
-                .state()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
-        });
+}
+
+fn image_info(image: &aws_sdk_ec2::types::Image) -> ImageInfo {
+    ImageInfo {
+        id: image.image_id().unwrap_or_default().to_string(),
+        name: image.name().unwrap_or_default().to_string(),
+        owner: image.owner_id().unwrap_or_default().to_string(),
+        arch: image
+            .architecture()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default(),
+        created: image.creation_date().unwrap_or_default().to_string(),
+        state: image
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        tags: image
+            .tags()
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+        snapshots: image
+            .block_device_mappings()
+            .iter()
+            .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(String::from))
+            .collect(),
     }
-    Ok(out)
+}
+
+/// EC2 in one region.
+#[derive(Debug, Clone)]
+pub struct Ec2 {
+    client: aws_sdk_ec2::Client,
+    /// The region.
+    pub region: String,
+}
+
+/// A launch template and its versions' images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchTemplate {
+    /// Its name.
+    pub name: String,
+    /// The default version.
+    pub default_version: i64,
+    /// The latest version.
+    pub latest_version: i64,
+    /// The image ID of each version (as written: an AMI ID or `resolve:ssm:...`).
+    pub images: BTreeMap<i64, String>,
+}
+
+impl Ec2 {
+    /// All images matching `owners` and the `filters` (name, values), every page.
+    pub async fn describe_images(
+        &self,
+        owners: &[String],
+        filters: &[(&str, Vec<String>)],
+    ) -> Result<Vec<ImageInfo>, Error> {
+        let mut req = self
+            .client
+            .describe_images()
+            .set_owners((!owners.is_empty()).then(|| owners.to_vec()));
+        for (name, values) in filters {
+            req = req.filters(
+                Filter::builder()
+                    .name(*name)
+                    .set_values(Some(values.clone()))
+                    .build(),
+            );
+        }
+        let mut pages = req.into_paginator().items().send();
+        let mut out = Vec::new();
+        while let Some(item) = pages.next().await {
+            let image = item.map_err(err("DescribeImages", &self.region, None))?;
+            out.push(image_info(&image));
+        }
+        Ok(out)
+    }
+
+    /// The images with these IDs that exist (missing ones are left out).
+    pub async fn images_by_id(&self, ids: &[String]) -> Result<Vec<ImageInfo>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Asking by filter rather than by ImageIds: an unknown ID is then no
+        // match instead of an error for the whole call.
+        self.describe_images(&[], &[("image-id", ids.to_vec())])
+            .await
+    }
+
+    /// Every image this account owns that imagectl built, optionally only
+    /// for some roles.
+    pub async fn imagectl_images(&self, roles: &[String]) -> Result<Vec<ImageInfo>, Error> {
+        let filter = if roles.is_empty() {
+            ("tag-key", vec!["imagectl:role".to_string()])
+        } else {
+            ("tag:imagectl:role", roles.to_vec())
+        };
+        self.describe_images(&["self".to_string()], &[filter]).await
+    }
+
+    /// Adds or replaces tags on resources.
+    pub async fn create_tags(
+        &self,
+        resources: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let mut req = self
+            .client
+            .create_tags()
+            .set_resources(Some(resources.to_vec()));
+        for (k, v) in tags {
+            req = req.tags(Tag::builder().key(k).value(v).build());
+        }
+        req.send().await.map_err(err(
+            "CreateTags",
+            &self.region,
+            resources.first().map(String::as_str),
+        ))?;
+        Ok(())
+    }
+
+    /// Copies an image from another region into this one, encrypted.
+    pub async fn copy_image(
+        &self,
+        source_region: &str,
+        source: &ImageInfo,
+        kms_key: Option<&str>,
+    ) -> Result<String, Error> {
+        let out = self
+            .client
+            .copy_image()
+            .source_region(source_region)
+            .source_image_id(&source.id)
+            .name(&source.name)
+            .encrypted(true)
+            .set_kms_key_id(kms_key.map(String::from))
+            .send()
+            .await
+            .map_err(err("CopyImage", &self.region, Some(&source.id)))?;
+        Ok(out.image_id().unwrap_or_default().to_string())
+    }
+
+    /// Shares an image and its snapshots with accounts.
+    pub async fn share(&self, image: &ImageInfo, accounts: &[String]) -> Result<(), Error> {
+        if accounts.is_empty() {
+            return Ok(());
+        }
+        let mut perms = LaunchPermissionModifications::builder();
+        for a in accounts {
+            perms = perms.add(LaunchPermission::builder().user_id(a).build());
+        }
+        self.client
+            .modify_image_attribute()
+            .image_id(&image.id)
+            .launch_permission(perms.build())
+            .send()
+            .await
+            .map_err(err("ModifyImageAttribute", &self.region, Some(&image.id)))?;
+        for snap in &image.snapshots {
+            // The OperationType form of the call: EC2 takes both, and
+            // emulators know this one.
+            self.client
+                .modify_snapshot_attribute()
+                .snapshot_id(snap)
+                .attribute(SnapshotAttributeName::CreateVolumePermission)
+                .operation_type(aws_sdk_ec2::types::OperationType::Add)
+                .set_user_ids(Some(accounts.to_vec()))
+                .send()
+                .await
+                .map_err(err("ModifySnapshotAttribute", &self.region, Some(snap)))?;
+        }
+        Ok(())
+    }
+
+    /// Requires IMDSv2 on every instance launched from the image.
+    pub async fn require_imdsv2(&self, image: &str) -> Result<(), Error> {
+        self.client
+            .modify_image_attribute()
+            .image_id(image)
+            .imds_support(AttributeValue::builder().value("v2.0").build())
+            .send()
+            .await
+            .map_err(err("ModifyImageAttribute", &self.region, Some(image)))?;
+        Ok(())
+    }
+
+    /// Requires IMDSv2 tokens on a running instance.
+    pub async fn require_imdsv2_on_instance(&self, instance: &str) -> Result<(), Error> {
+        self.client
+            .modify_instance_metadata_options()
+            .instance_id(instance)
+            .http_tokens(aws_sdk_ec2::types::HttpTokensState::Required)
+            .http_endpoint(aws_sdk_ec2::types::InstanceMetadataEndpointState::Enabled)
+            .send()
+            .await
+            .map_err(err(
+                "ModifyInstanceMetadataOptions",
+                &self.region,
+                Some(instance),
+            ))?;
+        Ok(())
+    }
+
+    /// Waits until every image is available, polling, for at most `timeout`.
+    pub async fn wait_available(
+        &self,
+        ids: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<ImageInfo>, Error> {
+        let start = Instant::now();
+        let mut delay = Duration::from_secs(2);
+        loop {
+            let found = self.images_by_id(ids).await?;
+            if let Some(failed) = found
+                .iter()
+                .find(|i| i.state == "failed" || i.state == "error")
+            {
+                return Err(Error::other(
+                    "DescribeImages",
+                    &self.region,
+                    Some(&failed.id),
+                    "the image failed".into(),
+                ));
+            }
+            if found.len() == ids.len() && found.iter().all(|i| i.state == "available") {
+                return Ok(found);
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::other(
+                    "DescribeImages",
+                    &self.region,
+                    Some(&ids.join(", ")),
+                    format!("not available after {} s; it may still finish: run the command again to pick it up", timeout.as_secs()),
+                ));
+            }
+            tokio::time::sleep(delay.min(timeout.saturating_sub(start.elapsed()))).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Deregisters an image and deletes its snapshots.
+    pub async fn delete_image(&self, image: &ImageInfo) -> Result<(), Error> {
+        self.client
+            .deregister_image()
+            .image_id(&image.id)
+            .send()
+            .await
+            .map_err(err("DeregisterImage", &self.region, Some(&image.id)))?;
+        for snap in &image.snapshots {
+            self.client
+                .delete_snapshot()
+                .snapshot_id(snap)
+                .send()
+                .await
+                .map_err(err("DeleteSnapshot", &self.region, Some(snap)))?;
+        }
+        Ok(())
+    }
+
+    /// The images that instances (pending, running, stopping or stopped) were
+    /// launched from, among `ids`.
+    pub async fn images_in_use(&self, ids: &[String]) -> Result<Vec<String>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let states = ["pending", "running", "stopping", "stopped"]
+            .map(String::from)
+            .to_vec();
+        let mut pages = self
+            .client
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("image-id")
+                    .set_values(Some(ids.to_vec()))
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(states))
+                    .build(),
+            )
+            .into_paginator()
+            .items()
+            .send();
+        let mut out = Vec::new();
+        while let Some(r) = pages.next().await {
+            let reservation = r.map_err(err("DescribeInstances", &self.region, None))?;
+            for i in reservation.instances() {
+                if let Some(id) = i.image_id() {
+                    out.push(id.to_string());
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Instances carrying a tag, as (instance ID, state).
+    pub async fn instances_tagged(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<(String, String)>, Error> {
+        let mut pages = self
+            .client
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{key}"))
+                    .values(value)
+                    .build(),
+            )
+            .into_paginator()
+            .items()
+            .send();
+        let mut out = Vec::new();
+        while let Some(r) = pages.next().await {
+            let reservation = r.map_err(err("DescribeInstances", &self.region, None))?;
+            for i in reservation.instances() {
+                let state = i
+                    .state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_string())
+                    .unwrap_or_default();
+                out.push((i.instance_id().unwrap_or_default().to_string(), state));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The launch template `name` with its versions, if it exists.
+    pub async fn launch_template(&self, name: &str) -> Result<Option<LaunchTemplate>, Error> {
+        let out = self
+            .client
+            .describe_launch_templates()
+            .launch_template_names(name)
+            .send()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                let code = e.as_service_error().and_then(|s| {
+                    aws_sdk_ec2::error::ProvideErrorMetadata::code(s).map(String::from)
+                });
+                if code.as_deref().is_some_and(|c| c.contains("NotFound")) {
+                    return Ok(None);
+                }
+                return Err(Error::new(
+                    "DescribeLaunchTemplates",
+                    &self.region,
+                    Some(name),
+                    e,
+                ));
+            }
+        };
+        let Some(lt) = out.launch_templates().first() else {
+            return Ok(None);
+        };
+        let mut images = BTreeMap::new();
+        let mut pages = self
+            .client
+            .describe_launch_template_versions()
+            .launch_template_name(name)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(v) = pages.next().await {
+            let v = v.map_err(err(
+                "DescribeLaunchTemplateVersions",
+                &self.region,
+                Some(name),
+            ))?;
+            let image = v
+                .launch_template_data()
+                .and_then(|d| d.image_id())
+                .unwrap_or_default()
+                .to_string();
+            images.insert(v.version_number().unwrap_or_default(), image);
+        }
+        Ok(Some(LaunchTemplate {
+            name: name.to_string(),
+            default_version: lt.default_version_number().unwrap_or_default(),
+            latest_version: lt.latest_version_number().unwrap_or_default(),
+            images,
+        }))
+    }
+
+    /// Adds a version with `image` (and IMDSv2 required) on top of the latest
+    /// one, makes it the default, and returns its number.
+    pub async fn launch_template_publish(
+        &self,
+        name: &str,
+        image: &str,
+        description: &str,
+    ) -> Result<i64, Error> {
+        let metadata = LaunchTemplateInstanceMetadataOptionsRequest::builder()
+            .http_tokens(LaunchTemplateHttpTokensState::Required)
+            .http_endpoint(LaunchTemplateInstanceMetadataEndpointState::Enabled)
+            .http_put_response_hop_limit(1)
+            .build();
+        let data = RequestLaunchTemplateData::builder()
+            .image_id(image)
+            .metadata_options(metadata)
+            .build();
+        let out = self
+            .client
+            .create_launch_template_version()
+            .launch_template_name(name)
+            .source_version("$Latest")
+            .version_description(description)
+            .launch_template_data(data)
+            .send()
+            .await
+            .map_err(err("CreateLaunchTemplateVersion", &self.region, Some(name)))?;
+        let version = out
+            .launch_template_version()
+            .and_then(|v| v.version_number())
+            .unwrap_or_default();
+        self.client
+            .modify_launch_template()
+            .launch_template_name(name)
+            .default_version(version.to_string())
+            .send()
+            .await
+            .map_err(err("ModifyLaunchTemplate", &self.region, Some(name)))?;
+        Ok(version)
+    }
+}
+
+/// SSM Parameter Store in one region.
+#[derive(Debug, Clone)]
+pub struct Ssm {
+    client: aws_sdk_ssm::Client,
+    /// The region.
+    pub region: String,
+}
+
+/// One version of a parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamVersion {
+    /// Version number, from 1.
+    pub version: i64,
+    /// The value.
+    pub value: String,
+}
+
+impl Ssm {
+    /// The current value, or `None` when the parameter does not exist.
+    pub async fn get(&self, name: &str) -> Result<Option<String>, Error> {
+        match self.client.get_parameter().name(name).send().await {
+            Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(String::from)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(Error::new("GetParameter", &self.region, Some(name), e)),
+        }
+    }
+
+    /// Writes an AMI ID as a channel value: a String with data type
+    /// `aws:ec2:image`, so EC2 can resolve it in launch templates.
+    pub async fn put_image_id(&self, name: &str, ami: &str) -> Result<i64, Error> {
+        let out = self
+            .client
+            .put_parameter()
+            .name(name)
+            .value(ami)
+            .r#type(ParameterType::String)
+            .data_type("aws:ec2:image")
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(err("PutParameter", &self.region, Some(name)))?;
+        Ok(out.version())
+    }
+
+    /// Every version of a parameter, oldest first; empty when it does not exist.
+    pub async fn history(&self, name: &str) -> Result<Vec<ParamVersion>, Error> {
+        let mut pages = self
+            .client
+            .get_parameter_history()
+            .name(name)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            match page {
+                Ok(page) => out.extend(page.parameters().iter().map(|p| ParamVersion {
+                    version: p.version(),
+                    value: p.value().unwrap_or_default().to_string(),
+                })),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_parameter_not_found()) =>
+                {
+                    return Ok(Vec::new())
+                }
+                Err(e) => {
+                    return Err(Error::new(
+                        "GetParameterHistory",
+                        &self.region,
+                        Some(name),
+                        e,
+                    ))
+                }
+            }
+        }
+        out.sort_by_key(|p| p.version);
+        Ok(out)
+    }
+
+    /// Every parameter below `path`, recursively: name → value.
+    pub async fn by_path(&self, path: &str) -> Result<BTreeMap<String, String>, Error> {
+        let mut pages = self
+            .client
+            .get_parameters_by_path()
+            .path(path)
+            .recursive(true)
+            .into_paginator()
+            .send();
+        let mut out = BTreeMap::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(err("GetParametersByPath", &self.region, Some(path)))?;
+            for p in page.parameters() {
+                out.insert(
+                    p.name().unwrap_or_default().to_string(),
+                    p.value().unwrap_or_default().to_string(),
+                );
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A runtime for one command's AWS calls.
@@ -123,4 +686,57 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+}
+
+/// The EC2 endpoint override in effect (`AWS_ENDPOINT_URL_EC2`, then
+/// `AWS_ENDPOINT_URL`), if any.
+pub fn ec2_endpoint_override() -> Option<String> {
+    ["AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
+/// Whether an endpoint URL names this machine (an emulator such as moto or
+/// LocalStack). Real AWS endpoints, VPC endpoints included, never do.
+pub fn is_loopback_endpoint(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_machine_is_an_emulator() {
+        for url in [
+            "http://127.0.0.1:5000",
+            "http://localhost:4566/",
+            "http://[::1]:5000",
+            "http://127.8.9.1",
+            "https://user@127.0.0.1:1/x",
+        ] {
+            assert!(is_loopback_endpoint(url), "{url}");
+        }
+        for url in [
+            "https://ec2.eu-west-1.amazonaws.com",
+            "https://vpce-0123-abcd.ec2.eu-west-1.vpce.amazonaws.com",
+            "http://10.0.0.5:5000",
+            "http://127.0.0.1.example.com",
+            "http://localhost.evil.com",
+        ] {
+            assert!(!is_loopback_endpoint(url), "{url}");
+        }
+    }
 }

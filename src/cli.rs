@@ -53,6 +53,112 @@ pub enum Command {
     /// Pin base images in `images/bases.lock`.
     #[command(subcommand)]
     Bases(BasesCommand),
+    /// Bake an AMI for each role whose content hash has no image yet.
+    Build(BuildArgs),
+    /// Point a channel at an image (default: the image of the role's current hash).
+    Publish(PublishArgs),
+    /// Copy exactly what one channel points to into another; never rebuilds.
+    Promote(PromoteArgs),
+    /// Point a channel back to an earlier value from its own history.
+    Rollback(RollbackArgs),
+    /// List imagectl images and what references them.
+    Images(ImagesArgs),
+    /// Delete all but the newest images of each role, never one still referenced.
+    Prune(PruneArgs),
+}
+
+/// `imagectl images`.
+#[derive(Debug, clap::Args)]
+pub struct ImagesArgs {
+    /// Only these roles.
+    pub roles: Vec<String>,
+}
+
+/// `imagectl prune`.
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Only these roles (default: every role with images).
+    pub roles: Vec<String>,
+    /// How many of the newest images of each role to keep.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub keep: u16,
+    /// Print the plan, with the reason each image is kept; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `imagectl publish`.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// The role.
+    pub role: String,
+    /// The channel (one of `[publish] channels`).
+    #[arg(long)]
+    pub channel: String,
+    /// The AMI in the home region (its copies are found by their tags).
+    #[arg(long, value_name = "ID")]
+    pub ami: Option<String>,
+    /// Publish even an image older than the one the channel holds.
+    #[arg(long)]
+    pub allow_older: bool,
+}
+
+/// `imagectl promote`.
+#[derive(Debug, clap::Args)]
+pub struct PromoteArgs {
+    /// The role.
+    pub role: String,
+    /// The channel to copy from.
+    #[arg(long)]
+    pub from: String,
+    /// The channel to copy to.
+    #[arg(long)]
+    pub to: String,
+    /// Promote even an image older than the one the target channel holds.
+    #[arg(long)]
+    pub allow_older: bool,
+}
+
+/// `imagectl rollback`.
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The role.
+    pub role: String,
+    /// The channel.
+    #[arg(long)]
+    pub channel: String,
+    /// How many values back.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub steps: u16,
+}
+
+/// `imagectl build`.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Roles to build.
+    #[arg(required_unless_present_any = ["all", "changed"], conflicts_with_all = ["all", "changed"])]
+    pub roles: Vec<String>,
+    /// Every role that is not abstract.
+    #[arg(long, conflicts_with = "changed")]
+    pub all: bool,
+    /// Only the roles whose content hash has no image yet.
+    #[arg(long)]
+    pub changed: bool,
+    /// Build even when an image with the same hash exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Say what would be built or reused; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How many roles to build at the same time.
+    #[arg(long, short = 'j', default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub jobs: u16,
+    /// Publish every image built or reused to this channel afterwards.
+    #[arg(long, value_name = "CHANNEL")]
+    pub publish: Option<String>,
+    /// The imagectl-agent binary to bake (default: next to this binary).
+    #[arg(long, value_name = "PATH", env = "IMAGECTL_AGENT_BIN")]
+    pub agent: Option<PathBuf>,
 }
 
 /// `imagectl render`.

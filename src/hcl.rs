@@ -155,6 +155,22 @@ impl Body {
         Body { items: out }
     }
 
+    /// Applies `f` to the body of every top-level block of type `kind`.
+    pub fn map_blocks(&self, kind: &str, f: impl Fn(&Body) -> Body) -> Body {
+        let items = self
+            .items
+            .iter()
+            .map(|item| match item {
+                Item::Block(b) if b.kind == kind => Item::Block(Block {
+                    body: f(&b.body),
+                    ..b.clone()
+                }),
+                other => other.clone(),
+            })
+            .collect();
+        Body { items }
+    }
+
     /// Every attribute and block name used, at any depth.
     pub fn names(&self) -> Vec<String> {
         let mut out = Vec::new();

@@ -30,18 +30,24 @@
 //! ([`hash`]) → staged context → template → build → artifact → publication.
 
 pub mod aws;
+pub mod build;
 pub mod cli;
 pub mod cmd;
 pub mod diag;
 pub mod fsutil;
+pub mod gc;
 pub mod hash;
 pub mod hcl;
 pub mod lock;
 pub mod packer;
+pub mod packer_exec;
+pub mod progress;
 pub mod project;
+pub mod publish;
 pub mod record;
 pub mod role;
 pub mod stage;
+pub mod summary;
 pub mod tomlfile;
 
 use std::path::PathBuf;
@@ -70,6 +76,9 @@ pub enum Error {
     /// print nothing more.
     #[error("")]
     CheckFailed,
+    /// A signal stopped the work after cleanup: exit 128 + the signal.
+    #[error("{0}")]
+    Interrupted(String, i32),
 }
 
 impl Error {
@@ -82,6 +91,7 @@ impl Error {
                 _ => 2,
             },
             Error::Failed(_) | Error::CheckFailed => 1,
+            Error::Interrupted(_, code) => *code,
         }
     }
 
@@ -104,6 +114,8 @@ pub struct Config {
     pub dir: PathBuf,
     /// How to print results.
     pub output: OutputFormat,
+    /// Only errors on stderr.
+    pub quiet: bool,
 }
 
 impl Config {
@@ -112,6 +124,7 @@ impl Config {
         Config {
             dir: args.dir.clone().unwrap_or_else(|| PathBuf::from(".")),
             output: args.output,
+            quiet: args.quiet,
         }
     }
 
@@ -132,6 +145,12 @@ pub fn run(args: &Args) -> Result<(), Error> {
         Command::Render(a) => cmd::render::run(&config, a),
         Command::Stage(a) => cmd::stage::run(&config, a),
         Command::Bases(cli::BasesCommand::Update(a)) => cmd::bases::update(&config, a),
+        Command::Build(a) => cmd::build::run(&config, a),
+        Command::Publish(a) => cmd::publish::publish(&config, a),
+        Command::Promote(a) => cmd::publish::promote(&config, a),
+        Command::Rollback(a) => cmd::publish::rollback(&config, a),
+        Command::Images(a) => cmd::images::images(&config, a),
+        Command::Prune(a) => cmd::images::prune(&config, a),
     }
 }
 

@@ -165,12 +165,12 @@ pub async fn resolve_all(project: &Project, session: &Session) -> Result<Lock, E
                 ("name", names.clone()),
                 ("state", vec!["available".to_string()]),
             ];
-            found.extend(aws::describe_images(&ec2, region, &owners, &filters).await?);
+            found.extend(ec2.describe_images(&owners, &filters).await?);
         }
         if !pinned.is_empty() {
             // Pinned images are looked up by ID for their name and date.
-            let filters = [("image-id", pinned.clone())];
-            found.extend(aws::describe_images(&ec2, region, &[], &filters).await?);
+            let ids = pinned.clone();
+            found.extend(ec2.images_by_id(&ids).await?);
         }
         for (name, base) in &settings.bases {
             let newest = found

@@ -6,6 +6,13 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
+    // Die quietly on a closed pipe (`imagectl images | head`), as Unix tools
+    // do, instead of failing to print.
+    // SAFETY: setting a signal's disposition to its default before any
+    // thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = imagectl::cli::Args::parse();
     // imagectl's own logs at info, everyone else's (the AWS SDK is chatty) at
     // warn; -v and -q move both, RUST_LOG overrides everything.

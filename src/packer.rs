@@ -305,6 +305,33 @@ pub fn for_packer_1_6(body: &Body) -> Body {
     body.without(&NOT_IN_PACKER_1_6)
 }
 
+/// Settings of the SSH communicator, left out with `communicator = "none"`.
+const COMMUNICATOR_SETTINGS: [&str; 6] = [
+    "communicator",
+    "ssh_interface",
+    "ssh_username",
+    "ssh_timeout",
+    "temporary_key_pair_name",
+    "provisioner",
+];
+
+/// The template for a build against an AWS emulator on this machine (moto,
+/// LocalStack): Packer talks to `endpoint` (it ignores `AWS_ENDPOINT_URL`)
+/// and, since an emulator runs no instance to provision, uses no
+/// communicator and no provisioners. Only ever for a loopback endpoint, and
+/// never written to `images/`.
+pub fn for_emulator(body: &Body, endpoint: &str) -> Body {
+    body.without(&COMMUNICATOR_SETTINGS)
+        .map_blocks("source", |b| {
+            b.clone()
+                .blank()
+                .comment("Emulator build: no instance to reach, nothing provisioned.")
+                .attr("communicator", Expr::str("none"))
+                .attr("custom_endpoint_ec2", Expr::str(endpoint))
+                .attr("skip_region_validation", Expr::Bool(true))
+        })
+}
+
 /// User data of the build instance. Packer reaches it through Session
 /// Manager, which needs the SSM agent; Debian's images do not ship it, so it
 /// is installed from the region's own bucket (reachable from a private

@@ -110,8 +110,40 @@ pub struct Publish {
     /// How many previous values of a channel `rollback` can restore (and
     /// `prune` therefore keeps).
     pub rollback_depth: u32,
-    /// Launch template name per role.
-    pub launch_templates: BTreeMap<String, String>,
+    /// Launch template name per role and channel: publishing to that
+    /// channel adds a version with the new image and makes it the default.
+    pub launch_templates: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// `[build]`: limits of one image build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Build {
+    /// The longest a Packer build may take before it is stopped (and
+    /// cleans up).
+    #[serde(default = "default_timeout")]
+    pub timeout_minutes: u64,
+    /// The longest imagectl waits for an image (or a copy) to become
+    /// available.
+    #[serde(default = "default_wait")]
+    pub wait_minutes: u64,
+}
+
+fn default_timeout() -> u64 {
+    120
+}
+
+fn default_wait() -> u64 {
+    60
+}
+
+impl Default for Build {
+    fn default() -> Build {
+        Build {
+            timeout_minutes: default_timeout(),
+            wait_minutes: default_wait(),
+        }
+    }
 }
 
 /// Every setting of `imagectl.toml`, validated.
@@ -119,6 +151,8 @@ pub struct Publish {
 pub struct Settings {
     /// `[aws]`.
     pub aws: Aws,
+    /// `[build]`.
+    pub build: Build,
     /// `[bases]`, by name.
     pub bases: BTreeMap<String, Base>,
     /// `[publish]`.
@@ -171,6 +205,7 @@ impl Project {
 #[serde(deny_unknown_fields)]
 struct RawSettings {
     aws: Option<RawAws>,
+    build: Option<Build>,
     bases: Option<BTreeMap<String, Spanned<Base>>>,
     publish: Option<RawPublish>,
 }
@@ -178,6 +213,7 @@ struct RawSettings {
 impl Partial for RawSettings {
     fn absorb(&mut self, o: Self) {
         self.aws = o.aws.or(self.aws.take());
+        self.build = o.build.or(self.build.take());
         self.bases = o.bases.or(self.bases.take());
         self.publish = o.publish.or(self.publish.take());
     }
@@ -204,7 +240,7 @@ struct RawPublish {
     channels: Option<Vec<Spanned<String>>>,
     rollback_depth: Option<u32>,
     #[serde(default)]
-    launch_templates: BTreeMap<String, String>,
+    launch_templates: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Parses and validates the text of `imagectl.toml`.
@@ -350,6 +386,7 @@ pub fn parse_settings(text: &str) -> Result<Settings, Diagnostics> {
             kms_key: raw_aws.kms_key,
         },
         bases,
+        build: raw.build.unwrap_or_default(),
         publish: Publish {
             prefix,
             channels,

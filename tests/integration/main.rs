@@ -1,5 +1,6 @@
 //! Integration tests: the compiled `imagectl` binary run in temporary projects.
 
+mod aws;
 mod bad_roles;
 mod cli;
 mod hash;

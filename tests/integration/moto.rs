@@ -1,5 +1,6 @@
-//! A real AWS API emulator for the tests: `moto_server` on a free loopback
-//! port, killed when the handle drops.
+//! A real AWS API emulator for the tests: moto's server (with two gaps
+//! filled, see tests/moto_server.py) on a free loopback port, killed when
+//! the handle drops; and boto3, a second client to read results back with.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -16,21 +17,22 @@ pub struct Moto {
     _log: tempfile::NamedTempFile,
 }
 
-/// Where scripts/setup installs moto; PATH wins when it has one.
-fn moto_server() -> PathBuf {
-    let venv = std::env::var_os("HOME")
+/// The Python of the venv scripts/setup installs moto and boto3 into.
+pub fn python() -> PathBuf {
+    let venv = std::env::var_os("IMAGECTL_VENV")
         .map(PathBuf::from)
-        .unwrap_or_default()
-        .join(".cache/imagectl/venv/bin/moto_server");
-    if venv.is_file() {
-        return venv;
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("moto_server"))
-            .find(|p| p.is_file())
-    });
-    on_path.unwrap_or_else(|| panic!("moto_server not found: run scripts/setup (it installs moto into ~/.cache/imagectl/venv)"))
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default()
+                .join(".cache/imagectl/venv")
+        });
+    assert!(
+        venv.join("bin/moto_server").is_file(),
+        "moto is not installed in {}: run scripts/setup",
+        venv.display()
+    );
+    venv.join("bin/python")
 }
 
 impl Moto {
@@ -42,7 +44,8 @@ impl Moto {
             .unwrap()
             .port();
         let log = tempfile::NamedTempFile::new().unwrap();
-        let child = Command::new(moto_server())
+        let child = Command::new(python())
+            .arg(repo_root().join("tests/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env(
                 "MOTO_AMIS_PATH",
@@ -79,6 +82,31 @@ impl Moto {
             ("AWS_CONFIG_FILE", "/nonexistent".into()),
             ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
         ]
+    }
+
+    /// Runs a Python script with boto3 against this server: a second AWS
+    /// client, so tests do not check imagectl only against itself. The
+    /// script prints one JSON document (or nothing).
+    pub fn boto3(&self, script: &str) -> serde_json::Value {
+        let out = Command::new(python())
+            .arg("-c")
+            .arg(format!("import boto3, json\n{script}"))
+            .envs(self.env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "boto3 script failed:\n{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Creates what the fixture project's imagectl.toml names.
+    pub fn setup_fixture(&self) {
+        let script =
+            std::fs::read_to_string(repo_root().join("tests/fixtures/aws_setup.py")).unwrap();
+        self.boto3(&script);
     }
 }
 

@@ -1,0 +1,130 @@
+//! `imagectl build`: bake what is missing, reuse what exists, optionally
+//! publish to a channel.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::build::{self, Options, Outcome, Target};
+use crate::cli::{BuildArgs, OutputFormat};
+use crate::lock::Lock;
+use crate::{aws, hash, publish, role, stage, Config, Error};
+
+/// Builds the requested roles.
+pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
+    let project = config.project()?;
+    if let Some(channel) = &args.publish {
+        publish::check_channel(&project, channel).map_err(|e| Error::Usage(e.to_string()))?;
+    }
+    let roles = if args.all || args.changed {
+        role::load_all(&project)?
+            .into_iter()
+            .filter(|r| !r.is_abstract)
+            .collect()
+    } else {
+        role::load(&project, &args.roles)?
+    };
+    let lock = Lock::load(&project).map_err(crate::lock_error)?;
+    let mut targets = Vec::new();
+    for r in roles {
+        let h = hash::compute(&project, &lock, &r).map_err(crate::hash_error)?;
+        targets.push(Target { role: r, hash: h });
+    }
+    let agent =
+        stage::find_agent(args.agent.as_deref()).map_err(|e| Error::Usage(e.to_string()))?;
+    let options = Options {
+        force: args.force,
+        dry_run: args.dry_run,
+        jobs: usize::from(args.jobs),
+        agent,
+    };
+
+    let rt = aws::runtime().map_err(|e| Error::Failed(e.into()))?;
+    let display = Arc::new(crate::progress::Display::new(config.quiet));
+    let result = rt.block_on(async {
+        let session = aws::Session::load(&project.settings.aws.region).await;
+        let mut targets = targets;
+        if args.changed && !args.force {
+            let existing =
+                build::find_existing(&session.ec2(&project.settings.aws.region), &targets).await?;
+            targets.retain(|t| !existing.contains_key(&t.role.name));
+        }
+        let outcomes = build::run(&project, &session, targets, &options, display.clone()).await?;
+        let mut published = Vec::new();
+        if let (Some(channel), false) = (&args.publish, args.dry_run) {
+            for o in outcomes
+                .iter()
+                .filter(|o| o.status == "built" || o.status == "reused")
+            {
+                let change =
+                    publish::publish(&project, &session, &o.role, channel, &o.amis, false).await;
+                published.push((o.role.clone(), change));
+            }
+        }
+        Ok::<_, build::Error>((outcomes, published))
+    });
+    display.finish();
+    let (outcomes, published) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(match e.signal() {
+                Some(sig) => {
+                    Error::Interrupted(e.to_string(), if sig == "SIGINT" { 130 } else { 143 })
+                }
+                None => Error::Failed(e.into()),
+            })
+        }
+    };
+    print(config, &outcomes);
+    let mut failed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.status == "failed")
+        .map(|o| format!("{}: {}", o.role, o.error.as_deref().unwrap_or("failed")))
+        .collect();
+    for (role, change) in published {
+        match change {
+            Ok(c) => tracing::info!("{role}: {c}"),
+            Err(e) => failed.push(format!("{role}: publishing failed: {e}")),
+        }
+    }
+    crate::summary::append_builds(&outcomes);
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Failed(anyhow::anyhow!("{}", failed.join("\n"))))
+    }
+}
+
+fn print(config: &Config, outcomes: &[Outcome]) {
+    match config.output {
+        OutputFormat::Json => crate::print_json(&json!({ "builds": outcomes })),
+        OutputFormat::Text => {
+            if outcomes.is_empty() {
+                println!("nothing to build");
+                return;
+            }
+            println!(
+                "{:<12} {:<12} {:<12} {:>8}  AMIS",
+                "ROLE", "STATUS", "HASH", "TIME"
+            );
+            for o in outcomes {
+                let amis = if o.amis.is_empty() {
+                    "-".to_string()
+                } else {
+                    o.amis
+                        .iter()
+                        .map(|(r, a)| format!("{r}={a}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                println!(
+                    "{:<12} {:<12} {:<12} {:>7.1}s  {amis}",
+                    o.role,
+                    o.status,
+                    &o.hash[..12],
+                    o.duration_secs
+                );
+            }
+        }
+    }
+}

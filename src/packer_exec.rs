@@ -1,0 +1,396 @@
+//! Running Packer: its version, one `packer build -machine-readable` with a
+//! time limit, its progress streamed and its full log kept, signals
+//! forwarded so that Packer cleans up after itself, and its manifest read.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Errors running Packer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Packer is not installed or cannot be run.
+    #[error("cannot run `packer`: {0}; install it (Debian: `apt-get install packer`)")]
+    NotFound(std::io::Error),
+    /// `packer version` printed something else.
+    #[error("cannot tell Packer's version from `{0}`")]
+    Version(String),
+    /// The build failed.
+    #[error("packer build of `{role}` failed (exit code {code}){}; full log: {}", if errors.is_empty() { String::new() } else { format!(": {}", errors.join("; ")) }, log.display())]
+    Failed {
+        /// The role.
+        role: String,
+        /// Packer's exit code.
+        code: i32,
+        /// The errors Packer reported.
+        errors: Vec<String>,
+        /// The full log.
+        log: PathBuf,
+    },
+    /// The build ran out of time; Packer was interrupted and cleaned up.
+    #[error("packer build of `{role}` took longer than {} minutes and was stopped; full log: {}", limit.as_secs() / 60, log.display())]
+    TimedOut {
+        /// The role.
+        role: String,
+        /// The limit.
+        limit: Duration,
+        /// The full log.
+        log: PathBuf,
+    },
+    /// A signal interrupted the build; Packer was told and cleaned up.
+    #[error("packer build of `{role}` was interrupted ({signal}); Packer cleaned up its temporary resources, nothing was published")]
+    Interrupted {
+        /// The role.
+        role: String,
+        /// `SIGINT` or `SIGTERM`.
+        signal: &'static str,
+    },
+    /// Packer finished but its manifest is missing or unreadable.
+    #[error("cannot read Packer's manifest `{}`: {reason}", path.display())]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A file of the build could not be written.
+    #[error("cannot write `{}`: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A Packer version, `major.minor.patch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u32, pub u32, pub u32);
+
+impl Version {
+    /// Whether this Packer understands `required_plugins`, `metadata_options`
+    /// and `imds_support` (Packer 1.7 with a current amazon plugin).
+    pub fn is_current(self) -> bool {
+        self >= Version(1, 7, 0)
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// Parses `Packer v1.6.6` (and `1.11.2`, as newer versions print it).
+pub fn parse_version(text: &str) -> Option<Version> {
+    let word = text.split_whitespace().find(|w| {
+        w.trim_start_matches('v')
+            .starts_with(|c: char| c.is_ascii_digit())
+    })?;
+    let mut parts = word
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>());
+    Some(Version(
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+        parts.next().and_then(Result::ok).unwrap_or(0),
+    ))
+}
+
+/// The installed Packer's version.
+pub async fn version() -> Result<Version, Error> {
+    let out = Command::new("packer")
+        .arg("version")
+        .env("CHECKPOINT_DISABLE", "1")
+        .output()
+        .await
+        .map_err(Error::NotFound)?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    parse_version(&text).ok_or(Error::Version(text.trim().to_string()))
+}
+
+/// What the progress display is told.
+pub trait Progress: Send + Sync {
+    /// The role's build reached a new step.
+    fn step(&self, role: &str, message: &str);
+}
+
+/// One Packer build to run.
+pub struct Run<'a> {
+    /// The role, for messages.
+    pub role: &'a str,
+    /// The working directory (holds the template).
+    pub dir: &'a Path,
+    /// The template file name inside `dir`.
+    pub template: &'a str,
+    /// `-var` values.
+    pub vars: &'a BTreeMap<&'static str, String>,
+    /// The full log.
+    pub log: &'a Path,
+    /// Time limit of the whole build.
+    pub timeout: Duration,
+}
+
+/// Runs `packer build`. On SIGINT or SIGTERM, or when the time limit
+/// passes, Packer is sent the same interrupt and given time to delete what
+/// it created before this returns.
+pub async fn build(run: &Run<'_>, progress: &dyn Progress) -> Result<(), Error> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let mut log = tokio::fs::File::create(run.log)
+        .await
+        .map_err(io(run.log))?;
+    let mut cmd = Command::new("packer");
+    cmd.arg("build")
+        .arg("-machine-readable")
+        .arg("-color=false");
+    for (k, v) in run.vars {
+        cmd.arg("-var").arg(format!("{k}={v}"));
+    }
+    cmd.arg(run.template)
+        .current_dir(run.dir)
+        .env("CHECKPOINT_DISABLE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a Ctrl-C in the terminal reaches imagectl
+        // only, which forwards exactly one interrupt. Two would make Packer
+        // quit without cleaning up.
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = cmd.spawn().map_err(Error::NotFound)?;
+    let pid = child.id().map(|p| p as i32);
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io(run.log))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io(run.log))?;
+    let deadline = tokio::time::sleep(run.timeout);
+    tokio::pin!(deadline);
+
+    let forward = |sig: i32| {
+        if let Some(pid) = pid {
+            // SAFETY: kill(2) with a PID we spawned and a valid signal number.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    };
+    let mut interrupted: Option<&'static str> = None;
+    let mut timed_out = false;
+    let mut errors = Vec::new();
+    let (mut out_open, mut err_open) = (true, true);
+    let status = loop {
+        tokio::select! {
+            line = stdout.next_line(), if out_open => match line {
+                Ok(Some(line)) => {
+                    let _ = log.write_all(line.as_bytes()).await;
+                    let _ = log.write_all(b"\n").await;
+                    if let Some(ev) = parse_line(&line) {
+                        match ev {
+                            Event::Say(m) => progress.step(run.role, &m),
+                            Event::Error(m) => errors.push(m),
+                        }
+                    }
+                }
+                _ => out_open = false,
+            },
+            line = stderr.next_line(), if err_open => match line {
+                Ok(Some(line)) => {
+                    let _ = log.write_all(format!("stderr: {line}\n").as_bytes()).await;
+                }
+                _ => err_open = false,
+            },
+            status = child.wait(), if !out_open && !err_open => break status,
+            _ = sigint.recv() => {
+                progress.step(run.role, "interrupted: waiting for Packer to clean up");
+                interrupted = Some("SIGINT");
+                forward(libc::SIGINT);
+            }
+            _ = sigterm.recv() => {
+                progress.step(run.role, "terminated: waiting for Packer to clean up");
+                interrupted = Some("SIGTERM");
+                forward(libc::SIGTERM);
+            }
+            _ = &mut deadline => {
+                if timed_out {
+                    forward(libc::SIGKILL);
+                    deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
+                } else {
+                    progress.step(run.role, "time limit reached: waiting for Packer to clean up");
+                    timed_out = true;
+                    forward(libc::SIGINT);
+                    // Cleanup gets a bounded time too; then Packer is killed.
+                    deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(600));
+                }
+            }
+        }
+    };
+    let _ = log.flush().await;
+    let status = status.map_err(io(run.log))?;
+    if let Some(signal) = interrupted {
+        return Err(Error::Interrupted {
+            role: run.role.to_string(),
+            signal,
+        });
+    }
+    if timed_out {
+        return Err(Error::TimedOut {
+            role: run.role.to_string(),
+            limit: run.timeout,
+            log: run.log.to_path_buf(),
+        });
+    }
+    if !status.success() {
+        return Err(Error::Failed {
+            role: run.role.to_string(),
+            code: status.code().unwrap_or(-1),
+            errors,
+            log: run.log.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// What a machine-readable line says that matters to people.
+#[derive(Debug, PartialEq, Eq)]
+enum Event {
+    /// A step (`==> amazon-ebs.worker: Creating AMI ...`).
+    Say(String),
+    /// An error message.
+    Error(String),
+}
+
+/// Parses `timestamp,target,type,data...`, unescaping Packer's `%!(PACKER_COMMA)`
+/// and literal `\n`.
+fn parse_line(line: &str) -> Option<Event> {
+    let mut fields = line.splitn(5, ',');
+    let (_ts, _target, kind) = (fields.next()?, fields.next()?, fields.next()?);
+    if kind != "ui" {
+        return None;
+    }
+    let level = fields.next()?;
+    let text = fields
+        .next()?
+        .replace("%!(PACKER_COMMA)", ",")
+        .replace("\\n", "\n");
+    let text = text.trim();
+    match level {
+        // `say` lines are Packer's steps (`==> ...`); `message` lines are
+        // their details (every tag added, ...): those stay in the log.
+        "say" => {
+            if text.starts_with("--> ")
+                || text.starts_with("Builds finished")
+                || text.starts_with("Wait completed")
+            {
+                return None;
+            }
+            let text = text.trim_start_matches("==> ");
+            // Drop the `amazon-ebs.worker: ` prefix: the display names the role.
+            let text = text.split_once(": ").map_or(text, |(head, rest)| {
+                if head.contains('.') && !head.contains(' ') {
+                    rest
+                } else {
+                    text
+                }
+            });
+            (!text.is_empty()).then(|| Event::Say(text.lines().next().unwrap_or("").to_string()))
+        }
+        "error" => Some(Event::Error(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+        )),
+        _ => None,
+    }
+}
+
+/// The AMI ID per region from Packer's manifest post-processor.
+pub fn read_manifest(path: &Path) -> Result<BTreeMap<String, String>, Error> {
+    let fail = |reason: String| Error::Manifest {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    let last = v["last_run_uuid"].as_str().unwrap_or_default();
+    let build = v["builds"]
+        .as_array()
+        .and_then(|b| {
+            b.iter()
+                .rev()
+                .find(|b| b["packer_run_uuid"] == last)
+                .or(b.last())
+        })
+        .ok_or_else(|| fail("no build in it".into()))?;
+    let artifact = build["artifact_id"]
+        .as_str()
+        .ok_or_else(|| fail("no artifact_id".into()))?;
+    let mut amis = BTreeMap::new();
+    for pair in artifact.split(',') {
+        let (region, ami) = pair
+            .split_once(':')
+            .ok_or_else(|| fail(format!("unexpected artifact `{pair}`")))?;
+        amis.insert(region.to_string(), ami.to_string());
+    }
+    Ok(amis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("Packer v1.6.6\n"), Some(Version(1, 6, 6)));
+        assert_eq!(
+            parse_version("Packer v1.11.2\n\nYour version of Packer is out of date!"),
+            Some(Version(1, 11, 2))
+        );
+        assert_eq!(parse_version("1.9.4"), Some(Version(1, 9, 4)));
+        assert!(!Version(1, 6, 6).is_current());
+        assert!(Version(1, 11, 0).is_current());
+    }
+
+    #[test]
+    fn machine_readable_lines() {
+        assert_eq!(
+            parse_line("1795690494,,ui,say,==> amazon-ebs.worker: Creating AMI imagectl-worker-abc from instance i-1"),
+            Some(Event::Say("Creating AMI imagectl-worker-abc from instance i-1".into()))
+        );
+        assert_eq!(
+            parse_line(
+                "1,,ui,error,Build 'amazon-ebs.worker' errored: bad%!(PACKER_COMMA) very bad\\n"
+            ),
+            Some(Event::Error(
+                "Build 'amazon-ebs.worker' errored: bad, very bad".into()
+            ))
+        );
+        assert_eq!(
+            parse_line("1,amazon-ebs.worker,artifact,0,id,eu-west-1:ami-1"),
+            None
+        );
+    }
+
+    #[test]
+    fn manifest_gives_amis_per_region() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.json");
+        std::fs::write(
+            &p,
+            r#"{"builds":[{"name":"worker","artifact_id":"eu-central-1:ami-6f0c,eu-west-1:ami-981e","packer_run_uuid":"u1"}],"last_run_uuid":"u1"}"#,
+        )
+        .unwrap();
+        let amis = read_manifest(&p).unwrap();
+        assert_eq!(amis["eu-west-1"], "ami-981e");
+        assert_eq!(amis["eu-central-1"], "ami-6f0c");
+    }
+}

@@ -1,0 +1,391 @@
+//! `imagectl build`, channels and garbage collection against moto, with the
+//! real Packer; results read back with boto3.
+
+use serde_json::Value;
+
+use crate::moto::Moto;
+use crate::support::Test;
+
+/// The fixture project, pointed at `moto`, with its AWS resources created.
+fn project(moto: &Moto) -> Test {
+    moto.setup_fixture();
+    Test::new().envs(moto.env())
+}
+
+fn json(t: &mut Test, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--output", "json"]);
+    serde_json::from_str(&t.ok_with(&all)).unwrap()
+}
+
+/// Builds `app` and returns its AMI per region.
+fn build(t: &mut Test) -> (String, String) {
+    let v = json(t, &["build", "app"]);
+    let b = &v["builds"][0];
+    assert!(b["status"] == "built" || b["status"] == "reused", "{v}");
+    (
+        b["amis"]["eu-west-1"].as_str().unwrap().to_string(),
+        b["amis"]["eu-central-1"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Changes a file of `app`, so that its hash moves.
+fn change(t: &Test, n: u32) {
+    std::fs::write(
+        t.path("roles/files/app/app.conf"),
+        format!("listen {}\n", 8080 + n),
+    )
+    .unwrap();
+}
+
+fn images(moto: &Moto, region: &str) -> Value {
+    moto.boto3(&format!(
+        r#"
+ec2 = boto3.client("ec2", region_name="{region}")
+images = ec2.describe_images(Owners=["self"], Filters=[{{"Name": "tag:imagectl:role", "Values": ["app"]}}])["Images"]
+out = []
+for i in images:
+    snaps = [b["Ebs"]["SnapshotId"] for b in i.get("BlockDeviceMappings", []) if "Ebs" in b]
+    snap_tags = {{}}
+    shared = []
+    for s in snaps:
+        d = ec2.describe_snapshots(SnapshotIds=[s])["Snapshots"][0]
+        snap_tags = {{t["Key"]: t["Value"] for t in d.get("Tags", [])}}
+        perms = ec2.describe_snapshot_attribute(SnapshotId=s, Attribute="createVolumePermission")
+        shared += [p.get("UserId") for p in perms.get("CreateVolumePermissions", [])]
+    out.append({{
+        "id": i["ImageId"],
+        "state": i["State"],
+        "description": i.get("Description"),
+        "tags": {{t["Key"]: t["Value"] for t in i.get("Tags", [])}},
+        "snapshot_tags": snap_tags,
+        "snapshot_shared_with": shared,
+        "imds": ec2.describe_image_attribute(ImageId=i["ImageId"], Attribute="imdsSupport").get("ImdsSupport", {{}}).get("Value"),
+        "launch_permissions": [p.get("UserId") for p in ec2.describe_image_attribute(ImageId=i["ImageId"], Attribute="launchPermission")["LaunchPermissions"]],
+    }})
+print(json.dumps(sorted(out, key=lambda i: i["tags"].get("imagectl:build", ""))))
+"#
+    ))
+}
+
+fn parameter(moto: &Moto, region: &str, name: &str) -> Value {
+    moto.boto3(&format!(
+        r#"
+ssm = boto3.client("ssm", region_name="{region}")
+try:
+    p = ssm.get_parameter(Name="{name}")["Parameter"]
+    h = ssm.get_parameter_history(Name="{name}")["Parameters"]
+    print(json.dumps({{"value": p["Value"], "type": p["Type"], "data_type": p.get("DataType"), "history": [v["Value"] for v in h]}}))
+except ssm.exceptions.ParameterNotFound:
+    print("null")
+"#
+    ))
+}
+
+#[test]
+fn build_bakes_one_tagged_image_then_reuses_it_then_rebuilds_on_change() {
+    let moto = Moto::start();
+    let mut t = project(&moto);
+    let hash = t.hash("app");
+
+    let v = json(&mut t, &["build", "app"]);
+    let b = &v["builds"][0];
+    assert_eq!(b["status"], "built", "{v}");
+    assert_eq!(b["hash"], hash.as_str());
+    let home = b["amis"]["eu-west-1"].as_str().unwrap().to_string();
+    let copy = b["amis"]["eu-central-1"].as_str().unwrap().to_string();
+
+    // Read back with boto3: one image per region, tagged, described,
+    // IMDSv2 only, shared with the listed account (snapshots too).
+    for (region, id) in [("eu-west-1", &home), ("eu-central-1", &copy)] {
+        let list = images(&moto, region);
+        let list = list.as_array().unwrap();
+        assert_eq!(list.len(), 1, "{region}: {list:?}");
+        let i = &list[0];
+        assert_eq!(i["id"], id.as_str());
+        assert_eq!(i["state"], "available");
+        assert_eq!(i["description"], "An application server");
+        assert_eq!(i["imds"], "v2.0", "{region}");
+        assert_eq!(i["launch_permissions"], serde_json::json!(["111122223333"]));
+        assert_eq!(
+            i["snapshot_shared_with"],
+            serde_json::json!(["111122223333"])
+        );
+        for tags in [&i["tags"], &i["snapshot_tags"]] {
+            assert_eq!(tags["imagectl:role"], "app", "{region}: {tags}");
+            assert_eq!(tags["imagectl:content-hash"], hash.as_str());
+            assert_eq!(tags["imagectl:base-ami"], "ami-0d1e2b1200a900901");
+            assert_eq!(tags["imagectl:version"], env!("CARGO_PKG_VERSION"));
+            assert_eq!(
+                tags["imagectl:commit"], "unknown",
+                "the fixture is no git checkout"
+            );
+            assert!(tags["Name"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("imagectl-app-{}-", &hash[..12])));
+        }
+    }
+
+    // Again: reused, and Packer never runs (a `packer` that fails first on PATH).
+    let fake = tempfile::tempdir().unwrap();
+    let marker = fake.path().join("ran");
+    std::fs::write(
+        fake.path().join("packer"),
+        format!("#!/bin/sh\ntouch {}\nexit 99\n", marker.display()),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("755")
+        .arg(fake.path().join("packer"))
+        .status()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let mut again = Test::from_tree(t.dir.path())
+        .envs(moto.env())
+        .envs([("PATH", path)]);
+    let r = again.run_with(&["build", "app"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains(&format!("app          reused       {}", &hash[..12])),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "an image with hash {} exists: {home} (reused, nothing baked)",
+            &hash[..12]
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(!marker.exists(), "packer ran for an image that exists");
+    assert_eq!(images(&moto, "eu-west-1").as_array().unwrap().len(), 1);
+
+    // A changed role builds a new image.
+    change(&t, 1);
+    let v = json(&mut t, &["build", "app"]);
+    assert_eq!(v["builds"][0]["status"], "built");
+    assert_ne!(v["builds"][0]["hash"], hash.as_str());
+    assert_eq!(images(&moto, "eu-west-1").as_array().unwrap().len(), 2);
+    assert_eq!(images(&moto, "eu-central-1").as_array().unwrap().len(), 2);
+
+    // --dry-run says so and changes nothing.
+    change(&t, 2);
+    let v = json(&mut t, &["build", "app", "--dry-run"]);
+    assert_eq!(v["builds"][0]["status"], "would-build");
+    assert_eq!(images(&moto, "eu-west-1").as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn an_emulator_build_says_it_provisions_nothing() {
+    let moto = Moto::start();
+    let mut t = project(&moto);
+    let r = t.run_with(&["build", "app"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("the EC2 endpoint {} is an emulator on this machine: building without a communicator or provisioners", moto.endpoint)),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn publish_promote_and_rollback_move_parameters_and_launch_templates() {
+    let moto = Moto::start();
+    let mut t = project(&moto);
+    let (v1, v1_copy) = build(&mut t);
+
+    let out = t.ok_with(&["publish", "app", "--channel", "dev"]);
+    assert_eq!(
+        out,
+        format!("/imagectl/app/dev: eu-central-1 (none) -> {v1_copy}, eu-west-1 (none) -> {v1}\n")
+    );
+    for (region, ami) in [("eu-west-1", &v1), ("eu-central-1", &v1_copy)] {
+        let p = parameter(&moto, region, "/imagectl/app/dev");
+        assert_eq!(p["value"], ami.as_str());
+        assert_eq!(p["type"], "String");
+        assert_eq!(p["data_type"], "aws:ec2:image");
+    }
+    assert_eq!(
+        t.ok_with(&["publish", "app", "--channel", "dev"]),
+        "/imagectl/app/dev: no changes necessary\n"
+    );
+
+    // Promote: exactly what dev holds, every region; the launch template
+    // that follows prod gets a new default version requiring IMDSv2.
+    let out = t.ok_with(&["promote", "app", "--from", "dev", "--to", "prod"]);
+    assert!(
+        out.contains("launch template app-prod in eu-west-1: version 2 is the default"),
+        "{out}"
+    );
+    assert_eq!(
+        parameter(&moto, "eu-central-1", "/imagectl/app/prod")["value"],
+        v1_copy.as_str()
+    );
+    let lt = moto.boto3(
+        r#"
+ec2 = boto3.client("ec2", region_name="eu-west-1")
+t = ec2.describe_launch_templates(LaunchTemplateNames=["app-prod"])["LaunchTemplates"][0]
+v = ec2.describe_launch_template_versions(LaunchTemplateName="app-prod", Versions=["$Default"])["LaunchTemplateVersions"][0]
+print(json.dumps({"default": t["DefaultVersionNumber"], "latest": t["LatestVersionNumber"], "data": v["LaunchTemplateData"]}))
+"#,
+    );
+    assert_eq!(lt["default"], 2);
+    assert_eq!(lt["data"]["ImageId"], v1.as_str());
+    assert_eq!(lt["data"]["MetadataOptions"]["HttpTokens"], "required");
+
+    // A newer image, then the older one again: refused without --allow-older.
+    change(&t, 1);
+    let (v2, _) = build(&mut t);
+    t.ok_with(&["publish", "app", "--channel", "dev"]);
+    assert_eq!(
+        parameter(&moto, "eu-west-1", "/imagectl/app/dev")["value"],
+        v2.as_str()
+    );
+    let r = t.run_with(&["publish", "app", "--channel", "dev", "--ami", &v1]);
+    assert_eq!(r.status, 2);
+    assert!(
+        r.stderr
+            .contains("pass `--allow-older` to publish it anyway, or use `imagectl rollback`"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        parameter(&moto, "eu-west-1", "/imagectl/app/dev")["value"],
+        v2.as_str(),
+        "a refused publish changes nothing"
+    );
+
+    // Rollback: back to v1 from the parameter's own history, in every region.
+    let out = t.ok_with(&["rollback", "app", "--channel", "dev"]);
+    assert!(out.contains(&format!("eu-west-1 {v2} -> {v1}")), "{out}");
+    let p = parameter(&moto, "eu-west-1", "/imagectl/app/dev");
+    assert_eq!(p["value"], v1.as_str());
+    assert_eq!(p["history"], serde_json::json!([v1, v2, v1]));
+    assert_eq!(
+        parameter(&moto, "eu-central-1", "/imagectl/app/dev")["value"],
+        v1_copy.as_str()
+    );
+    let r = t.run_with(&["rollback", "app", "--channel", "prod"]);
+    assert_eq!(r.status, 2);
+    assert!(
+        r.stderr.contains("has 0 earlier values in its history"),
+        "{}",
+        r.stderr
+    );
+
+    // Refusals: an image that is missing, not imagectl's, or another role's.
+    for (ami, why) in [
+        ("ami-0123456789abcdef0", "does not exist"),
+        ("ami-0d1e2b1200a900901", "was not built by imagectl"),
+    ] {
+        let r = t.run_with(&["publish", "app", "--channel", "staging", "--ami", ami]);
+        assert_eq!(r.status, 2, "{ami}");
+        assert!(r.stderr.contains(why), "{ami}: {}", r.stderr);
+    }
+    let r = t.run_with(&["publish", "app", "--channel", "nightly"]);
+    assert_eq!(r.status, 2);
+    assert!(
+        r.stderr
+            .contains("unknown channel `nightly`; the channels are dev, staging, prod"),
+        "{}",
+        r.stderr
+    );
+    assert!(parameter(&moto, "eu-west-1", "/imagectl/app/staging").is_null());
+}
+
+#[test]
+fn prune_never_removes_an_image_still_referenced() {
+    let moto = Moto::start();
+    let mut t = project(&moto);
+    let mut v = Vec::new();
+    for n in 0..6 {
+        change(&t, n);
+        v.push(build(&mut t));
+        // Creation times are whole seconds: keep the images in order.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    // v5 newest; v4 dev now, v3 dev before (rollback); v2 prod and its
+    // launch template; v1 runs an instance; v0 nothing.
+    for (i, channel) in [(3, "dev"), (4, "dev"), (2, "prod")] {
+        t.ok_with(&[
+            "publish",
+            "app",
+            "--channel",
+            channel,
+            "--ami",
+            &v[i].0,
+            "--allow-older",
+        ]);
+    }
+    moto.boto3(&format!(
+        r#"boto3.client("ec2", region_name="eu-west-1").run_instances(ImageId="{}", MinCount=1, MaxCount=1)"#,
+        v[1].0
+    ));
+
+    let out = t.ok_with(&["prune", "--keep", "1", "--dry-run"]);
+    let line = |ami: &str| {
+        out.lines()
+            .find(|l| l.contains(ami))
+            .unwrap_or_else(|| panic!("{ami} not in {out}"))
+            .to_string()
+    };
+    assert!(line(&v[5].0).starts_with("keep") && line(&v[5].0).contains("among the 1 newest"));
+    assert!(
+        line(&v[4].0).contains("channel /imagectl/app/dev (current)"),
+        "{out}"
+    );
+    assert!(
+        line(&v[3].0).contains("channel /imagectl/app/dev (rollback)"),
+        "{out}"
+    );
+    assert!(
+        line(&v[2].0).contains("channel /imagectl/app/prod (current)"),
+        "{out}"
+    );
+    assert!(
+        line(&v[2].0).contains("launch template app-prod v2 (default)"),
+        "{out}"
+    );
+    assert!(line(&v[1].0).contains("instances in eu-west-1"), "{out}");
+    assert!(line(&v[0].0).starts_with("would delete"), "{out}");
+    assert_eq!(
+        images(&moto, "eu-west-1").as_array().unwrap().len(),
+        6,
+        "dry run deletes nothing"
+    );
+
+    let out = t.ok_with(&["prune", "--keep", "1"]);
+    assert!(line(&v[0].0).starts_with("would delete"));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("deleted") && l.contains(&v[0].0)),
+        "{out}"
+    );
+    for (region, pick) in [("eu-west-1", 0usize), ("eu-central-1", 1)] {
+        let left: Vec<String> = images(&moto, region)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(left.len(), 5, "{region}: {left:?}");
+        let gone = if pick == 0 { &v[0].0 } else { &v[0].1 };
+        assert!(!left.contains(gone), "{region}: {gone} still there");
+    }
+    // Its snapshots went with it.
+    let snaps = moto.boto3(
+        r#"
+ec2 = boto3.client("ec2", region_name="eu-west-1")
+s = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:imagectl:role", "Values": ["app"]}])["Snapshots"]
+print(json.dumps(len(s)))
+"#,
+    );
+    assert_eq!(snaps, 5);
+}
