@@ -532,11 +532,14 @@ impl Ec2 {
         }))
     }
 
-    /// Adds a version with `image` (and IMDSv2 required) on top of the latest
-    /// one, makes it the default, and returns its number.
+    /// Adds a version with `image` (and IMDSv2 required) on top of version
+    /// `source` (the latest, by number rather than `$Latest`: a version
+    /// added meanwhile is then not silently built upon), makes it the
+    /// default, and returns its number.
     pub async fn launch_template_publish(
         &self,
         name: &str,
+        source: i64,
         image: &str,
         description: &str,
     ) -> Result<i64, Error> {
@@ -553,7 +556,7 @@ impl Ec2 {
             .client
             .create_launch_template_version()
             .launch_template_name(name)
-            .source_version("$Latest")
+            .source_version(source.to_string())
             .version_description(description)
             .launch_template_data(data)
             .send()

@@ -65,6 +65,17 @@ pub enum Command {
     Images(ImagesArgs),
     /// Delete all but the newest images of each role, never one still referenced.
     Prune(PruneArgs),
+    /// Print the least-privilege IAM policy (JSON) of a job.
+    IamPolicy(IamPolicyArgs),
+}
+
+/// `imagectl iam-policy`.
+#[derive(Debug, clap::Args)]
+pub struct IamPolicyArgs {
+    /// The job: `build` (bases update and build, imagectl and Packer),
+    /// `publish` (publish, promote, rollback, images) or `prune`.
+    #[arg(value_parser = ["build", "publish", "prune"])]
+    pub job: String,
 }
 
 /// `imagectl images`.

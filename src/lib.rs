@@ -38,6 +38,7 @@ pub mod fsutil;
 pub mod gc;
 pub mod hash;
 pub mod hcl;
+pub mod iam;
 pub mod lock;
 pub mod packer;
 pub mod packer_exec;
@@ -151,6 +152,13 @@ pub fn run(args: &Args) -> Result<(), Error> {
         Command::Rollback(a) => cmd::publish::rollback(&config, a),
         Command::Images(a) => cmd::images::images(&config, a),
         Command::Prune(a) => cmd::images::prune(&config, a),
+        Command::IamPolicy(a) => {
+            let project = config.project()?;
+            let policy = iam::policy(&project, &a.job)
+                .ok_or_else(|| Error::Usage(format!("unknown job `{}`", a.job)))?;
+            print_json(&policy);
+            Ok(())
+        }
     }
 }
 

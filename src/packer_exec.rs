@@ -196,7 +196,8 @@ pub async fn build(run: &Run<'_>, progress: &dyn Progress) -> Result<(), Error> 
                     if let Some(ev) = parse_line(&line) {
                         match ev {
                             Event::Say(m) => progress.step(run.role, &m),
-                            Event::Error(m) => errors.push(m),
+                            Event::Error(m) if !errors.contains(&m) => errors.push(m),
+                            Event::Error(_) => {}
                         }
                     }
                 }
@@ -303,12 +304,13 @@ fn parse_line(line: &str) -> Option<Event> {
             });
             (!text.is_empty()).then(|| Event::Say(text.lines().next().unwrap_or("").to_string()))
         }
-        "error" => Some(Event::Error(
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .collect::<Vec<_>>()
-                .join(" "),
-        )),
+        // The first line says what failed; the rest (hex dumps of HTTP
+        // bodies, say) stays in the log.
+        "error" => {
+            let first = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+            let first = first.trim_start_matches("==> ").trim_start_matches("--> ");
+            Some(Event::Error(first.chars().take(300).collect()))
+        }
         _ => None,
     }
 }

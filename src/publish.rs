@@ -200,7 +200,9 @@ pub async fn publish(
         for (region, image, _) in &plan {
             match session.ec2(region).launch_template(lt).await? {
                 Some(t) if t.images.get(&t.default_version) == Some(&image.id) => {}
-                Some(_) => templates.push((region.clone(), lt.clone(), image.clone())),
+                Some(t) => {
+                    templates.push((region.clone(), lt.clone(), t.latest_version, image.clone()))
+                }
                 None if *region == project.settings.aws.region => {
                     return Err(refuse(
                         region,
@@ -269,14 +271,15 @@ pub async fn publish(
     }
 
     let mut launch_templates = Vec::new();
-    for (region, lt, image) in templates {
+    for (region, lt, source, image) in templates {
+        // No spaces: emulators re-encode them and then reject the signature.
         let description = format!(
-            "imagectl: {role} {channel} {}",
+            "imagectl:{role}:{channel}:{}",
             image.tag(tags::HASH).unwrap_or("").get(..12).unwrap_or("")
         );
         let v = session
             .ec2(&region)
-            .launch_template_publish(&lt, &image.id, &description)
+            .launch_template_publish(&lt, source, &image.id, &description)
             .await?;
         launch_templates.push((region, lt, v));
     }

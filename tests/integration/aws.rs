@@ -389,3 +389,82 @@ print(json.dumps(len(s)))
     );
     assert_eq!(snaps, 5);
 }
+
+/// The policy `imagectl iam-policy JOB` prints, as moto can evaluate it:
+/// actions kept, resources widened to `*` and conditions dropped (moto
+/// cannot evaluate EC2 or SSM resource ARNs, nor tag conditions).
+fn relaxed_policy(t: &mut Test, job: &str) -> String {
+    let mut p: Value = serde_json::from_str(&t.ok_with(&["iam-policy", job])).unwrap();
+    for st in p["Statement"].as_array_mut().unwrap() {
+        st["Resource"] = Value::String("*".into());
+        st.as_object_mut().unwrap().remove("Condition");
+    }
+    p.to_string()
+}
+
+#[test]
+fn the_printed_iam_policies_are_enough_for_each_job() {
+    let moto = Moto::start();
+    let mut t = project(&moto);
+    let mut keys = std::collections::BTreeMap::new();
+    for job in ["build", "publish", "prune"] {
+        let policy = relaxed_policy(&mut t, job);
+        let k = moto.boto3(&format!(
+            r#"
+iam = boto3.client("iam", region_name="eu-west-1")
+iam.create_user(UserName="{job}")
+arn = iam.create_policy(PolicyName="imagectl-{job}", PolicyDocument={policy:?})["Policy"]["Arn"]
+iam.attach_user_policy(UserName="{job}", PolicyArn=arn)
+k = iam.create_access_key(UserName="{job}")["AccessKey"]
+print(json.dumps([k["AccessKeyId"], k["SecretAccessKey"]]))
+"#
+        ));
+        keys.insert(
+            job,
+            (
+                k[0].as_str().unwrap().to_string(),
+                k[1].as_str().unwrap().to_string(),
+            ),
+        );
+    }
+    // From here on moto checks every request against IAM.
+    moto.boto3(&format!(
+        r#"
+import urllib.request
+urllib.request.urlopen(urllib.request.Request("{}/moto-api/reset-auth", data=b"0", method="POST", headers={{"Content-Type": "application/json"}})).read()
+"#,
+        moto.endpoint
+    ));
+    let as_user = |job: &str, args: &[&str]| {
+        let (id, secret) = keys[job].clone();
+        let mut u = Test::from_tree(t.dir.path())
+            .envs(moto.env())
+            .envs([("AWS_ACCESS_KEY_ID", id), ("AWS_SECRET_ACCESS_KEY", secret)]);
+        let r = u.run_with(args);
+        // Keep what the run wrote (the lock, the build record).
+        crate::support::copy_tree(u.dir.path(), t.dir.path());
+        r
+    };
+    let r = as_user("build", &["bases", "update"]);
+    assert_eq!(r.status, 0, "bases update as the build user:\n{}", r.stderr);
+    let r = as_user("build", &["build", "app"]);
+    assert_eq!(
+        r.status, 0,
+        "build as the build user (imagectl and Packer):\n{}",
+        r.stderr
+    );
+    assert!(r.stdout.contains("built"), "{}", r.stdout);
+    let r = as_user("publish", &["publish", "app", "--channel", "dev"]);
+    assert_eq!(r.status, 0, "publish as the publish user:\n{}", r.stderr);
+    let r = as_user(
+        "publish",
+        &["promote", "app", "--from", "dev", "--to", "prod"],
+    );
+    assert_eq!(r.status, 0, "promote as the publish user:\n{}", r.stderr);
+    let r = as_user("prune", &["prune", "--keep", "1"]);
+    assert_eq!(r.status, 0, "prune as the prune user:\n{}", r.stderr);
+    // And the check is real: the prune user cannot publish.
+    let r = as_user("prune", &["publish", "app", "--channel", "staging"]);
+    assert_eq!(r.status, 1);
+    assert!(r.stderr.contains("AccessDenied"), "{}", r.stderr);
+}
