@@ -626,6 +626,48 @@ impl Ssm {
         Ok(out.version())
     }
 
+    /// The values of the parameters that exist among `names` (ten per call,
+    /// the most GetParameters takes).
+    pub async fn get_many(&self, names: &[String]) -> Result<BTreeMap<String, String>, Error> {
+        let mut out = BTreeMap::new();
+        for chunk in names.chunks(10) {
+            let res = self
+                .client
+                .get_parameters()
+                .set_names(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(err(
+                    "GetParameters",
+                    &self.region,
+                    chunk.first().map(String::as_str),
+                ))?;
+            for p in res.parameters() {
+                out.insert(
+                    p.name().unwrap_or_default().to_string(),
+                    p.value().unwrap_or_default().to_string(),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a plain String parameter (Intelligent-Tiering: advanced only
+    /// when it outgrows the standard tier's 4 KB).
+    pub async fn put_string(&self, name: &str, value: &str) -> Result<(), Error> {
+        self.client
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ParameterType::String)
+            .tier(aws_sdk_ssm::types::ParameterTier::IntelligentTiering)
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(err("PutParameter", &self.region, Some(name)))?;
+        Ok(())
+    }
+
     /// Every version of a parameter, oldest first; empty when it does not exist.
     pub async fn history(&self, name: &str) -> Result<Vec<ParamVersion>, Error> {
         let mut pages = self

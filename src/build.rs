@@ -415,6 +415,9 @@ async fn build_one(
         .remove(0);
     let done = complete(project, session, &[(role.name.clone(), image)], true).await?;
     let amis = done.get(&role.name).cloned().unwrap_or_default();
+    if let Err(e) = crate::cmd::plan::record_inputs(project, session, &t.hash).await {
+        tracing::warn!("{}: could not record the build's inputs (plan will not say what changed next time): {e}", role.name);
+    }
     let artifact = amis
         .iter()
         .map(|(r, a)| format!("{r}={a}"))

@@ -72,9 +72,10 @@ pub enum Command {
 /// `imagectl iam-policy`.
 #[derive(Debug, clap::Args)]
 pub struct IamPolicyArgs {
-    /// The job: `build` (bases update and build, imagectl and Packer),
-    /// `publish` (publish, promote, rollback, images) or `prune`.
-    #[arg(value_parser = ["build", "publish", "prune"])]
+    /// The job: `plan` (read-only, for pull requests), `build` (bases update
+    /// and build, imagectl and Packer), `publish` (publish, promote,
+    /// rollback, images) or `prune`.
+    #[arg(value_parser = ["plan", "build", "publish", "prune"])]
     pub job: String,
 }
 
@@ -238,6 +239,15 @@ pub struct PlanArgs {
     /// Compare with the local build record instead of AWS.
     #[arg(long)]
     pub offline: bool,
+    /// Every role that is not abstract (the default when no role is named).
+    #[arg(long, conflicts_with = "roles")]
+    pub all: bool,
+    /// Exit 0 when nothing needs building, 2 when something does, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// `github-matrix`: the roles to build, as GitHub Actions' `strategy.matrix`.
+    #[arg(long, value_parser = ["github-matrix"])]
+    pub format: Option<String>,
     /// Roles (default: every role that is not abstract).
     pub roles: Vec<String>,
 }

@@ -1,6 +1,7 @@
 //! The content hash: one SHA-256 over everything that enters an image, and
 //! the list of those inputs so a person can see why a hash moved.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -199,6 +200,77 @@ pub fn compute(project: &Project, lock: &Lock, role: &Role) -> Result<ContentHas
         hash: hex(&h.finalize()),
         inputs,
     })
+}
+
+impl ContentHash {
+    /// The inputs in the compact form stored next to the channels (one line
+    /// each: kind, path or name, the first 16 hex digits of the digest, and
+    /// the AMI for the base), so that a later plan can say what changed.
+    pub fn record(&self) -> String {
+        self.inputs
+            .iter()
+            .map(|i| {
+                let what = i.path.as_deref().or(i.name.as_deref()).unwrap_or("");
+                let mut line = format!("{}\t{what}\t{}", i.kind, &i.sha256[..16]);
+                if let Some(ami) = &i.ami {
+                    line.push('\t');
+                    line.push_str(ami);
+                }
+                line
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// What differs between a recorded input list and this one, in words.
+    pub fn changes_since(&self, record: &str) -> Vec<String> {
+        let parse = |text: &str| -> BTreeMap<(String, String), (String, Option<String>)> {
+            text.lines()
+                .filter_map(|l| {
+                    let mut f = l.split('\t');
+                    let (kind, what, sha) = (f.next()?, f.next()?, f.next()?);
+                    Some((
+                        (kind.to_string(), what.to_string()),
+                        (sha.to_string(), f.next().map(String::from)),
+                    ))
+                })
+                .collect()
+        };
+        let (old, new) = (parse(record), parse(&self.record()));
+        let describe = |kind: &str, what: &str| match kind {
+            "layout" => "imagectl's image layout".to_string(),
+            "agent" => "imagectl-agent".to_string(),
+            "packer" => format!("the Packer template ({what})"),
+            "role" => format!("the role definition of `{what}` (its file or a parent's)"),
+            "base" => format!("base image `{what}`"),
+            other => format!("{other} {what}"),
+        };
+        let mut out = Vec::new();
+        for ((kind, what), (sha, ami)) in &new {
+            match old.get(&(kind.clone(), what.clone())) {
+                None if kind == "layout" || kind == "agent" => {
+                    out.push(format!("{} changed", describe(kind, what)))
+                }
+                None => out.push(format!("added {}", describe(kind, what))),
+                Some((old_sha, old_ami)) if old_sha != sha => match (kind.as_str(), old_ami, ami) {
+                    ("base", Some(a), Some(b)) => {
+                        out.push(format!("new base image `{what}`: {a} -> {b}"))
+                    }
+                    _ => out.push(format!("changed {}", describe(kind, what))),
+                },
+                Some(_) => {}
+            }
+        }
+        for (kind, what) in old.keys() {
+            if !new.contains_key(&(kind.clone(), what.clone()))
+                && kind != "layout"
+                && kind != "agent"
+            {
+                out.push(format!("removed {}", describe(kind, what)));
+            }
+        }
+        out
+    }
 }
 
 /// SHA-256 of a file's bytes, streamed.

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::project::Project;
 
 /// The jobs a policy can be printed for.
-pub const JOBS: [&str; 3] = ["build", "publish", "prune"];
+pub const JOBS: [&str; 4] = ["plan", "build", "publish", "prune"];
 
 /// Actions that take no resource-level permissions: only `*` works.
 const DESCRIBE: [&str; 10] = [
@@ -33,10 +33,20 @@ pub fn policy(project: &Project, job: &str) -> Option<Value> {
     let read_channels = json!({
         "Sid": "ReadChannels",
         "Effect": "Allow",
-        "Action": ["ssm:GetParameter", "ssm:GetParameterHistory", "ssm:GetParametersByPath"],
+        "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParameterHistory", "ssm:GetParametersByPath"],
         "Resource": [parameters, parameter_path],
     });
+    let record_inputs = json!({
+        "Sid": "RecordInputs",
+        "Effect": "Allow",
+        "Action": ["ssm:PutParameter"],
+        "Resource": format!("arn:aws:ssm:*:*:parameter/{prefix}/*/inputs/*"),
+    });
     let statements = match job {
+        "plan" => vec![
+            json!({"Sid": "Describe", "Effect": "Allow", "Action": ["ec2:DescribeImages"], "Resource": "*"}),
+            json!({"Sid": "ReadChannels", "Effect": "Allow", "Action": ["ssm:GetParameters"], "Resource": parameters.clone()}),
+        ],
         "build" => {
             let profile = s
                 .aws
@@ -45,6 +55,7 @@ pub fn policy(project: &Project, job: &str) -> Option<Value> {
                 .unwrap_or_else(|| "imagectl-build".into());
             let mut st = vec![
                 json!({"Sid": "Describe", "Effect": "Allow", "Action": DESCRIBE, "Resource": "*"}),
+                record_inputs,
                 json!({
                     "Sid": "LaunchBuildInstance",
                     "Effect": "Allow",

@@ -73,10 +73,10 @@ pub enum Error {
     /// Something failed while doing the work.
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
-    /// A check found differences, already reported on stdout: exit 1 and
-    /// print nothing more.
+    /// The outcome is already reported on stdout (a check found
+    /// differences, a plan has work): exit with this code, print nothing more.
     #[error("")]
-    CheckFailed,
+    Exit(i32),
     /// A signal stopped the work after cleanup: exit 128 + the signal.
     #[error("{0}")]
     Interrupted(String, i32),
@@ -91,7 +91,8 @@ impl Error {
                 project::Error::Read { .. } => 1,
                 _ => 2,
             },
-            Error::Failed(_) | Error::CheckFailed => 1,
+            Error::Failed(_) => 1,
+            Error::Exit(code) => *code,
             Error::Interrupted(_, code) => *code,
         }
     }
@@ -102,7 +103,7 @@ impl Error {
         match self {
             Error::Invalid(d) | Error::Project(project::Error::Invalid(d)) => d.to_string(),
             Error::Failed(e) => format!("error: {e:#}"),
-            Error::CheckFailed => String::new(),
+            Error::Exit(_) => String::new(),
             other => format!("error: {other}"),
         }
     }

@@ -49,3 +49,30 @@ pub fn append_builds(outcomes: &[Outcome]) {
     md.push('\n');
     append(&md);
 }
+
+/// Appends a plan.
+pub fn append_plan(rows: &[crate::cmd::plan::Row]) {
+    let mut md = String::from(
+        "### imagectl plan\n\n| role | status | hash | reasons |\n| --- | --- | --- | --- |\n",
+    );
+    for r in rows {
+        let reasons = if r.reasons.is_empty() {
+            "-".to_string()
+        } else {
+            r.reasons
+                .iter()
+                .map(|x| cell(x))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        md.push_str(&format!(
+            "| {} | {} | `{}` | {} |\n",
+            cell(&r.role),
+            r.status,
+            &r.hash[..12],
+            reasons
+        ));
+    }
+    md.push('\n');
+    append(&md);
+}

@@ -47,7 +47,7 @@ pub fn update(config: &Config, args: &BasesUpdateArgs) -> Result<(), Error> {
         return if changes.is_empty() {
             Ok(())
         } else {
-            Err(Error::CheckFailed)
+            Err(Error::Exit(1))
         };
     }
     if !changes.is_empty() || current.is_none() {

@@ -1,59 +1,236 @@
 //! `imagectl plan`: which roles need an image built, and why.
 
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 use serde_json::json;
 
+use crate::build::{self, tags, Target};
 use crate::cli::{OutputFormat, PlanArgs};
-use crate::{record, role, Config, Error};
+use crate::lock::Lock;
+use crate::{aws, hash, publish, record, role, Config, Error};
 
-/// Prints each concrete role, its hash and whether it was built.
+/// One role in the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// The role.
+    pub role: String,
+    /// Its content hash.
+    pub hash: String,
+    /// `build` or `up-to-date`.
+    pub status: &'static str,
+    /// Why it needs building.
+    pub reasons: Vec<String>,
+    /// The image with this hash, per region (home region), if any.
+    pub amis: BTreeMap<String, String>,
+    /// What each channel holds in the home region.
+    pub channels: BTreeMap<String, String>,
+}
+
+/// The parameter holding the inputs of the build of `hash`, beside the
+/// role's channels, so a later plan can say what changed (see README).
+pub fn inputs_parameter(prefix: &str, role: &str, hash: &str) -> String {
+    format!("{prefix}/{role}/inputs/{hash}")
+}
+
+/// Prints the plan.
 pub fn run(config: &Config, args: &PlanArgs) -> Result<(), Error> {
-    if !args.offline {
-        return Err(Error::Usage(
-            "this version of imagectl plans only against the local build record; run `imagectl plan --offline`".into(),
-        ));
-    }
     let project = config.project()?;
     let roles = if args.roles.is_empty() {
         role::load_all(&project)?
+            .into_iter()
+            .filter(|r| !r.is_abstract)
+            .collect()
     } else {
         role::load(&project, &args.roles)?
     };
-    let records = record::load(&project.root).map_err(|e| Error::Failed(e.into()))?;
-    let lock = crate::lock::Lock::load(&project).map_err(crate::lock_error)?;
-    let mut rows = Vec::new();
-    for r in roles
-        .iter()
-        .filter(|r| !r.is_abstract || !args.roles.is_empty())
-    {
-        let h = crate::hash::compute(&project, &lock, r).map_err(crate::hash_error)?;
-        let found = record::find(&records, &r.name, &h.hash);
-        rows.push((r.name.clone(), h.hash, found.cloned()));
+    let lock = Lock::load(&project).map_err(crate::lock_error)?;
+    let mut targets = Vec::new();
+    for r in roles {
+        let h = hash::compute(&project, &lock, &r).map_err(crate::hash_error)?;
+        targets.push(Target { role: r, hash: h });
     }
-    match config.output {
-        OutputFormat::Json => {
-            let list: Vec<_> = rows
+    let rows = if args.offline {
+        offline(&project, &targets)?
+    } else {
+        let rt = aws::runtime().map_err(|e| Error::Failed(e.into()))?;
+        rt.block_on(online(&project, &targets))
+            .map_err(|e| Error::Failed(e.into()))?
+    };
+
+    match (args.format.as_deref(), config.output) {
+        (Some(_), _) => {
+            let include: Vec<_> = rows
                 .iter()
-                .map(|(role, hash, rec)| {
-                    json!({
-                        "role": role,
-                        "hash": hash,
-                        "status": if rec.is_some() { "up-to-date" } else { "build" },
-                        "record": rec,
-                    })
-                })
+                .filter(|r| r.status == "build")
+                .map(|r| json!({"role": r.role}))
                 .collect();
-            crate::print_json(&json!({ "roles": list }));
+            println!("{}", json!({ "include": include }));
         }
-        OutputFormat::Text => {
-            println!("{:<12} {:<12} {:<10} ARTIFACT", "ROLE", "HASH", "STATUS");
-            for (role, hash, rec) in &rows {
-                let (status, artifact) = match rec {
-                    Some(r) => ("up-to-date", format!("{} ({})", r.artifact, r.target)),
-                    None => ("build", "-".to_string()),
+        (None, OutputFormat::Json) => crate::print_json(&json!({ "roles": rows })),
+        (None, OutputFormat::Text) => {
+            println!("{:<12} {:<12} {:<10} REASONS", "ROLE", "HASH", "STATUS");
+            for r in &rows {
+                let why = if r.reasons.is_empty() {
+                    "-".to_string()
+                } else {
+                    r.reasons.join("; ")
                 };
-                println!("{role:<12} {:<12} {status:<10} {artifact}", &hash[..12]);
+                println!(
+                    "{:<12} {:<12} {:<10} {why}",
+                    r.role,
+                    &r.hash[..12],
+                    r.status
+                );
             }
         }
     }
+    crate::summary::append_plan(&rows);
+    if args.detailed_exitcode && rows.iter().any(|r| r.status == "build") {
+        return Err(Error::Exit(2));
+    }
     Ok(())
+}
+
+fn offline(project: &crate::project::Project, targets: &[Target]) -> Result<Vec<Row>, Error> {
+    let records = record::load(&project.root).map_err(|e| Error::Failed(e.into()))?;
+    Ok(targets
+        .iter()
+        .map(|t| {
+            let found = record::find(&records, &t.role.name, &t.hash.hash);
+            Row {
+                role: t.role.name.clone(),
+                hash: t.hash.hash.clone(),
+                status: if found.is_some() {
+                    "up-to-date"
+                } else {
+                    "build"
+                },
+                reasons: if found.is_some() {
+                    vec![]
+                } else {
+                    vec!["no build of this hash in the local record".into()]
+                },
+                amis: found
+                    .map(|r| BTreeMap::from([(r.target.clone(), r.artifact.clone())]))
+                    .unwrap_or_default(),
+                channels: BTreeMap::new(),
+            }
+        })
+        .collect())
+}
+
+/// Against AWS: one DescribeImages for every role's hash, GetParameters
+/// (ten names a call) for the channels, and for the roles to build one more
+/// DescribeImages and GetParameters to say what changed.
+async fn online(
+    project: &crate::project::Project,
+    targets: &[Target],
+) -> Result<Vec<Row>, aws::Error> {
+    let settings = &project.settings;
+    let home = &settings.aws.region;
+    let session = aws::Session::load(home).await;
+    let ec2 = session.ec2(home);
+    let ssm = session.ssm(home);
+    let existing = build::find_existing(&ec2, targets).await?;
+
+    let mut names = Vec::new();
+    for t in targets {
+        for c in &settings.publish.channels {
+            names.push(publish::parameter(project, &t.role.name, c));
+        }
+    }
+    let values = ssm.get_many(&names).await?;
+    let channels = |role: &str| -> BTreeMap<String, String> {
+        settings
+            .publish
+            .channels
+            .iter()
+            .filter_map(|c| {
+                values
+                    .get(&publish::parameter(project, role, c))
+                    .map(|v| (c.clone(), v.clone()))
+            })
+            .collect()
+    };
+
+    // What the first channel (dev) holds, for the roles to build: its hash,
+    // then the inputs recorded for that hash.
+    let first = settings
+        .publish
+        .channels
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    let to_build: Vec<&Target> = targets
+        .iter()
+        .filter(|t| !existing.contains_key(&t.role.name))
+        .collect();
+    let dev_amis: Vec<String> = to_build
+        .iter()
+        .filter_map(|t| channels(&t.role.name).get(&first).cloned())
+        .collect();
+    let dev_images = ec2.images_by_id(&dev_amis).await?;
+    let mut dev_hash = BTreeMap::new();
+    for t in &to_build {
+        if let Some(ami) = channels(&t.role.name).get(&first) {
+            if let Some(h) = dev_images
+                .iter()
+                .find(|i| &i.id == ami)
+                .and_then(|i| i.tag(tags::HASH))
+            {
+                dev_hash.insert(t.role.name.clone(), h.to_string());
+            }
+        }
+    }
+    let record_names: Vec<String> = dev_hash
+        .iter()
+        .map(|(role, h)| inputs_parameter(&settings.publish.prefix, role, h))
+        .collect();
+    let records = ssm.get_many(&record_names).await?;
+
+    Ok(targets
+        .iter()
+        .map(|t| {
+            let role = &t.role.name;
+            let (status, reasons, amis) = match existing.get(role) {
+                Some(image) => ("up-to-date", vec![], BTreeMap::from([(home.clone(), image.id.clone())])),
+                None => {
+                    let reasons = match dev_hash.get(role) {
+                        None if channels(role).is_empty() => vec!["no image of this role yet".to_string()],
+                        None => vec![format!("no image has hash {}, and channel `{first}` holds none to compare with", t.hash.short())],
+                        Some(h) => match records.get(&inputs_parameter(&settings.publish.prefix, role, h)) {
+                            Some(rec) => {
+                                let mut changes = t.hash.changes_since(rec);
+                                if changes.is_empty() {
+                                    changes.push(format!("no image has hash {}", t.hash.short()));
+                                }
+                                changes.iter().map(|c| format!("{c} (since {first} {})", &h[..12.min(h.len())])).collect()
+                            }
+                            None => vec![format!(
+                                "no image has hash {}; the inputs of channel `{first}`'s image ({}) were not recorded",
+                                t.hash.short(),
+                                &h[..12.min(h.len())]
+                            )],
+                        },
+                    };
+                    ("build", reasons, BTreeMap::new())
+                }
+            };
+            Row { role: role.clone(), hash: t.hash.hash.clone(), status, reasons, amis, channels: channels(role) }
+        })
+        .collect())
+}
+
+/// Writes the inputs of a build next to its role's channels.
+pub async fn record_inputs(
+    project: &crate::project::Project,
+    session: &aws::Session,
+    h: &hash::ContentHash,
+) -> Result<(), aws::Error> {
+    let name = inputs_parameter(&project.settings.publish.prefix, &h.role, &h.hash);
+    session
+        .ssm(&project.settings.aws.region)
+        .put_string(&name, &h.record())
+        .await
 }

@@ -89,7 +89,7 @@ pub fn run(config: &Config, args: &RenderArgs) -> Result<(), Error> {
             "stale templates: {}; run `imagectl render`",
             stale.join(", ")
         );
-        return Err(Error::CheckFailed);
+        return Err(Error::Exit(1));
     }
     Ok(())
 }

@@ -468,3 +468,68 @@ urllib.request.urlopen(urllib.request.Request("{}/moto-api/reset-auth", data=b"0
     assert_eq!(r.status, 1);
     assert!(r.stderr.contains("AccessDenied"), "{}", r.stderr);
 }
+
+#[test]
+fn plan_lists_exactly_the_roles_to_build_with_reasons() {
+    let moto = Moto::start();
+    let mut t = project(&moto);
+    let summary = t.path("summary.md");
+    let mut t = t.envs([("GITHUB_STEP_SUMMARY", summary.to_str().unwrap().to_string())]);
+    let hash = t.hash("app");
+
+    let v = json(&mut t, &["plan", "--all"]);
+    assert_eq!(
+        v,
+        serde_json::json!({"roles": [{
+            "role": "app", "hash": hash, "status": "build",
+            "reasons": ["no image of this role yet"], "amis": {}, "channels": {},
+        }]})
+    );
+    assert_eq!(
+        t.ok_with(&["plan", "--format", "github-matrix"]),
+        "{\"include\":[{\"role\":\"app\"}]}\n"
+    );
+    assert_eq!(t.run_with(&["plan", "--detailed-exitcode"]).status, 2);
+
+    let (ami, _) = build(&mut t);
+    t.ok_with(&["publish", "app", "--channel", "dev"]);
+    let v = json(&mut t, &["plan"]);
+    assert_eq!(v["roles"][0]["status"], "up-to-date");
+    assert_eq!(v["roles"][0]["reasons"], serde_json::json!([]));
+    assert_eq!(v["roles"][0]["amis"]["eu-west-1"], ami.as_str());
+    assert_eq!(v["roles"][0]["channels"]["dev"], ami.as_str());
+    assert_eq!(
+        t.ok_with(&["plan", "--format", "github-matrix"]),
+        "{\"include\":[]}\n"
+    );
+    assert_eq!(t.run_with(&["plan", "--detailed-exitcode"]).status, 0);
+
+    // Change one file: the plan says which, against what dev holds.
+    change(&t, 7);
+    let v = json(&mut t, &["plan"]);
+    assert_eq!(v["roles"][0]["status"], "build");
+    let reasons: Vec<&str> = v["roles"][0]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [format!(
+            "changed file roles/files/app/app.conf (since dev {})",
+            &hash[..12]
+        )],
+        "{v}"
+    );
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(md.contains("| role | status | hash | reasons |"), "{md}");
+    assert!(
+        md.contains(&format!("| app | up-to-date | `{}` | - |", &hash[..12])),
+        "{md}"
+    );
+    assert!(
+        md.contains("| role | status | hash | AMI | duration |"),
+        "{md}"
+    );
+}
