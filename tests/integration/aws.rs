@@ -472,7 +472,7 @@ urllib.request.urlopen(urllib.request.Request("{}/moto-api/reset-auth", data=b"0
 #[test]
 fn plan_lists_exactly_the_roles_to_build_with_reasons() {
     let moto = Moto::start();
-    let mut t = project(&moto);
+    let t = project(&moto);
     let summary = t.path("summary.md");
     let mut t = t.envs([("GITHUB_STEP_SUMMARY", summary.to_str().unwrap().to_string())]);
     let hash = t.hash("app");
