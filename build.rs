@@ -13,12 +13,15 @@ fn main() {
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let agent = root.join("agent");
     println!("cargo:rerun-if-changed=agent/Cargo.toml");
+    println!("cargo:rerun-if-changed=agent/imagectl-agent.service");
     println!("cargo:rerun-if-changed=agent/src");
     println!("cargo:rerun-if-changed=Cargo.lock");
 
     let mut files = Vec::new();
     collect(&agent.join("src"), &mut files);
     files.push(agent.join("Cargo.toml"));
+    // The unit is baked too (include_str! in the agent's library).
+    files.push(agent.join("imagectl-agent.service"));
     files.sort();
     let mut h = Sha256::new();
     for f in &files {

@@ -99,3 +99,99 @@ pub struct ManifestEntry {
     /// Owning group.
     pub group: String,
 }
+
+/// Why the baked image configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read image configuration `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid [`ImageConfig`].
+    #[error("image configuration `{path}` is not valid: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file was written by a newer imagectl.
+    #[error("image configuration `{path}` has format {found}; this agent reads format {FORMAT_VERSION} at most")]
+    TooNew {
+        /// The file.
+        path: String,
+        /// The format it declares.
+        found: u32,
+    },
+}
+
+impl ImageConfig {
+    /// Reads and checks `image.json` at `path` (on an instance
+    /// `/etc/imagectl/image.json`).
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        // The format first, so a newer file says so instead of failing on
+        // a field this agent does not know.
+        #[derive(Deserialize)]
+        struct Format {
+            format: u32,
+        }
+        if let Ok(Format { format }) = serde_json::from_slice::<Format>(&text) {
+            if format > FORMAT_VERSION {
+                return Err(ConfigError::TooNew {
+                    path: shown,
+                    found: format,
+                });
+            }
+        }
+        serde_json::from_slice(&text).map_err(|e| ConfigError::Invalid {
+            path: shown,
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_refuses_a_newer_format_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("image.json");
+        std::fs::write(&p, r#"{"format": 99, "role": "r", "future": true}"#).unwrap();
+        let err = ImageConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("has format 99; this agent reads format 1 at most"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_round_trips() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("image.json");
+        let c = ImageConfig {
+            format: FORMAT_VERSION,
+            role: "worker".into(),
+            hash: "0".repeat(64),
+            boot: Boot::default(),
+            manifest: vec![],
+        };
+        std::fs::write(&p, serde_json::to_vec(&c).unwrap()).unwrap();
+        assert_eq!(ImageConfig::load(&p).unwrap(), c);
+        std::fs::write(&p, "{").unwrap();
+        assert!(matches!(
+            ImageConfig::load(&p),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+}

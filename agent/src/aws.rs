@@ -1,0 +1,270 @@
+//! The agent's network calls: the instance identity and user data from
+//! IMDSv2, and the role's parameters from SSM Parameter Store. Both go
+//! through the AWS SDK, which retries with backoff; the caller bounds the
+//! whole with the boot deadline.
+
+use std::time::Duration;
+
+use aws_config::imds::client::error::ImdsError;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
+use serde::Deserialize;
+
+/// Attempts per call (first try included), for IMDS and SSM alike.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Why a network call failed. Never carries a value: IMDS answers and
+/// parameter values stay out of errors.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    /// IMDS did not issue a session token (IMDSv2 off, or no IMDS).
+    #[error("instance metadata service: cannot get an IMDSv2 session token ({0})")]
+    Token(String),
+    /// IMDS answered an error status.
+    #[error("instance metadata service: `{path}` answered HTTP {status}")]
+    Status {
+        /// The metadata path.
+        path: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// IMDS could not be reached or answered something unexpected.
+    #[error("instance metadata service: `{path}`: {reason}")]
+    Imds {
+        /// The metadata path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The instance identity document is not what IMDS documents.
+    #[error("instance metadata service: the instance identity document is not valid: {0}")]
+    Identity(String),
+    /// The instance has no user data.
+    #[error("user data is missing: the launch template must set user data with `env = \"...\"`")]
+    NoUserData,
+    /// The user data is not the expected TOML document.
+    #[error("user data is not valid{}: {message}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    UserData {
+        /// 1-based line of the problem, when known.
+        line: Option<usize>,
+        /// What is wrong (never the text itself).
+        message: String,
+    },
+    /// SSM Parameter Store failed (after retries).
+    #[error(
+        "SSM GetParametersByPath `{path}` failed after up to {MAX_ATTEMPTS} attempts: {reason}"
+    )]
+    Ssm {
+        /// The parameter path.
+        path: String,
+        /// The service's error code and message, or the transport error.
+        reason: String,
+    },
+}
+
+/// Who and where this instance is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Instance ID (`i-...`).
+    pub id: String,
+    /// Region (`eu-west-1`).
+    pub region: String,
+    /// Availability zone (`eu-west-1a`).
+    pub az: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IdentityDocument {
+    instance_id: String,
+    region: String,
+    availability_zone: String,
+}
+
+/// The user data the launch template sets: a small TOML document.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct UserData {
+    /// The environment (`dev`, `staging`, `prod`).
+    pub env: String,
+}
+
+/// Parses and checks user data. Other keys are allowed (a newer launch
+/// template must not break an older image); `env` must be a short name.
+pub fn parse_user_data(text: &str) -> Result<UserData, AwsError> {
+    if text.trim().is_empty() {
+        return Err(AwsError::NoUserData);
+    }
+    let ud: UserData = toml::from_str(text).map_err(|e| AwsError::UserData {
+        line: e.span().map(|s| line_of(text, s.start)),
+        message: e.message().to_string(),
+    })?;
+    check_env(&ud.env).map_err(|message| AwsError::UserData {
+        line: None,
+        message,
+    })?;
+    Ok(ud)
+}
+
+/// An environment name goes into an SSM path: letters, digits, `-`, `_`.
+pub fn check_env(env: &str) -> Result<(), String> {
+    let ok = !env.is_empty()
+        && env.len() <= 64
+        && env
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err("`env` must be 1 to 64 letters, digits, `-` or `_`".to_string())
+    }
+}
+
+/// An IMDSv2 client; honours `AWS_EC2_METADATA_SERVICE_ENDPOINT` as every
+/// SDK does.
+pub fn imds() -> aws_config::imds::Client {
+    aws_config::imds::Client::builder()
+        .max_attempts(MAX_ATTEMPTS)
+        .connect_timeout(Duration::from_secs(1))
+        .read_timeout(Duration::from_secs(2))
+        .build()
+}
+
+async fn imds_get(client: &aws_config::imds::Client, path: &str) -> Result<String, AwsError> {
+    match client.get(path).await {
+        Ok(s) => Ok(s.into()),
+        Err(e @ ImdsError::FailedToLoadToken(_)) => {
+            Err(AwsError::Token(DisplayErrorContext(&e).to_string()))
+        }
+        Err(ImdsError::ErrorResponse(r)) => Err(AwsError::Status {
+            path: path.to_string(),
+            status: r.response().status().as_u16(),
+        }),
+        Err(e) => Err(AwsError::Imds {
+            path: path.to_string(),
+            reason: DisplayErrorContext(&e).to_string(),
+        }),
+    }
+}
+
+/// Reads the instance identity document.
+pub async fn identity(client: &aws_config::imds::Client) -> Result<Identity, AwsError> {
+    let doc = imds_get(client, "/latest/dynamic/instance-identity/document").await?;
+    let d: IdentityDocument =
+        serde_json::from_str(&doc).map_err(|e| AwsError::Identity(e.to_string()))?;
+    Ok(Identity {
+        id: d.instance_id,
+        region: d.region,
+        az: d.availability_zone,
+    })
+}
+
+/// Reads and parses the user data.
+pub async fn user_data(client: &aws_config::imds::Client) -> Result<UserData, AwsError> {
+    match imds_get(client, "/latest/user-data").await {
+        Ok(text) => parse_user_data(&text),
+        Err(AwsError::Status { status: 404, .. }) => Err(AwsError::NoUserData),
+        Err(e) => Err(e),
+    }
+}
+
+/// An SSM client for `region`: credentials from the standard chain (the
+/// instance profile on EC2), `AWS_ENDPOINT_URL` honoured, standard retries
+/// with exponential backoff.
+pub async fn ssm(region: &str) -> aws_sdk_ssm::Client {
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(100))
+                .with_max_backoff(Duration::from_secs(5)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .build(),
+        )
+        .load()
+        .await;
+    aws_sdk_ssm::Client::new(&config)
+}
+
+/// Every parameter below `path`, recursively and decrypted, following
+/// `NextToken` through every page: `(name, value)` pairs.
+pub async fn parameters_by_path(
+    client: &aws_sdk_ssm::Client,
+    path: &str,
+) -> Result<Vec<(String, String)>, AwsError> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .get_parameters_by_path()
+            .path(path)
+            .recursive(true)
+            .with_decryption(true)
+            .max_results(10)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| AwsError::Ssm {
+                path: path.to_string(),
+                reason: match (e.code(), e.message()) {
+                    (Some(code), Some(msg)) => format!("{code}: {msg}"),
+                    (Some(code), None) => code.to_string(),
+                    _ => DisplayErrorContext(&e).to_string(),
+                },
+            })?;
+        for p in page.parameters() {
+            if let (Some(name), Some(value)) = (p.name(), p.value()) {
+                out.push((name.to_string(), value.to_string()));
+            }
+        }
+        match page.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// 1-based line of byte `offset` in `text` (bytes, so any offset is safe).
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_needs_env() {
+        assert_eq!(parse_user_data("env = \"prod\"\n").unwrap().env, "prod");
+        assert_eq!(
+            parse_user_data("env = \"dev\"\nother = 1\n").unwrap().env,
+            "dev"
+        );
+        assert!(matches!(parse_user_data(""), Err(AwsError::NoUserData)));
+        assert!(matches!(parse_user_data("  \n"), Err(AwsError::NoUserData)));
+        let err = parse_user_data("flavour = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing field `env`"), "{err}");
+        let err = parse_user_data("#cloud-config\nenv: prod\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("user data is not valid (line 2)"),
+            "{err}"
+        );
+        let err = parse_user_data("env = \"../prod\"\n").unwrap_err();
+        assert!(err.to_string().contains("`env` must be"), "{err}");
+    }
+}

@@ -1,0 +1,395 @@
+//! The boot flow, step by step: image configuration, identity and user
+//! data, parameters, rendering, writing, starting units, health; and the
+//! report of it at `/run/imagectl/boot.json`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::aws::{self, AwsError, Identity};
+use crate::config::{ConfigError, ImageConfig, CONFIG_DIR, CONFIG_FILE, TEMPLATES_DIR};
+use crate::files::{self, Accounts, FileError, Planned, Root};
+use crate::params::{self, ParamsError};
+use crate::template::{self, RenderError};
+use crate::units::{self, UnitError};
+
+/// Where the boot report is written (below the root).
+pub const REPORT_PATH: &str = "/run/imagectl/boot.json";
+
+/// The default bound on a whole boot.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Where the parameters come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// IMDS for identity and user data, SSM for parameters.
+    Aws,
+    /// A local TOML file of the same shape as the parameter tree, and an
+    /// environment name given on the command line; no network at all.
+    Local {
+        /// The parameter file.
+        params: PathBuf,
+        /// The environment.
+        env: String,
+    },
+}
+
+/// What to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Every path is below this.
+    pub root: Root,
+    /// Where parameters come from.
+    pub source: Source,
+    /// Bound on the whole run.
+    pub deadline: Duration,
+    /// Start units and wait for health (`boot`), or only render and write
+    /// (`render`).
+    pub start: bool,
+    /// Write the report (`boot` does; `render` does not).
+    pub report: bool,
+}
+
+/// Why a boot failed; each variant carries the step's own error. None of
+/// them carries a parameter value.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The image configuration could not be read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// IMDS or SSM failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// The parameters could not be arranged.
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    /// A template did not render.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// A template file could not be read.
+    #[error("cannot read template `{path}`: {source}")]
+    ReadTemplate {
+        /// The template file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file could not be written.
+    #[error(transparent)]
+    Files(#[from] FileError),
+    /// A unit did not start or health did not pass.
+    #[error(transparent)]
+    Units(#[from] UnitError),
+    /// The boot deadline passed during a step.
+    #[error("the boot deadline ({secs}s) passed during step `{step}`")]
+    Deadline {
+        /// The step.
+        step: &'static str,
+        /// The deadline.
+        secs: u64,
+    },
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The local environment name is not valid.
+    #[error("--env: {0}")]
+    Env(String),
+}
+
+/// One step in the report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Step {
+    /// Its name (`config`, `identity`, `parameters`, `render`, `write`,
+    /// `start`, `health`).
+    pub name: &'static str,
+    /// `ok` or `failed`.
+    pub status: &'static str,
+    /// How long it took, in milliseconds.
+    pub ms: f64,
+}
+
+/// The boot report: what happened, never a value.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    /// `ok` or `failed`.
+    pub status: &'static str,
+    /// The role, once known.
+    pub role: Option<String>,
+    /// The image hash, once known.
+    pub hash: Option<String>,
+    /// The environment, once known.
+    pub env: Option<String>,
+    /// The instance ID, once known.
+    pub instance: Option<String>,
+    /// How many parameters were read.
+    pub parameters: usize,
+    /// The step that failed.
+    pub failed_step: Option<&'static str>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Every step run, in order.
+    pub steps: Vec<Step>,
+    /// Files whose contents, mode or owner changed.
+    pub changed: Vec<String>,
+    /// Units started.
+    pub started: Vec<String>,
+    /// Milliseconds from start to end.
+    pub total_ms: f64,
+}
+
+struct Run {
+    report: Report,
+    began: Instant,
+    deadline: Instant,
+    deadline_secs: u64,
+}
+
+impl Run {
+    /// Runs one step, timing it and recording its outcome.
+    fn step<T>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce(&mut Self) -> Result<T, BootError>,
+    ) -> Result<T, BootError> {
+        let t = Instant::now();
+        let r = if Instant::now() >= self.deadline {
+            Err(BootError::Deadline {
+                step: name,
+                secs: self.deadline_secs,
+            })
+        } else {
+            f(self)
+        };
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        let status = if r.is_ok() { "ok" } else { "failed" };
+        self.report.steps.push(Step {
+            name,
+            status,
+            ms: (ms * 1000.0).round() / 1000.0,
+        });
+        log(&format!("step {name}: {status} ({ms:.1} ms)"));
+        if let Err(e) = &r {
+            self.report.failed_step = Some(name);
+            self.report.error = Some(e.to_string());
+        }
+        r
+    }
+
+    /// Runs a future to completion within what is left of the deadline.
+    fn block_on<T>(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        step: &'static str,
+        fut: impl std::future::Future<Output = Result<T, BootError>>,
+    ) -> Result<T, BootError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        rt.block_on(async { tokio::time::timeout(left, fut).await })
+            .unwrap_or(Err(BootError::Deadline {
+                step,
+                secs: self.deadline_secs,
+            }))
+    }
+}
+
+/// Logs one plain line to stderr (journald adds time and unit).
+pub fn log(msg: &str) {
+    eprintln!("imagectl-agent: {msg}");
+}
+
+/// Runs the boot (or render) flow and writes the report. Returns the
+/// report; `Err` carries the report too, with the failure recorded.
+pub fn run(opts: &Options) -> Result<Report, Box<(Report, BootError)>> {
+    let began = Instant::now();
+    let mut run = Run {
+        report: Report {
+            status: "failed",
+            role: None,
+            hash: None,
+            env: None,
+            instance: None,
+            parameters: 0,
+            failed_step: None,
+            error: None,
+            steps: Vec::new(),
+            changed: Vec::new(),
+            started: Vec::new(),
+            total_ms: 0.0,
+        },
+        began,
+        deadline: began + opts.deadline,
+        deadline_secs: opts.deadline.as_secs(),
+    };
+    let result = flow(opts, &mut run);
+    run.report.total_ms = (run.began.elapsed().as_secs_f64() * 1e6).round() / 1000.0;
+    if result.is_ok() {
+        run.report.status = "ok";
+    }
+    if opts.report {
+        if let Err(e) = write_report(&opts.root, &run.report) {
+            log(&format!("error: cannot write the boot report: {e}"));
+            if result.is_ok() {
+                run.report.status = "failed";
+                run.report.failed_step = Some("report");
+                run.report.error = Some(e.to_string());
+                return Err(Box::new((run.report, BootError::Files(e))));
+            }
+        }
+    }
+    match result {
+        Ok(()) => Ok(run.report),
+        Err(e) => Err(Box::new((run.report, e))),
+    }
+}
+
+fn write_report(root: &Root, report: &Report) -> Result<(), FileError> {
+    let path = root.path(REPORT_PATH)?;
+    let mut text = serde_json::to_vec_pretty(report).unwrap_or_default();
+    text.push(b'\n');
+    files::write_one(&path, &text, 0o644)
+}
+
+fn flow(opts: &Options, run: &mut Run) -> Result<(), BootError> {
+    let config_dir = opts.root.path(CONFIG_DIR)?;
+    let config = run.step("config", |_| {
+        Ok(ImageConfig::load(&config_dir.join(CONFIG_FILE))?)
+    })?;
+    run.report.role = Some(config.role.clone());
+    run.report.hash = Some(config.hash.clone());
+
+    // Identity, user data and parameters: over the network, or local.
+    let (identity, env, params) = match &opts.source {
+        Source::Local { params, env } => {
+            let env = env.clone();
+            let identity = Identity {
+                id: "local".to_string(),
+                region: "local".to_string(),
+                az: "local".to_string(),
+            };
+            run.report.env = Some(env.clone());
+            run.report.instance = Some(identity.id.clone());
+            let tree = run.step("parameters", |_| {
+                aws::check_env(&env).map_err(BootError::Env)?;
+                Ok(params::from_toml_file(params)?)
+            })?;
+            (identity, env, tree)
+        }
+        Source::Aws => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(BootError::Runtime)?;
+            let (identity, user_data) = run.step("identity", |r| {
+                r.block_on(&rt, "identity", async {
+                    let imds = aws::imds();
+                    let identity = aws::identity(&imds).await?;
+                    let user_data = aws::user_data(&imds).await?;
+                    Ok((identity, user_data))
+                })
+            })?;
+            run.report.env = Some(user_data.env.clone());
+            run.report.instance = Some(identity.id.clone());
+            let env = user_data.env;
+            let base = base_context(&config, &env, &identity);
+            let tree = run.step("parameters", |r| {
+                let Some(path_template) = &config.boot.parameters else {
+                    return Ok(Value::Object(Default::default()));
+                };
+                let mut hb = template::registry();
+                let path = template::render(&mut hb, "[boot] parameters", path_template, &base)?;
+                let pairs = r.block_on(&rt, "parameters", async {
+                    let ssm = aws::ssm(&identity.region).await;
+                    Ok(aws::parameters_by_path(&ssm, &path).await?)
+                })?;
+                r.report.parameters = pairs.len();
+                Ok(params::nest(
+                    &path,
+                    pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                )?)
+            })?;
+            (identity, env, tree)
+        }
+    };
+    if let Source::Local { .. } = opts.source {
+        run.report.parameters = count_leaves(&params);
+    }
+
+    let mut context = base_context(&config, &env, &identity);
+    context["params"] = params;
+
+    // Every template is rendered before any file is touched.
+    let plan = run.step("render", |_| {
+        let accounts = Accounts::load(&opts.root)?;
+        let mut hb = template::registry();
+        let templates_dir = config_dir.join(TEMPLATES_DIR);
+        let mut plan = Vec::with_capacity(config.boot.templates.len());
+        for t in &config.boot.templates {
+            // The source path exactly as in the role, below the templates
+            // directory: `templates/worker/x.hbs` is at
+            // `/etc/imagectl/templates/templates/worker/x.hbs`.
+            let path = templates_dir.join(files::relative(&t.source)?);
+            let source =
+                std::fs::read_to_string(&path).map_err(|source| BootError::ReadTemplate {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            let out = template::render(&mut hb, &t.source, &source, &context)?;
+            plan.push(Planned {
+                dest: t.dest.clone(),
+                contents: out.into_bytes(),
+                mode: files::parse_mode(&t.dest, &t.mode)?,
+                uid: accounts.uid(&t.owner, &t.dest)?,
+                gid: accounts.gid(&t.group, &t.dest)?,
+            });
+        }
+        Ok(plan)
+    })?;
+    drop(context);
+
+    let changed = run.step("write", |_| Ok(files::write_all(&opts.root, &plan)?))?;
+    for c in &changed {
+        log(&format!("changed {c}"));
+    }
+    run.report.changed = changed;
+
+    if !opts.start {
+        return Ok(());
+    }
+    let start = config.boot.start.clone();
+    run.step("start", |r| {
+        for unit in &start {
+            units::start(std::slice::from_ref(unit))?;
+            r.report.started.push(unit.clone());
+        }
+        Ok(())
+    })?;
+    if let Some(health) = &config.boot.health {
+        run.step("health", |r| {
+            Ok(units::wait_healthy(
+                health,
+                r.deadline,
+                Duration::from_millis(500),
+            )?)
+        })?;
+    }
+    Ok(())
+}
+
+/// The template context without `params`: `env`, `role`, `instance.*`,
+/// `image.hash`.
+fn base_context(config: &ImageConfig, env: &str, identity: &Identity) -> Value {
+    json!({
+        "env": env,
+        "role": config.role,
+        "instance": {"id": identity.id, "region": identity.region, "az": identity.az},
+        "image": {"hash": config.hash},
+    })
+}
+
+fn count_leaves(v: &Value) -> usize {
+    match v {
+        Value::Object(m) => m.values().map(count_leaves).sum(),
+        _ => 1,
+    }
+}
