@@ -7,3 +7,4 @@ mod hash;
 mod moto;
 mod packer;
 mod support;
+mod workflows;
