@@ -67,6 +67,15 @@ pub enum Command {
     Prune(PruneArgs),
     /// Print the least-privilege IAM policy (JSON) of a job.
     IamPolicy(IamPolicyArgs),
+    /// Print the JSON Schema of role files, for editors.
+    Schema,
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 /// `imagectl iam-policy`.

@@ -153,6 +153,21 @@ pub fn run(args: &Args) -> Result<(), Error> {
         Command::Rollback(a) => cmd::publish::rollback(&config, a),
         Command::Images(a) => cmd::images::images(&config, a),
         Command::Prune(a) => cmd::images::prune(&config, a),
+        Command::Schema => {
+            print_json(&role::schema());
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Args as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "imagectl", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <Args as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(|e| Error::Failed(e.into()))
+        }
         Command::IamPolicy(a) => {
             let project = config.project()?;
             let policy = iam::policy(&project, &a.job)

@@ -41,7 +41,9 @@ pub enum Error {
 }
 
 /// A CPU architecture of an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
     /// 64-bit x86 (Debian's `amd64`).

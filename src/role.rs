@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
 use imagectl_agent::config::{Boot, BootTemplate, Health};
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
@@ -140,22 +141,43 @@ pub struct Check {
 }
 
 // ---------------------------------------------------------------------------
-// The file format, as serde reads it.
+// The file format, as serde reads it. The same types give the JSON Schema
+// of role files (`imagectl schema`), so editors check what imagectl reads.
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A role file: `roles/NAME.toml`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "imagectl role", rename = "Role")]
 struct RawRole {
+    /// The role's name; optional, and must then match the file's stem.
+    #[schemars(with = "Option<String>")]
     name: Option<Spanned<String>>,
+    /// What the image is for; becomes the AMI's description.
+    #[schemars(with = "Option<String>")]
     description: Option<Spanned<String>>,
+    /// Roles merged first, in order (each ancestor once).
+    #[schemars(with = "Option<Vec<String>>")]
     extends: Option<Vec<Spanned<String>>>,
+    /// Only exists to be extended: never built itself.
     #[serde(rename = "abstract")]
     is_abstract: Option<bool>,
+    /// The image to build.
     image: Option<RawImage>,
+    /// Packages to install.
     packages: Option<RawPackages>,
+    /// Users to create, in order.
+    #[schemars(with = "Option<Vec<RawUser>>")]
     users: Option<Vec<Spanned<RawUser>>>,
+    /// Files baked into the image at build time.
+    #[schemars(with = "Option<Vec<RawFile>>")]
     files: Option<Vec<Spanned<RawFile>>>,
+    /// Units the image enables or leaves disabled.
+    #[schemars(with = "Option<Vec<RawService>>")]
     services: Option<Vec<Spanned<RawService>>>,
+    /// Image tests, run at the end of every build.
+    #[schemars(with = "Option<Vec<RawCheck>>")]
     checks: Option<Vec<Spanned<RawCheck>>>,
+    /// What the on-boot agent does on every boot.
     boot: Option<RawBoot>,
 }
 
@@ -180,48 +202,90 @@ impl Partial for RawRole {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[image]`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Image")]
 struct RawImage {
+    /// A key of `[bases]` in imagectl.toml.
+    #[schemars(with = "Option<String>")]
     base: Option<Spanned<String>>,
+    /// EC2 instance type of the build instance (default t3.small, t4g.small on arm64).
+    #[schemars(with = "Option<String>")]
     instance_type: Option<Spanned<String>>,
+    /// Root volume size in GiB, 8 to 16384 (default 8).
+    #[schemars(with = "Option<u32>")]
     volume_size_gb: Option<Spanned<u32>>,
+    /// CPU architecture (default: the base's).
+    #[schemars(with = "Option<Arch>")]
     arch: Option<Spanned<Arch>>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[packages]`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Packages")]
 struct RawPackages {
+    /// Debian packages, optionally pinned as `name=version`.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     apt: Vec<Spanned<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[[users]]`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "User")]
 struct RawUser {
+    /// Login name.
+    #[schemars(with = "String")]
     name: Spanned<String>,
+    /// A system user (no login shell by default).
     #[serde(default)]
     system: bool,
+    /// Supplementary groups, created when missing.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     groups: Vec<Spanned<String>>,
+    /// Login shell.
+    #[schemars(with = "Option<String>")]
     shell: Option<Spanned<String>>,
+    /// Home directory, created.
+    #[schemars(with = "Option<String>")]
     home: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[[files]]` and `[[boot.templates]]`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "File")]
 struct RawFile {
+    /// Path relative to `roles/`, inside it.
+    #[schemars(with = "String")]
     source: Spanned<String>,
+    /// Absolute path in the image.
+    #[schemars(with = "String")]
     dest: Spanned<String>,
+    /// Quoted octal mode (default "0644" for files, "0600" for templates).
+    #[schemars(with = "Option<Mode>")]
     mode: Option<Spanned<Mode>>,
+    /// Owning user (default root).
+    #[schemars(with = "Option<String>")]
     owner: Option<Spanned<String>>,
+    /// Owning group (default root).
+    #[schemars(with = "Option<String>")]
     group: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[[services]]`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Service")]
 struct RawService {
+    /// Unit name with its suffix (`sidekiq.service`).
+    #[schemars(with = "String")]
     name: Spanned<String>,
+    /// Enabled at boot by systemd (false: only the agent starts it).
     #[serde(default = "yes")]
     enabled: bool,
 }
@@ -230,30 +294,73 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[[checks]]`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Check")]
 struct RawCheck {
+    /// What it checks, shown when it fails.
+    #[schemars(with = "String")]
     name: Spanned<String>,
+    /// Shell command that must exit 0.
+    #[schemars(with = "String")]
     run: Spanned<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[boot]`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Boot")]
 struct RawBoot {
+    /// SSM Parameter Store path; may use {{env}}, {{role}}, {{instance.id}}, {{instance.region}}, {{instance.az}}.
+    #[schemars(with = "Option<String>")]
     parameters: Option<Spanned<String>>,
+    /// Units the agent starts, in order, once the templates are written.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     start: Vec<Spanned<String>>,
+    /// Handlebars templates rendered from the parameters.
     #[serde(default)]
+    #[schemars(with = "Vec<RawFile>")]
     templates: Vec<Spanned<RawFile>>,
+    /// What the agent waits for after starting the units.
+    #[schemars(with = "Option<RawHealth>")]
     health: Option<Spanned<RawHealth>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[boot.health]`: exactly one of `http` and `command`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Health")]
 struct RawHealth {
+    /// A URL that must answer HTTP 200.
+    #[schemars(with = "Option<String>")]
     http: Option<Spanned<String>>,
+    /// A shell command that must exit 0.
+    #[schemars(with = "Option<String>")]
     command: Option<Spanned<String>>,
+    /// Seconds to wait, 1 to 3600 (default 60).
+    #[schemars(with = "Option<u64>")]
     timeout_secs: Option<Spanned<u64>>,
+}
+
+/// The JSON Schema of role files.
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(RawRole)).unwrap_or_default()
+}
+
+impl JsonSchema for Mode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Mode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-7]{3,4}$",
+            "description": "A quoted octal file mode, like \"0644\"."
+        })
+    }
 }
 
 /// A file mode: four octal digits, normalised from three or four.

@@ -3,6 +3,7 @@
 mod aws;
 mod bad_roles;
 mod cli;
+mod docs;
 mod hash;
 mod moto;
 mod packer;
