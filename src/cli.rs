@@ -55,6 +55,8 @@ pub enum Command {
     Bases(BasesCommand),
     /// Bake an AMI for each role whose content hash has no image yet.
     Build(BuildArgs),
+    /// Build the role locally if needed, boot it under systemd-nspawn and check it.
+    Test(TestArgs),
     /// Point a channel at an image (default: the image of the role's current hash).
     Publish(PublishArgs),
     /// Copy exactly what one channel points to into another; never rebuilds.
@@ -175,8 +177,35 @@ pub struct BuildArgs {
     #[arg(long, short = 'j', default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub jobs: u16,
     /// Publish every image built or reused to this channel afterwards.
-    #[arg(long, value_name = "CHANNEL")]
+    #[arg(long, value_name = "CHANNEL", conflicts_with = "target")]
     pub publish: Option<String>,
+    /// The imagectl-agent binary to bake (default: next to this binary).
+    #[arg(long, value_name = "PATH", env = "IMAGECTL_AGENT_BIN")]
+    pub agent: Option<PathBuf>,
+    /// `aws` (an AMI, with Packer) or `local` (a root filesystem tarball in
+    /// images/local/, with mmdebstrap).
+    #[arg(long, value_parser = ["aws", "local"], default_value = "aws")]
+    pub target: String,
+}
+
+/// `imagectl test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// The role.
+    pub role: String,
+    /// Parameters, shaped like the SSM tree below the role's path (default:
+    /// roles/params/ROLE.toml).
+    #[arg(long, value_name = "FILE.toml")]
+    pub params: Option<PathBuf>,
+    /// The environment the agent renders for.
+    #[arg(long, default_value = "dev")]
+    pub env: String,
+    /// Time limit of the whole boot, seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Keep the booted root filesystem (its journal is in var/log/journal).
+    #[arg(long)]
+    pub keep: bool,
     /// The imagectl-agent binary to bake (default: next to this binary).
     #[arg(long, value_name = "PATH", env = "IMAGECTL_AGENT_BIN")]
     pub agent: Option<PathBuf>,

@@ -39,6 +39,7 @@ pub mod gc;
 pub mod hash;
 pub mod hcl;
 pub mod iam;
+pub mod local;
 pub mod lock;
 pub mod packer;
 pub mod packer_exec;
@@ -148,6 +149,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
         Command::Stage(a) => cmd::stage::run(&config, a),
         Command::Bases(cli::BasesCommand::Update(a)) => cmd::bases::update(&config, a),
         Command::Build(a) => cmd::build::run(&config, a),
+        Command::Test(a) => cmd::test::run(&config, a),
         Command::Publish(a) => cmd::publish::publish(&config, a),
         Command::Promote(a) => cmd::publish::promote(&config, a),
         Command::Rollback(a) => cmd::publish::rollback(&config, a),

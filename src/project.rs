@@ -100,6 +100,28 @@ pub struct Base {
     /// The login user of the image (Debian's is `admin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_username: Option<String>,
+    /// The Debian suite the local target bootstraps for this base (default:
+    /// from the base's name, `debian-12` is `bookworm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<String>,
+}
+
+impl Base {
+    /// The Debian suite of this base, for local builds.
+    pub fn suite(&self, name: &str) -> Option<String> {
+        if let Some(s) = &self.suite {
+            return Some(s.clone());
+        }
+        let known = [
+            ("debian-11", "bullseye"),
+            ("debian-12", "bookworm"),
+            ("debian-13", "trixie"),
+        ];
+        known
+            .iter()
+            .find(|(prefix, _)| name.starts_with(prefix))
+            .map(|(_, s)| s.to_string())
+    }
 }
 
 /// `[publish]`: channels and launch templates.

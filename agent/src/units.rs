@@ -50,13 +50,15 @@ pub enum UnitError {
     NoCheck,
 }
 
-/// Starts each unit in order with `systemctl start` (blocking until it is
-/// started, as systemd defines it for the unit's type).
+/// Starts each unit in order with `systemctl restart` (blocking until it is
+/// started, as systemd defines it for the unit's type). Restart rather than
+/// start: a unit that systemd already started (enabled in the image, or
+/// socket-activated like rsyslog) must read the configuration just rendered.
 pub fn start(units: &[String]) -> Result<(), UnitError> {
     let program = std::env::var(SYSTEMCTL_ENV).unwrap_or_else(|_| "systemctl".to_string());
     for unit in units {
         let status = Command::new(&program)
-            .arg("start")
+            .arg("restart")
             .arg("--")
             .arg(unit)
             .stdin(Stdio::null())

@@ -126,7 +126,7 @@ fn boot_renders_every_file_starts_units_and_reports() {
 
     assert_eq!(
         image.systemctl_log(),
-        "start -- app.service\nstart -- other.service\n"
+        "restart -- app.service\nrestart -- other.service\n"
     );
 
     let report = image.report();
@@ -338,7 +338,7 @@ fn a_unit_that_fails_to_start_fails_the_boot() {
     assert_eq!(report["started"], serde_json::json!(["app.service"]));
     assert_eq!(
         image.systemctl_log(),
-        "start -- app.service\nstart -- broken.service\n"
+        "restart -- app.service\nrestart -- broken.service\n"
     );
 }
 

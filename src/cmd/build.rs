@@ -32,6 +32,9 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
     }
     let agent =
         stage::find_agent(args.agent.as_deref()).map_err(|e| Error::Usage(e.to_string()))?;
+    if args.target == "local" {
+        return local(config, &project, &lock, targets, &agent);
+    }
     let options = Options {
         force: args.force,
         dry_run: args.dry_run,
@@ -126,5 +129,66 @@ fn print(config: &Config, outcomes: &[Outcome]) {
                 );
             }
         }
+    }
+}
+
+/// `--target local`: a root filesystem tarball per role, in images/local/.
+fn local(
+    config: &Config,
+    project: &crate::project::Project,
+    lock: &Lock,
+    targets: Vec<Target>,
+    agent: &std::path::Path,
+) -> Result<(), Error> {
+    let display = crate::progress::Display::new(config.quiet);
+    let mut images = Vec::new();
+    for t in &targets {
+        let epoch = lock
+            .resolve(project, t.role.image.base.as_deref().unwrap_or(""))
+            .ok()
+            .and_then(|b| crate::local::source_date_epoch(&b.created));
+        let image = crate::local::build(project, &t.role, &t.hash, agent, epoch, &display)
+            .map_err(local_error)?;
+        if !image.built {
+            tracing::info!(
+                "{}: {} exists: the same hash is not built twice",
+                t.role.name,
+                image.tar.display()
+            );
+        }
+        images.push(image);
+    }
+    display.finish();
+    match config.output {
+        OutputFormat::Json => crate::print_json(&json!({ "images": images })),
+        OutputFormat::Text => {
+            println!(
+                "{:<12} {:<8} {:<12} {:>8}  TARBALL",
+                "ROLE", "STATUS", "HASH", "TIME"
+            );
+            for i in &images {
+                let tar = i.tar.strip_prefix(&project.root).unwrap_or(&i.tar);
+                let status = if i.built { "built" } else { "exists" };
+                println!(
+                    "{:<12} {status:<8} {:<12} {:>7.1}s  {}",
+                    i.role,
+                    &i.hash[..12],
+                    i.duration_secs,
+                    tar.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Missing tools, root or a suite are for the user to fix (exit 2).
+pub fn local_error(e: crate::local::Error) -> Error {
+    use crate::local::Error as L;
+    match e {
+        L::NotRoot | L::Missing { .. } | L::NoSuite(_) | L::Arch { .. } => {
+            Error::Usage(e.to_string())
+        }
+        other => Error::Failed(other.into()),
     }
 }

@@ -9,4 +9,5 @@ pub mod plan;
 pub mod publish;
 pub mod render;
 pub mod stage;
+pub mod test;
 pub mod validate;

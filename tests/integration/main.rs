@@ -5,6 +5,7 @@ mod bad_roles;
 mod cli;
 mod docs;
 mod hash;
+mod local;
 mod moto;
 mod packer;
 mod support;

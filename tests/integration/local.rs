@@ -1,0 +1,146 @@
+//! The local target against Debian's mirror, mmdebstrap and systemd-nspawn:
+//! a real root filesystem, provisioned by the same script as an AMI, booted
+//! with the agent in local mode. Needs root (as CI runs).
+
+use crate::support::{repo_root, Test};
+
+fn tiny() -> Test {
+    Test::from_tree(&repo_root().join("tests/fixtures/local"))
+}
+
+#[test]
+fn a_role_builds_once_boots_and_passes_its_test() {
+    let mut t = tiny();
+    let hash = t.hash("tiny");
+    let v: serde_json::Value = serde_json::from_str(
+        &t.ok_with(&["build", "tiny", "--target", "local", "--output", "json"]),
+    )
+    .unwrap();
+    let image = &v["images"][0];
+    assert_eq!(image["built"], true, "{v}");
+    let tar = t.path(&format!("images/local/tiny-{}.tar", &hash[..12]));
+    assert!(tar.is_file());
+    // SHA256SUMS says so, in the form sha256sum -c checks.
+    let check = std::process::Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(t.path("images/local"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    // The image has no trace of this machine's identity.
+    let list = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        !list
+            .lines()
+            .any(|l| l == "./etc/hostname" || l == "./etc/resolv.conf"),
+        "host files in the image"
+    );
+    assert!(list.lines().any(|l| l == "./usr/local/bin/imagectl-agent"));
+
+    // The same hash is not built twice.
+    let r = t.run_with(&["build", "tiny", "--target", "local"]);
+    assert_eq!(r.status, 0);
+    assert!(r.stdout.contains("tiny         exists"), "{}", r.stdout);
+
+    let r = t.run_with(&["test", "tiny"]);
+    assert_eq!(r.status, 0, "{}\n{}", r.stdout, r.stderr);
+    for line in [
+        "pass agent  imagectl-agent.service",
+        "pass check  netcat is installed",
+        "pass unit   tiny.service",
+    ] {
+        assert!(r.stdout.contains(line), "{line} not in\n{}", r.stdout);
+    }
+    assert!(
+        r.stdout.contains("\"status\":\"ok\""),
+        "the agent's report: {}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("tiny: 3 of 3 passed"), "{}", r.stdout);
+}
+
+#[test]
+fn a_failing_check_service_or_parameter_fails_the_test_and_is_named() {
+    let mut t = tiny();
+    // A parameter the template needs is missing.
+    std::fs::write(t.path("missing.toml"), "other = \"x\"\n").unwrap();
+    let r = t.run_with(&["test", "tiny", "--params", "missing.toml"]);
+    assert_eq!(r.status, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("FAIL agent  imagectl-agent.service"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("params.greeting"),
+        "the agent names the parameter: {}",
+        r.stdout
+    );
+    assert!(
+        r.stderr
+            .contains("test of `tiny` failed: agent `imagectl-agent.service`"),
+        "{}",
+        r.stderr
+    );
+
+    // A service that does not start: the agent's health check fails and
+    // the unit is named, with its journal.
+    std::fs::write(
+        t.path("roles/files/tiny.service"),
+        "[Unit]\nDescription=broken\n\n[Service]\nType=simple\nExecStart=/nonexistent/binary\n",
+    )
+    .unwrap();
+    let r = t.run_with(&["test", "tiny"]);
+    assert_eq!(r.status, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("FAIL unit   tiny.service"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("--- journal of tiny.service ---"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stderr.contains("unit `tiny.service`"), "{}", r.stderr);
+
+    // A check that fails: the build stops there, naming it.
+    let role = std::fs::read_to_string(t.path("roles/tiny.toml")).unwrap();
+    let role = role.replace(
+        "run = \"command -v nc\"",
+        "run = \"command -v nc && test -e /etc/not-there\"",
+    );
+    std::fs::write(t.path("roles/tiny.toml"), &role).unwrap();
+    let r = t.run_with(&["test", "tiny"]);
+    assert_eq!(r.status, 1);
+    assert!(
+        r.stderr.contains("mmdebstrap failed for `tiny`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains(": check failed: netcat is installed; its log: "),
+        "{}",
+        r.stderr
+    );
+    let log = std::fs::read_dir(t.path("images/local"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect::<String>();
+    assert!(
+        log.contains("imagectl: check failed: netcat is installed"),
+        "{log}"
+    );
+}
