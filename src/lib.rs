@@ -180,6 +180,29 @@ pub fn run(args: &Args) -> Result<(), Error> {
     }
 }
 
+/// The named roles (every concrete role when none is named), each with its
+/// content hash, and the lock they were hashed with.
+pub fn load_targets(
+    project: &Project,
+    names: &[String],
+) -> Result<(lock::Lock, Vec<build::Target>), Error> {
+    let roles = if names.is_empty() {
+        role::load_all(project)?
+            .into_iter()
+            .filter(|r| !r.is_abstract)
+            .collect()
+    } else {
+        role::load(project, names)?
+    };
+    let lock = lock::Lock::load(project).map_err(lock_error)?;
+    let mut targets = Vec::new();
+    for r in roles {
+        let h = hash::compute(project, &lock, &r).map_err(hash_error)?;
+        targets.push(build::Target { role: r, hash: h });
+    }
+    Ok((lock, targets))
+}
+
 /// Loads one role and computes its hash.
 pub fn content_hash(project: &Project, name: &str) -> Result<hash::ContentHash, Error> {
     let roles = role::load(project, &[name.to_string()])?;

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::build::{self, Options, Outcome, Target};
 use crate::cli::{BuildArgs, OutputFormat};
 use crate::lock::Lock;
-use crate::{aws, hash, publish, role, stage, Config, Error};
+use crate::{aws, publish, stage, Config, Error};
 
 /// Builds the requested roles.
 pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
@@ -16,20 +16,8 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
     if let Some(channel) = &args.publish {
         publish::check_channel(&project, channel).map_err(|e| Error::Usage(e.to_string()))?;
     }
-    let roles = if args.all || args.changed {
-        role::load_all(&project)?
-            .into_iter()
-            .filter(|r| !r.is_abstract)
-            .collect()
-    } else {
-        role::load(&project, &args.roles)?
-    };
-    let lock = Lock::load(&project).map_err(crate::lock_error)?;
-    let mut targets = Vec::new();
-    for r in roles {
-        let h = hash::compute(&project, &lock, &r).map_err(crate::hash_error)?;
-        targets.push(Target { role: r, hash: h });
-    }
+    // --all and --changed name no role: every concrete one.
+    let (lock, targets) = crate::load_targets(&project, &args.roles)?;
     let agent =
         stage::find_agent(args.agent.as_deref()).map_err(|e| Error::Usage(e.to_string()))?;
     if args.target == "local" {

@@ -7,8 +7,7 @@ use serde_json::json;
 
 use crate::build::{self, tags, Target};
 use crate::cli::{OutputFormat, PlanArgs};
-use crate::lock::Lock;
-use crate::{aws, hash, publish, record, role, Config, Error};
+use crate::{aws, hash, publish, record, Config, Error};
 
 /// One role in the plan.
 #[derive(Debug, Clone, Serialize)]
@@ -36,20 +35,7 @@ pub fn inputs_parameter(prefix: &str, role: &str, hash: &str) -> String {
 /// Prints the plan.
 pub fn run(config: &Config, args: &PlanArgs) -> Result<(), Error> {
     let project = config.project()?;
-    let roles = if args.roles.is_empty() {
-        role::load_all(&project)?
-            .into_iter()
-            .filter(|r| !r.is_abstract)
-            .collect()
-    } else {
-        role::load(&project, &args.roles)?
-    };
-    let lock = Lock::load(&project).map_err(crate::lock_error)?;
-    let mut targets = Vec::new();
-    for r in roles {
-        let h = hash::compute(&project, &lock, &r).map_err(crate::hash_error)?;
-        targets.push(Target { role: r, hash: h });
-    }
+    let (_, targets) = crate::load_targets(&project, &args.roles)?;
     let rows = if args.offline {
         offline(&project, &targets)?
     } else {

@@ -1,9 +1,7 @@
 //! Generated documentation: the role JSON Schema, shell completions and the
 //! man page come from the same definitions as the program.
 
-use std::process::Command;
-
-use crate::moto::python;
+use crate::moto::python_json;
 use crate::support::{repo_root, Test};
 
 #[test]
@@ -31,18 +29,7 @@ for path in sorted(glob.glob("roles/*.toml")) + sorted(glob.glob("tests/fixtures
 typo = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors({"pakages": {"apt": ["x"]}, "files": [{"source": "a", "dest": "/a", "mode": 644}]})]
 print(json.dumps({"bad": bad, "typo": typo}))
 "#;
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = python_json(script);
     assert_eq!(v["bad"], serde_json::json!({}));
     let typo = v["typo"].to_string();
     assert!(typo.contains("pakages"), "{typo}");

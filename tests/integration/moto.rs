@@ -35,6 +35,23 @@ pub fn python() -> PathBuf {
     venv.join("bin/python")
 }
 
+/// Runs a Python script (in the venv, from the repository root) that
+/// prints one JSON document, and returns it.
+pub fn python_json(script: &str) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 impl Moto {
     /// Starts moto with the Debian base image fixture loaded.
     pub fn start() -> Moto {

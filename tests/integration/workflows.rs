@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::moto::python;
+use crate::moto::{python, python_json};
 use crate::support::repo_root;
 
 fn tools() -> PathBuf {
@@ -85,18 +85,7 @@ for path in sorted(glob.glob(".github/workflows/*.yml")):
     out[path] = problems
 print(json.dumps(out))
 "#;
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = python_json(script);
     let files: Vec<&String> = v.as_object().unwrap().keys().collect();
     assert_eq!(
         files,
