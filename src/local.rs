@@ -227,6 +227,19 @@ pub fn build(
                     .join(".cache/imagectl/apt-archives")
             });
         std::fs::create_dir_all(&cache).map_err(io("create", &cache))?;
+        // One build at a time uses the cache: a build syncing it in must not
+        // see a half-copied package from another syncing it out.
+        let lock_path = cache.join(".lock");
+        let lock_file = std::fs::File::create(&lock_path).map_err(io("create", &lock_path))?;
+        // SAFETY: flock on a file descriptor this function owns; released
+        // when `lock_file` is dropped at the end of the build.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock_file), libc::LOCK_EX) } != 0 {
+            return Err(Error::Io {
+                action: "lock",
+                path: lock_path,
+                source: std::io::Error::last_os_error(),
+            });
+        }
         let mut include = vec![
             "systemd".to_string(),
             "systemd-sysv".to_string(),

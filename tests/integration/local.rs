@@ -46,6 +46,22 @@ fn a_role_builds_once_boots_and_passes_its_test() {
     );
     assert!(list.lines().any(|l| l == "./usr/local/bin/imagectl-agent"));
 
+    // Reproducible: another checkout, building with an empty package cache,
+    // gets the same bytes (SOURCE_DATE_EPOCH is the base image's date).
+    let cache = tempfile::tempdir().unwrap();
+    let mut again = tiny().envs([(
+        "IMAGECTL_APT_CACHE",
+        cache.path().to_str().unwrap().to_string(),
+    )]);
+    let v2: serde_json::Value = serde_json::from_str(
+        &again.ok_with(&["build", "tiny", "--target", "local", "--output", "json"]),
+    )
+    .unwrap();
+    assert_eq!(
+        v2["images"][0]["sha256"], image["sha256"],
+        "two builds of the same role differ"
+    );
+
     // The same hash is not built twice.
     let r = t.run_with(&["build", "tiny", "--target", "local"]);
     assert_eq!(r.status, 0);
