@@ -130,6 +130,8 @@ pub struct ImageInfo {
     pub tags: BTreeMap<String, String>,
     /// The snapshots behind it.
     pub snapshots: Vec<String>,
+    /// `v2.0` when instances launched from it must use IMDSv2.
+    pub imds_support: Option<String>,
 }
 
 impl ImageInfo {
@@ -168,6 +170,7 @@ fn image_info(image: &aws_sdk_ec2::types::Image) -> ImageInfo {
             .iter()
             .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(String::from))
             .collect(),
+        imds_support: image.imds_support().map(|v| v.as_str().to_string()),
     }
 }
 

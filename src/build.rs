@@ -545,7 +545,10 @@ pub async fn complete(
                 resources.extend(image.snapshots.iter().cloned());
                 ec2.create_tags(&resources, wanted).await?;
             }
-            ec2.require_imdsv2(&image.id).await?;
+            // Once v2.0, always v2.0: only images that say otherwise are set.
+            if image.imds_support.as_deref() != Some("v2.0") {
+                ec2.require_imdsv2(&image.id).await?;
+            }
             ec2.share(image, &settings.aws.share_accounts).await?;
             result
                 .entry(role.clone())

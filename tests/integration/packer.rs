@@ -363,7 +363,7 @@ fn stage_writes_the_role_the_agent_and_a_provisioning_script_that_passes_shellch
     assert_eq!(config["boot"]["parameters"], "/learn/{{env}}/{{role}}");
     assert_eq!(
         config["boot"]["start"],
-        serde_json::json!(["systemd-journal-upload.service", "sidekiq.service"])
+        serde_json::json!(["rsyslog.service", "sidekiq.service"])
     );
     // Every manifest entry is staged with exactly that digest (checked with
     // coreutils, not with imagectl's own hashing).
@@ -376,7 +376,7 @@ fn stage_writes_the_role_the_agent_and_a_provisioning_script_that_passes_shellch
         paths,
         [
             "/etc/chrony/sources.d/aws-time-sync.sources",
-            "/etc/imagectl/templates/templates/base/journal-upload.conf.hbs",
+            "/etc/imagectl/templates/templates/base/forward.conf.hbs",
             "/etc/imagectl/templates/templates/worker/sidekiq.env.hbs",
             "/etc/systemd/journald.conf.d/50-learn.conf",
             "/etc/systemd/system/imagectl-agent.service",
