@@ -171,9 +171,12 @@ pub fn compute(project: &Project, lock: &Lock, role: &Role) -> Result<ContentHas
         .templates
         .iter()
         .map(|t| ("template", &t.source, &t.dest, &t.mode, &t.owner, &t.group));
-    for (kind, source, dest, mode, owner, group) in files.chain(templates) {
+    let entries: Vec<_> = files.chain(templates).collect();
+    let paths: Vec<std::path::PathBuf> = entries.iter().map(|e| roles_dir.join(e.1)).collect();
+    let digests = hash_files(&paths);
+    for ((kind, source, dest, mode, owner, group), digest) in entries.into_iter().zip(digests) {
         let path = format!("{ROLES_DIR}/{source}");
-        let sha256 = file_sha256(&roles_dir.join(source)).map_err(|e| Error::Read {
+        let sha256 = digest.map_err(|e| Error::Read {
             role: role.name.clone(),
             path: path.clone(),
             source: e,
@@ -271,6 +274,37 @@ impl ContentHash {
         }
         out
     }
+}
+
+/// The SHA-256 of each file, in order, computed on every core: each file is
+/// one stream (SHA-256 cannot be split), so many files make the speed-up.
+pub fn hash_files(paths: &[std::path::PathBuf]) -> Vec<std::io::Result<String>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(paths.len().max(1));
+    if workers <= 1 {
+        return paths.iter().map(|p| file_sha256(p)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<Option<std::io::Result<String>>> =
+        (0..paths.len()).map(|_| None).collect();
+    let done = std::sync::Mutex::new(&mut results);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(path) = paths.get(i) else { break };
+                let digest = file_sha256(path);
+                if let Ok(mut r) = done.lock() {
+                    r[i] = Some(digest);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(std::io::Error::other("not hashed"))))
+        .collect()
 }
 
 /// SHA-256 of a file's bytes, streamed.

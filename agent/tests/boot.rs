@@ -466,7 +466,7 @@ fn local_boot_and_render_use_a_parameter_file_and_no_network() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(image.systemctl_log(), "start -- app.service\n");
+    assert_eq!(image.systemctl_log(), "restart -- app.service\n");
     let report = image.report();
     assert_eq!(report["status"], "ok");
     assert_eq!(report["parameters"], 5);

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# imagectl's benchmarks. Each compares against a baseline measured in the
+# same run and prints the ratio, since absolute times vary between machines:
+#
+#   hash    `imagectl hash` of a role with 1 GiB of files, against
+#           `openssl dgst -sha256` of the same files
+#   render  `imagectl render` and `render --check` of 1000 roles, against 10
+#   plan    `imagectl plan --all` of 1000 roles against moto: wall time and
+#           AWS calls (from moto's request log), against 10 roles
+#   noop    `imagectl build --all` when every image exists, against the
+#           build that made them; a `packer` that fails is first on PATH
+#
+# Usage: bench/run.sh [hash|render|plan|noop]...   (default: all)
+# Needs what scripts/setup installs, and about 2 GiB in $TMPDIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/imagectl/target}"
+venv="${IMAGECTL_VENV:-$HOME/.cache/imagectl/venv}"
+cargo build --release --locked -p imagectl -p imagectl-agent >&2
+bin="$CARGO_TARGET_DIR/release/imagectl"
+export IMAGECTL_AGENT_BIN="$CARGO_TARGET_DIR/release/imagectl-agent"
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+# best of N runs of a command, in seconds
+best() {
+  local n=$1; shift
+  local best=""
+  for _ in $(seq "$n"); do
+    local t0 t1 d
+    t0=$(now); "$@" >/dev/null 2>&1; t1=$(now)
+    d=$(echo "$t1 - $t0" | bc -l)
+    if [ -z "$best" ] || [ "$(echo "$d < $best" | bc -l)" = 1 ]; then best=$d; fi
+  done
+  printf '%.3f' "$best"
+}
+ratio() { printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }
+
+# A project with the fixture's settings and lock, and N generated roles.
+project() {
+  local dir=$1 n=$2
+  mkdir -p "$dir/roles/files" "$dir/images"
+  cp "$repo/tests/fixtures/project/imagectl.toml" "$dir/"
+  cp "$repo/tests/fixtures/project/images/bases.lock" "$dir/images/"
+  for i in $(seq -f '%04g' "$n"); do
+    echo "listen $i" > "$dir/roles/files/r$i.conf"
+    printf 'description = "role %s"\n[image]\nbase = "debian-12"\n[packages]\napt = ["curl"]\n[[files]]\nsource = "files/r%s.conf"\ndest = "/etc/r%s.conf"\n' "$i" "$i" "$i" > "$dir/roles/r$i.toml"
+  done
+}
+
+bench_hash() {
+  local dir=$work/hash
+  mkdir -p "$dir/roles/files" "$dir/images"
+  cp "$repo/tests/fixtures/project/imagectl.toml" "$dir/"
+  cp "$repo/tests/fixtures/project/images/bases.lock" "$dir/images/"
+  printf 'description = "1 GiB of files"\n[image]\nbase = "debian-12"\n' > "$dir/roles/big.toml"
+  for i in $(seq -w 64); do
+    head -c 16M /dev/urandom > "$dir/roles/files/f$i.bin"
+    printf '[[files]]\nsource = "files/f%s.bin"\ndest = "/srv/f%s.bin"\n' "$i" "$i" >> "$dir/roles/big.toml"
+  done
+  cat "$dir"/roles/files/*.bin > /dev/null # warm the page cache for both
+  local ours theirs
+  ours=$(best 5 "$bin" -C "$dir" hash big)
+  theirs=$(best 5 openssl dgst -sha256 "$dir"/roles/files/*.bin)
+  echo "hash    1 GiB in 64 files: imagectl $ours s ($(printf '%.0f' "$(echo "1024 / $ours" | bc -l)") MiB/s), openssl dgst -sha256 $theirs s ($(printf '%.0f' "$(echo "1024 / $theirs" | bc -l)") MiB/s); openssl/imagectl time ratio $(ratio "$theirs" "$ours")"
+}
+
+bench_render() {
+  project "$work/r10" 10
+  project "$work/r1000" 1000
+  local small large check
+  small=$(best 3 "$bin" -C "$work/r10" render)
+  large=$(best 3 "$bin" -C "$work/r1000" render)
+  check=$(best 3 "$bin" -C "$work/r1000" render --check)
+  echo "render  1000 roles: render $large s, render --check $check s; 10 roles: $small s; ratio $(ratio "$large" "$small") for 100x the roles"
+}
+
+moto() {
+  local log=$1 port
+  port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  MOTO_AMIS_PATH="$repo/tests/fixtures/amis.json" "$venv/bin/python" "$repo/tests/moto_server.py" -H 127.0.0.1 -p "$port" > /dev/null 2> "$log" &
+  pids+=($!)
+  for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+  export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+}
+
+calls() { grep -c '"POST / HTTP' "$1" || true; }
+
+bench_plan() {
+  project "$work/p10" 10
+  project "$work/p1000" 1000
+  moto "$work/moto-plan.log"
+  local before small large c10 c1000
+  before=$(calls "$work/moto-plan.log"); "$bin" -C "$work/p10" plan --all > /dev/null 2>&1
+  c10=$(( $(calls "$work/moto-plan.log") - before ))
+  before=$(calls "$work/moto-plan.log"); "$bin" -C "$work/p1000" plan --all > /dev/null 2>&1
+  c1000=$(( $(calls "$work/moto-plan.log") - before ))
+  small=$(best 3 "$bin" -C "$work/p10" plan --all)
+  large=$(best 3 "$bin" -C "$work/p1000" plan --all)
+  echo "plan    1000 roles: $large s, $c1000 AWS calls; 10 roles: $small s, $c10 calls; time ratio $(ratio "$large" "$small"), call ratio $(ratio "$c1000" "$c10")"
+}
+
+bench_noop() {
+  local dir=$work/noop n=20
+  project "$dir" $n
+  moto "$work/moto-noop.log"
+  "$venv/bin/python" "$repo/tests/fixtures/aws_setup.py"
+  local t0 t1 first noop
+  t0=$(now); "$bin" -C "$dir" -q build --all -j 2 > /dev/null; t1=$(now)
+  first=$(echo "$t1 - $t0" | bc -l)
+  mkdir -p "$work/fake"; printf '#!/bin/sh\necho packer ran >&2\nexit 99\n' > "$work/fake/packer"; chmod +x "$work/fake/packer"
+  noop=$(PATH="$work/fake:$PATH" best 3 "$bin" -C "$dir" build --all)
+  PATH="$work/fake:$PATH" "$bin" -C "$dir" -q build --all | grep -q "reused" || { echo "noop: not reused" >&2; exit 1; }
+  echo "noop    build --all of $n roles when every image exists: $noop s, Packer never ran; the build that made them: $(printf '%.3f' "$first") s; ratio $(ratio "$noop" "$first")"
+}
+
+for b in "${@:-hash render plan noop}"; do
+  for one in $b; do "bench_$one"; done
+done
