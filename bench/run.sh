@@ -9,6 +9,10 @@
 #           AWS calls (from moto's request log), against 10 roles
 #   noop    `imagectl build --all` when every image exists, against the
 #           build that made them; a `packer` that fails is first on PATH
+#   local   `imagectl build --target local` of a small role, against plain
+#           mmdebstrap of the same package set (both with the package cache
+#           warm); the rebuild of an unchanged hash; boot-to-checks time of
+#           `imagectl test` (needs root)
 #
 # Usage: bench/run.sh [hash|render|plan|noop]...   (default: all)
 # Needs what scripts/setup installs, and about 2 GiB in $TMPDIR.
@@ -123,6 +127,21 @@ bench_noop() {
   echo "noop    build --all of $n roles when every image exists: $noop s, Packer never ran; the build that made them: $(printf '%.3f' "$first") s; ratio $(ratio "$noop" "$first")"
 }
 
-for b in "${@:-hash render plan noop}"; do
+bench_local() {
+  local dir=$work/local
+  cp -r "$repo/tests/fixtures/local" "$dir"
+  "$bin" -C "$dir" -q build tiny --target local > /dev/null # fills the package cache
+  local ours plain rebuild boot cache
+  cache="${IMAGECTL_APT_CACHE:-$HOME/.cache/imagectl/apt-archives}"
+  ours=$(best 3 sh -c "rm -f '$dir'/images/local/*.tar && '$bin' -C '$dir' -q build tiny --target local")
+  plain=$(best 3 mmdebstrap --mode=root --variant=minbase --include=systemd,systemd-sysv,dbus,netcat-openbsd \
+    --skip=essential/unlink --setup-hook='mkdir -p "$1"/var/cache/apt/archives' \
+    --setup-hook="sync-in $cache /var/cache/apt/archives/" bookworm "$work/plain.tar" http://deb.debian.org/debian)
+  rebuild=$(best 3 "$bin" -C "$dir" -q build tiny --target local)
+  boot=$("$bin" -C "$dir" -q test tiny --output json | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["boot_to_checks_secs"])')
+  echo "local   build of tiny: $ours s, plain mmdebstrap of the same packages: $plain s, overhead ratio $(ratio "$ours" "$plain"); rebuild of the same hash: $rebuild s; boot to checks: $boot s"
+}
+
+for b in "${@:-hash render plan noop local}"; do
   for one in $b; do "bench_$one"; done
 done

@@ -186,6 +186,10 @@ pub struct BuildArgs {
     /// images/local/, with mmdebstrap).
     #[arg(long, value_parser = ["aws", "local"], default_value = "aws")]
     pub target: String,
+    /// With `--target local`: `oci` also writes an OCI image archive
+    /// (`podman load`/`docker load`) next to the tarball.
+    #[arg(long, value_parser = ["tar", "oci"], default_value = "tar")]
+    pub format: String,
 }
 
 /// `imagectl test`.

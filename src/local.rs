@@ -698,6 +698,119 @@ fn collect(root: &Path, role: &Role, booted: bool, elapsed: Duration) -> Result<
     })
 }
 
+/// Writes `ROLE-HASH12.oci.tar` next to the tarball: an OCI image layout
+/// (one uncompressed layer, the root filesystem; `/sbin/init` as the
+/// command) archived deterministically, which `podman load`, `docker load`
+/// and `skopeo` accept. The first step toward containers.
+pub fn write_oci(image: &LocalImage, arch: Arch, epoch: u64) -> Result<PathBuf, Error> {
+    let dir = image.tar.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let stem = image
+        .tar
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let out = dir.join(format!("{stem}.oci.tar"));
+    let layout = dir.join(format!(".oci-{}-{}", stem, std::process::id()));
+    let _ = std::fs::remove_dir_all(&layout);
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(io("create", &blobs))?;
+    let result = (|| {
+        let layer_size = std::fs::metadata(&image.tar)
+            .map_err(io("read", &image.tar))?
+            .len();
+        // The layer is the tarball itself: linked, not copied.
+        let layer_blob = blobs.join(&image.sha256);
+        if std::fs::hard_link(&image.tar, &layer_blob).is_err() {
+            std::fs::copy(&image.tar, &layer_blob).map_err(io("copy", &image.tar))?;
+        }
+        let blob = |json: serde_json::Value| -> Result<(String, u64), Error> {
+            let bytes = serde_json::to_vec(&json).unwrap_or_default();
+            let digest = crate::hash::hex(&sha2::Digest::finalize(sha2::Digest::chain_update(
+                sha2::Sha256::default(),
+                &bytes,
+            )));
+            let path = blobs.join(&digest);
+            std::fs::write(&path, &bytes).map_err(io("write", &path))?;
+            Ok((digest, bytes.len() as u64))
+        };
+        let created = crate::build::utc_stamp(std::time::UNIX_EPOCH + Duration::from_secs(epoch));
+        let created = format!(
+            "{}-{}-{}T{}:{}:{}Z",
+            &created[0..4],
+            &created[4..6],
+            &created[6..8],
+            &created[8..10],
+            &created[10..12],
+            &created[12..14]
+        );
+        let goarch = match arch {
+            Arch::X86_64 => "amd64",
+            Arch::Arm64 => "arm64",
+        };
+        let (config, config_size) = blob(serde_json::json!({
+            "created": created,
+            "architecture": goarch,
+            "os": "linux",
+            "config": {"Cmd": ["/sbin/init"], "StopSignal": "SIGRTMIN+3", "Labels": {
+                "org.opencontainers.image.title": image.role,
+                "org.opencontainers.image.revision": image.hash,
+            }},
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", image.sha256)]},
+            "history": [{"created": created, "created_by": "imagectl build --target local --format oci"}],
+        }))?;
+        let (manifest, manifest_size) = blob(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{config}"), "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{}", image.sha256), "size": layer_size}],
+        }))?;
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": format!("sha256:{manifest}"),
+                "size": manifest_size,
+                "annotations": {"org.opencontainers.image.ref.name": format!("{}:{}", image.role, &image.hash[..12])},
+            }],
+        });
+        let index_path = layout.join("index.json");
+        std::fs::write(&index_path, serde_json::to_vec(&index).unwrap_or_default())
+            .map_err(io("write", &index_path))?;
+        let marker = layout.join("oci-layout");
+        std::fs::write(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .map_err(io("write", &marker))?;
+        let partial = dir.join(format!(".{stem}.oci.tar.partial"));
+        let status = Command::new("tar")
+            .args([
+                "--sort=name",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+                "--hard-dereference",
+            ])
+            .arg(format!("--mtime=@{epoch}"))
+            .arg("-cf")
+            .arg(&partial)
+            .arg("-C")
+            .arg(&layout)
+            .args(["oci-layout", "index.json", "blobs"])
+            .status()
+            .map_err(io("run", Path::new("tar")))?;
+        if !status.success() {
+            return Err(Error::Io {
+                action: "archive",
+                path: out.clone(),
+                source: std::io::Error::other(status.to_string()),
+            });
+        }
+        std::fs::rename(&partial, &out).map_err(io("rename into", &out))
+    })();
+    let _ = std::fs::remove_dir_all(&layout);
+    result?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

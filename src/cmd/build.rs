@@ -20,8 +20,20 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
     let (lock, targets) = crate::load_targets(&project, &args.roles)?;
     let agent =
         stage::find_agent(args.agent.as_deref()).map_err(|e| Error::Usage(e.to_string()))?;
+    if args.format == "oci" && args.target != "local" {
+        return Err(Error::Usage(
+            "`--format oci` is for `--target local`; AMIs have no other format".into(),
+        ));
+    }
     if args.target == "local" {
-        return local(config, &project, &lock, targets, &agent);
+        return local(
+            config,
+            &project,
+            &lock,
+            targets,
+            &agent,
+            args.format == "oci",
+        );
     }
     let options = Options {
         force: args.force,
@@ -127,6 +139,7 @@ fn local(
     lock: &Lock,
     targets: Vec<Target>,
     agent: &std::path::Path,
+    oci: bool,
 ) -> Result<(), Error> {
     let display = crate::progress::Display::new(config.quiet);
     let mut images = Vec::new();
@@ -137,6 +150,11 @@ fn local(
             .and_then(|b| crate::local::source_date_epoch(&b.created));
         let image = crate::local::build(project, &t.role, &t.hash, agent, epoch, &display)
             .map_err(local_error)?;
+        if oci {
+            let out = crate::local::write_oci(&image, t.role.image.arch, epoch.unwrap_or(0))
+                .map_err(local_error)?;
+            tracing::info!("{}: OCI image archive {}", t.role.name, out.display());
+        }
         if !image.built {
             tracing::info!(
                 "{}: {} exists: the same hash is not built twice",

@@ -62,6 +62,35 @@ fn a_role_builds_once_boots_and_passes_its_test() {
         "two builds of the same role differ"
     );
 
+    // An OCI archive of the same root filesystem: its digests check out
+    // (read back by Python, not by imagectl).
+    t.ok_with(&["build", "tiny", "--target", "local", "--format", "oci"]);
+    let oci = t.path(&format!("images/local/tiny-{}.oci.tar", &hash[..12]));
+    let checked = crate::moto::python_json(&format!(
+        r#"
+import hashlib, json, tarfile
+t = tarfile.open({oci:?})
+blob = lambda d: t.extractfile("blobs/sha256/" + d.split(":")[1]).read()
+index = json.loads(t.extractfile("index.json").read())
+m = index["manifests"][0]
+manifest = blob(m["digest"])
+assert hashlib.sha256(manifest).hexdigest() == m["digest"].split(":")[1]
+manifest = json.loads(manifest)
+config = blob(manifest["config"]["digest"])
+assert hashlib.sha256(config).hexdigest() == manifest["config"]["digest"].split(":")[1]
+layer = manifest["layers"][0]
+print(json.dumps({{"layout": json.loads(t.extractfile("oci-layout").read()), "ref": m["annotations"]["org.opencontainers.image.ref.name"],
+  "layer": layer["digest"], "diff_ids": json.loads(config)["rootfs"]["diff_ids"], "cmd": json.loads(config)["config"]["Cmd"]}}))
+"#,
+        oci = oci.to_str().unwrap()
+    ));
+    let layer = format!("sha256:{}", image["sha256"].as_str().unwrap());
+    assert_eq!(checked["layout"]["imageLayoutVersion"], "1.0.0");
+    assert_eq!(checked["ref"], format!("tiny:{}", &hash[..12]));
+    assert_eq!(checked["layer"], layer.as_str());
+    assert_eq!(checked["diff_ids"][0], layer.as_str());
+    assert_eq!(checked["cmd"][0], "/sbin/init");
+
     // The same hash is not built twice.
     let r = t.run_with(&["build", "tiny", "--target", "local"]);
     assert_eq!(r.status, 0);
