@@ -53,6 +53,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A signal came while images were being completed.
+    #[error("interrupted ({0}) while completing the images; nothing was published; run the build again to finish them")]
+    Stopped(&'static str),
     /// Packer reported no image for the home region.
     #[error("packer built `{role}` but reported no image in the home region `{region}`")]
     NoHomeImage {
@@ -67,9 +70,31 @@ impl Error {
     /// Whether a signal ended the build (the process then exits 130/143).
     pub fn signal(&self) -> Option<&'static str> {
         match self {
-            Error::Packer(packer_exec::Error::Interrupted { signal, .. }) => Some(signal),
+            Error::Packer(packer_exec::Error::Interrupted { signal, .. })
+            | Error::Stopped(signal) => Some(signal),
             _ => None,
         }
+    }
+}
+
+/// Runs `work` unless SIGINT or SIGTERM comes first. Only for what runs
+/// while no Packer does (Packer gets the signal itself and is waited for):
+/// stopping then loses nothing, the images stay tagged and a later build
+/// completes them.
+async fn interruptible<T, E: Into<Error>>(
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let io = |source| Error::Io {
+        path: PathBuf::from("signal handler"),
+        source,
+    };
+    let mut int = signal(SignalKind::interrupt()).map_err(io)?;
+    let mut term = signal(SignalKind::terminate()).map_err(io)?;
+    tokio::select! {
+        r = work => r.map_err(Into::into),
+        _ = int.recv() => Err(Error::Stopped("SIGINT")),
+        _ = term.recv() => Err(Error::Stopped("SIGTERM")),
     }
 }
 
@@ -204,7 +229,7 @@ pub async fn run(
             .iter()
             .map(|(t, i)| (t.role.name.clone(), i.clone()))
             .collect();
-        let amis = complete(project, session, &homes, false).await?;
+        let amis = interruptible(complete(project, session, &homes, false)).await?;
         for (t, _) in &to_complete {
             outcomes.push(outcome(
                 t,
@@ -409,11 +434,14 @@ async fn build_one(
     );
     let ec2 = session.ec2(home);
     let wait = Duration::from_secs(project.settings.build.wait_minutes * 60);
-    let image = ec2
-        .wait_available(std::slice::from_ref(home_id), wait)
-        .await?
-        .remove(0);
-    let done = complete(project, session, &[(role.name.clone(), image)], true).await?;
+    let done = interruptible(async {
+        let image = ec2
+            .wait_available(std::slice::from_ref(home_id), wait)
+            .await?
+            .remove(0);
+        complete(project, session, &[(role.name.clone(), image)], true).await
+    })
+    .await?;
     let amis = done.get(&role.name).cloned().unwrap_or_default();
     if let Err(e) = crate::cmd::plan::record_inputs(project, session, &t.hash).await {
         tracing::warn!("{}: could not record the build's inputs (plan will not say what changed next time): {e}", role.name);

@@ -533,3 +533,118 @@ fn plan_lists_exactly_the_roles_to_build_with_reasons() {
         "{md}"
     );
 }
+
+/// Starts the delaying proxy in front of `moto`; returns it and its URL.
+fn slow_proxy(moto: &Moto, actions: &str, seconds: &str) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(crate::moto::python())
+        .arg(crate::support::repo_root().join("tests/slow_proxy.py"))
+        .args([&port.to_string(), &moto.endpoint, actions, seconds])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "proxy did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+fn interrupt_build(signal: i32, expected_code: i32) {
+    let moto = Moto::start();
+    let t = project(&moto);
+    // Packer waits for its instance with DescribeInstances: slowed, it is
+    // mid-build long enough to be interrupted there.
+    let (mut proxy, url) = slow_proxy(&moto, "DescribeInstances", "3");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_imagectl"))
+        .args(["build", "app", "--publish", "dev"])
+        .current_dir(t.dir.path())
+        .envs(moto.env())
+        .env("AWS_ENDPOINT_URL", &url)
+        .env("IMAGECTL_AGENT_BIN", crate::support::agent_bin())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until Packer has launched its instance, then interrupt imagectl.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n = moto.boto3(
+            r#"
+ec2 = boto3.client("ec2", region_name="eu-west-1")
+r = ec2.describe_instances(Filters=[{"Name": "tag:imagectl:role", "Values": ["app"]}])["Reservations"]
+print(json.dumps(sum(len(x["Instances"]) for x in r)))
+"#,
+        );
+        if n.as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Packer never launched its instance"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // SAFETY: a signal to the child this test spawned.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+    let out = child.wait_with_output().unwrap();
+    let _ = proxy.kill();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(expected_code), "{stderr}");
+    // Mostly the signal lands while Packer runs; it may land just after.
+    assert!(
+        stderr.contains("Packer cleaned up its temporary resources, nothing was published")
+            || stderr.contains("while completing the images; nothing was published"),
+        "{stderr}"
+    );
+    // Packer's cleanup ran: its instance is terminated; no channel moved.
+    // An image with the role's tags is complete or absent: Packer tags last,
+    // so a later build either finds nothing or reuses a finished image.
+    let state = moto.boto3(
+        r#"
+ec2 = boto3.client("ec2", region_name="eu-west-1")
+r = ec2.describe_instances(Filters=[{"Name": "tag:imagectl:role", "Values": ["app"]}])["Reservations"]
+images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:imagectl:role", "Values": ["app"]}])["Images"]
+complete = all({"imagectl:content-hash", "imagectl:build", "imagectl:commit", "imagectl:base-ami", "imagectl:version", "Name"}
+               <= {t["Key"] for t in i.get("Tags", [])} for i in images)
+ssm = boto3.client("ssm", region_name="eu-west-1")
+print(json.dumps({
+    "instances": sorted(i["State"]["Name"] for x in r for i in x["Instances"]),
+    "images": len(images),
+    "complete": complete,
+    "channel": len(ssm.get_parameters(Names=["/imagectl/app/dev"])["Parameters"]),
+}))
+"#,
+    );
+    assert_eq!(
+        state["instances"],
+        serde_json::json!(["terminated"]),
+        "{state}"
+    );
+    assert_eq!(state["channel"], 0, "{state}");
+    assert_eq!(state["complete"], true, "a half-tagged image: {state}");
+    let mut again = Test::from_tree(t.dir.path()).envs(moto.env());
+    let v = json(&mut again, &["build", "app"]);
+    let expected = if state["images"] == 0 {
+        "built"
+    } else {
+        "reused"
+    };
+    assert_eq!(v["builds"][0]["status"], expected, "{state}");
+}
+
+#[test]
+fn ctrl_c_during_a_build_lets_packer_clean_up_and_publishes_nothing() {
+    interrupt_build(libc::SIGINT, 130);
+}
+
+#[test]
+fn sigterm_during_a_build_lets_packer_clean_up_and_publishes_nothing() {
+    interrupt_build(libc::SIGTERM, 143);
+}
