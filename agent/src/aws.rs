@@ -12,6 +12,8 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
 use serde::Deserialize;
 
+use crate::params::line_of;
+
 /// Attempts per call (first try included), for IMDS and SSM alike.
 pub const MAX_ATTEMPTS: u32 = 5;
 
@@ -229,16 +231,6 @@ pub async fn parameters_by_path(
         }
     }
     Ok(out)
-}
-
-/// 1-based line of byte `offset` in `text` (bytes, so any offset is safe).
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
 }
 
 #[cfg(test)]

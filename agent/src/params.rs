@@ -170,7 +170,7 @@ fn convert(path: &str, key: &str, v: toml::Value) -> Result<Value, ParamsError> 
 }
 
 /// 1-based line of byte `offset` in `text` (bytes, so any offset is safe).
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]
         .iter()
