@@ -114,6 +114,8 @@ pub struct Options {
     pub force: bool,
     /// Say what would happen, change nothing.
     pub dry_run: bool,
+    /// Leave out, silently, the roles whose hash already has an image.
+    pub changed_only: bool,
     /// Roles built at the same time.
     pub jobs: usize,
     /// The agent binary to bake.
@@ -195,6 +197,7 @@ pub async fn run(
     let mut to_complete = Vec::new();
     for t in targets {
         match existing.get(&t.role.name) {
+            Some(_) if options.changed_only && !options.force => {}
             Some(image) if !options.force => {
                 tracing::info!(
                     "{}: an image with hash {} exists: {} (reused, nothing baked)",

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::hash::{file_sha256, ContentHash};
+use crate::lock::Lock;
 use crate::packer_exec::Progress;
 use crate::project::{Arch, Project};
 use crate::role::Role;
@@ -176,13 +177,14 @@ fn epoch_of(iso: &str) -> Option<u64> {
 /// Builds the role's root filesystem unless a tarball of its hash exists.
 pub fn build(
     project: &Project,
+    lock: &Lock,
     role: &Role,
     hash: &ContentHash,
     agent: &Path,
-    source_date_epoch: Option<u64>,
     progress: &dyn Progress,
 ) -> Result<LocalImage, Error> {
     let start = Instant::now();
+    let source_date_epoch = source_date_epoch(project, lock, role);
     let tar = tar_path(project, &role.name, hash);
     if tar.is_file() {
         let sha256 = file_sha256(&tar).map_err(io("read", &tar))?;
@@ -371,8 +373,11 @@ pub fn build(
 
 /// `SOURCE_DATE_EPOCH` for a role: its base image's creation time from the
 /// lock, so that the same inputs give the same timestamps.
-pub fn source_date_epoch(created: &str) -> Option<u64> {
-    epoch_of(created)
+pub fn source_date_epoch(project: &Project, lock: &Lock, role: &Role) -> Option<u64> {
+    let base = lock
+        .resolve(project, role.image.base.as_deref().unwrap_or(""))
+        .ok()?;
+    epoch_of(&base.created)
 }
 
 /// Adds or replaces the tarball's line in `SHA256SUMS` (the format
@@ -702,7 +707,14 @@ fn collect(root: &Path, role: &Role, booted: bool, elapsed: Duration) -> Result<
 /// (one uncompressed layer, the root filesystem; `/sbin/init` as the
 /// command) archived deterministically, which `podman load`, `docker load`
 /// and `skopeo` accept. The first step toward containers.
-pub fn write_oci(image: &LocalImage, arch: Arch, epoch: u64) -> Result<PathBuf, Error> {
+pub fn write_oci(
+    project: &Project,
+    lock: &Lock,
+    role: &Role,
+    image: &LocalImage,
+) -> Result<PathBuf, Error> {
+    let arch = role.image.arch;
+    let epoch = source_date_epoch(project, lock, role).unwrap_or(0);
     let dir = image.tar.parent().unwrap_or(Path::new(".")).to_path_buf();
     let stem = image
         .tar

@@ -38,6 +38,7 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
     let options = Options {
         force: args.force,
         dry_run: args.dry_run,
+        changed_only: args.changed,
         jobs: usize::from(args.jobs),
         agent,
     };
@@ -46,12 +47,6 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
     let display = Arc::new(crate::progress::Display::new(config.quiet));
     let result = rt.block_on(async {
         let session = aws::Session::load(&project.settings.aws.region).await;
-        let mut targets = targets;
-        if args.changed && !args.force {
-            let existing =
-                build::find_existing(&session.ec2(&project.settings.aws.region), &targets).await?;
-            targets.retain(|t| !existing.contains_key(&t.role.name));
-        }
         let outcomes = build::run(&project, &session, targets, &options, display.clone()).await?;
         let mut published = Vec::new();
         if let (Some(channel), false) = (&args.publish, args.dry_run) {
@@ -144,15 +139,11 @@ fn local(
     let display = crate::progress::Display::new(config.quiet);
     let mut images = Vec::new();
     for t in &targets {
-        let epoch = lock
-            .resolve(project, t.role.image.base.as_deref().unwrap_or(""))
-            .ok()
-            .and_then(|b| crate::local::source_date_epoch(&b.created));
-        let image = crate::local::build(project, &t.role, &t.hash, agent, epoch, &display)
+        let image = crate::local::build(project, lock, &t.role, &t.hash, agent, &display)
             .map_err(local_error)?;
         if oci {
-            let out = crate::local::write_oci(&image, t.role.image.arch, epoch.unwrap_or(0))
-                .map_err(local_error)?;
+            let out =
+                crate::local::write_oci(project, lock, &t.role, &image).map_err(local_error)?;
             tracing::info!("{}: OCI image archive {}", t.role.name, out.display());
         }
         if !image.built {

@@ -5,16 +5,15 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::build::Target;
 use crate::cli::{OutputFormat, TestArgs};
-use crate::lock::Lock;
-use crate::{hash, local, role, stage, Config, Error};
+use crate::{local, stage, Config, Error};
 
 /// Tests one role; exit 0 only when everything passed.
 pub fn run(config: &Config, args: &TestArgs) -> Result<(), Error> {
     let project = config.project()?;
-    let role = role::load(&project, std::slice::from_ref(&args.role))?.remove(0);
-    let lock = Lock::load(&project).map_err(crate::lock_error)?;
-    let h = hash::compute(&project, &lock, &role).map_err(crate::hash_error)?;
+    let (lock, mut targets) = crate::load_targets(&project, std::slice::from_ref(&args.role))?;
+    let Target { role, hash: h } = targets.remove(0);
     let params = args.params.clone().unwrap_or_else(|| {
         project
             .roles_dir()
@@ -30,11 +29,7 @@ pub fn run(config: &Config, args: &TestArgs) -> Result<(), Error> {
     let agent =
         stage::find_agent(args.agent.as_deref()).map_err(|e| Error::Usage(e.to_string()))?;
     let display = crate::progress::Display::new(config.quiet);
-    let epoch = lock
-        .resolve(&project, role.image.base.as_deref().unwrap_or(""))
-        .ok()
-        .and_then(|b| local::source_date_epoch(&b.created));
-    let image = local::build(&project, &role, &h, &agent, epoch, &display)
+    let image = local::build(&project, &lock, &role, &h, &agent, &display)
         .map_err(crate::cmd::build::local_error)?;
     let report = local::test(
         &role,
