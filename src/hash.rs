@@ -162,16 +162,31 @@ pub fn compute(project: &Project, lock: &Lock, role: &Role) -> Result<ContentHas
     inputs.push(role_input);
 
     let roles_dir = project.roles_dir();
-    let files = role
-        .files
+    let files = role.files.iter().map(|f| {
+        (
+            "file",
+            &f.source,
+            &f.dest,
+            Some(&f.mode),
+            &f.owner,
+            &f.group,
+        )
+    });
+    let templates = role.boot.templates.iter().map(|t| {
+        (
+            "template",
+            &t.source,
+            &t.dest,
+            Some(&t.mode),
+            &t.owner,
+            &t.group,
+        )
+    });
+    let archives = role
+        .archives
         .iter()
-        .map(|f| ("file", &f.source, &f.dest, &f.mode, &f.owner, &f.group));
-    let templates = role
-        .boot
-        .templates
-        .iter()
-        .map(|t| ("template", &t.source, &t.dest, &t.mode, &t.owner, &t.group));
-    let entries: Vec<_> = files.chain(templates).collect();
+        .map(|a| ("archive", &a.source, &a.dest, None, &a.owner, &a.group));
+    let entries: Vec<_> = files.chain(templates).chain(archives).collect();
     let paths: Vec<std::path::PathBuf> = entries.iter().map(|e| roles_dir.join(e.1)).collect();
     let digests = hash_files(&paths);
     for ((kind, source, dest, mode, owner, group), digest) in entries.into_iter().zip(digests) {
@@ -188,7 +203,7 @@ pub fn compute(project: &Project, lock: &Lock, role: &Role) -> Result<ContentHas
             sha256,
             ami: None,
             dest: Some(dest.clone()),
-            mode: Some(mode.clone()),
+            mode: mode.cloned(),
             owner: Some(format!("{owner}:{group}")),
         });
     }

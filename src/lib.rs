@@ -48,6 +48,7 @@ pub mod project;
 pub mod publish;
 pub mod record;
 pub mod role;
+pub mod sidecar;
 pub mod stage;
 pub mod summary;
 pub mod tomlfile;

@@ -67,6 +67,9 @@ pub enum Error {
     /// Staging failed.
     #[error(transparent)]
     Stage(#[from] stage::Error),
+    /// A sidecar did not start.
+    #[error(transparent)]
+    Sidecar(#[from] crate::sidecar::Error),
     /// A file could not be read or written.
     #[error("cannot {action} `{}`: {source}", path.display())]
     Io {
@@ -550,8 +553,19 @@ pub fn test(
             .map_err(io("link", &link))?;
 
         let start = Instant::now();
-        let booted = need("systemd-nspawn", "systemd-container").is_ok()
-            && boot(&root, timeout, progress, &role.name)?;
+        let nspawn = need("systemd-nspawn", "systemd-container").is_ok();
+        let sidecars = if nspawn && !role.test.sidecars.is_empty() {
+            progress.step(
+                &role.name,
+                &format!("starting sidecars: {}", role.test.sidecars.join("; ")),
+            );
+            Some(crate::sidecar::Sidecars::start(&role.test.sidecars, &dir)?)
+        } else {
+            None
+        };
+        let netns = sidecars.as_ref().map(|s| s.netns_path());
+        let booted = nspawn && boot(&root, netns.as_deref(), timeout, progress, &role.name)?;
+        drop(sidecars);
         if !booted {
             progress.step(&role.name, "systemd-nspawn cannot run here: the boot is skipped; running the checks in a chroot");
             chroot_checks(&root, role)?;
@@ -581,23 +595,23 @@ fn tempfile_dir(near: &Path) -> Result<PathBuf, Error> {
 /// Boots the root filesystem; true when the boot ran (whatever its result).
 fn boot(
     root: &Path,
+    netns: Option<&Path>,
     timeout: Duration,
     progress: &dyn Progress,
     role: &str,
 ) -> Result<bool, Error> {
     progress.step(role, "booting under systemd-nspawn");
-    // No network but loopback; no machined or D-Bus on the host, hence
-    // --register=no --keep-unit.
+    // No network but loopback (the sidecars' namespace has nothing else);
+    // no machined or D-Bus on the host, hence --register=no --keep-unit.
+    let network = match netns {
+        Some(ns) => format!("--network-namespace-path={}", ns.display()),
+        None => "--private-network".to_string(),
+    };
     let status = Command::new("timeout")
         .arg("--kill-after=10")
         .arg(timeout.as_secs().to_string())
-        .args([
-            "systemd-nspawn",
-            "--register=no",
-            "--keep-unit",
-            "--private-network",
-            "--quiet",
-        ])
+        .args(["systemd-nspawn", "--register=no", "--keep-unit", "--quiet"])
+        .arg(network)
         .args([
             "--console=pipe",
             "--resolv-conf=off",

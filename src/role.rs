@@ -47,12 +47,19 @@ pub struct Role {
     pub users: Vec<User>,
     /// Files baked into the image, sorted by destination.
     pub files: Vec<FileSpec>,
+    /// Archives unpacked into the image (an application release), sorted
+    /// by destination.
+    pub archives: Vec<Archive>,
     /// Units whose state the image sets, sorted by name.
     pub services: Vec<Service>,
     /// Commands that must succeed at the end of every build, in order.
     pub checks: Vec<Check>,
     /// What the agent does on every boot.
     pub boot: Boot,
+    /// What `imagectl test` runs beside the image. Not part of the
+    /// canonical form: it never enters the image.
+    #[serde(skip)]
+    pub test: TestSpec,
     /// The role files this role was merged from, ancestors first, relative
     /// to the project root. Not part of the canonical form: moving a key
     /// from a child to its parent changes nothing in the image.
@@ -122,6 +129,31 @@ pub struct FileSpec {
     pub group: String,
 }
 
+/// A tar archive unpacked into the image at build time: how an application
+/// release, built and packed by the application's own CI, enters the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Archive {
+    /// Path of a `.tar`, `.tar.gz` or `.tgz` file relative to `roles/`.
+    pub source: String,
+    /// Absolute directory it is unpacked into (replacing what was there).
+    pub dest: String,
+    /// Owning user of everything unpacked.
+    pub owner: String,
+    /// Owning group of everything unpacked.
+    pub group: String,
+    /// A symbolic link pointed at `dest` (like `/srv/learn/current`).
+    pub link: Option<String>,
+}
+
+/// `[test]`: what `imagectl test` provides around the booted image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestSpec {
+    /// Commands run on the test machine, on the booted image's own
+    /// loopback network, for the backing services the role needs (Redis,
+    /// say) and AWS provides in production.
+    pub sidecars: Vec<String>,
+}
+
 /// A systemd unit the image enables or leaves disabled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Service {
@@ -171,6 +203,9 @@ struct RawRole {
     /// Files baked into the image at build time.
     #[schemars(with = "Option<Vec<RawFile>>")]
     files: Option<Vec<Spanned<RawFile>>>,
+    /// Tar archives unpacked into the image at build time (application releases).
+    #[schemars(with = "Option<Vec<RawArchive>>")]
+    archives: Option<Vec<Spanned<RawArchive>>>,
     /// Units the image enables or leaves disabled.
     #[schemars(with = "Option<Vec<RawService>>")]
     services: Option<Vec<Spanned<RawService>>>,
@@ -179,6 +214,8 @@ struct RawRole {
     checks: Option<Vec<Spanned<RawCheck>>>,
     /// What the on-boot agent does on every boot.
     boot: Option<RawBoot>,
+    /// What `imagectl test` runs beside the image; never enters the image.
+    test: Option<RawTest>,
 }
 
 impl Partial for RawRole {
@@ -195,9 +232,11 @@ impl Partial for RawRole {
             packages,
             users,
             files,
+            archives,
             services,
             checks,
-            boot
+            boot,
+            test
         );
     }
 }
@@ -275,6 +314,39 @@ struct RawFile {
     /// Owning group (default root).
     #[schemars(with = "Option<String>")]
     group: Option<Spanned<String>>,
+}
+
+/// `[[archives]]`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Archive")]
+struct RawArchive {
+    /// A `.tar`, `.tar.gz` or `.tgz` file, relative to `roles/`, inside it.
+    #[schemars(with = "String")]
+    source: Spanned<String>,
+    /// Absolute directory in the image it is unpacked into, replacing what was there.
+    #[schemars(with = "String")]
+    dest: Spanned<String>,
+    /// Owning user of everything unpacked (default root).
+    #[schemars(with = "Option<String>")]
+    owner: Option<Spanned<String>>,
+    /// Owning group of everything unpacked (default root).
+    #[schemars(with = "Option<String>")]
+    group: Option<Spanned<String>>,
+    /// Absolute path of a symbolic link made to point at `dest`, like `/srv/learn/current`.
+    #[schemars(with = "Option<String>")]
+    link: Option<Spanned<String>>,
+}
+
+/// `[test]`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Test")]
+struct RawTest {
+    /// Commands `imagectl test` runs on the test machine, on the booted image's loopback, for backing services (like `redis-server --port 6379`).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    sidecars: Vec<Spanned<String>>,
 }
 
 /// `[[services]]`.
@@ -728,6 +800,30 @@ impl Loader<'_> {
                 });
             }
         }
+        for x in r.archives.iter().flatten() {
+            let at = Self::at(f, x.clone());
+            if let Some(a) = self.archive(&at) {
+                m.archives.push(At {
+                    v: a,
+                    file: f,
+                    span: at.span,
+                });
+            }
+        }
+        if let Some(t) = &r.test {
+            m.sidecars = Vec::new();
+            for c in &t.sidecars {
+                let at = Self::at(f, c.clone());
+                if at.v.trim().is_empty() {
+                    let d = self.diag(&at, "sidecar runs nothing").help(
+                        "give each sidecar a command, like `redis-server --port 6379 --save ''`",
+                    );
+                    self.diags.push(d);
+                    continue;
+                }
+                m.sidecars.push(at.v);
+            }
+        }
         for s in r.services.iter().flatten() {
             let at = Self::at(f, s.clone());
             let name = Self::at(f, at.v.name.clone());
@@ -921,24 +1017,15 @@ impl Loader<'_> {
             }
             Ok(()) => {}
         }
-        let mut account = |v: &Option<Spanned<String>>, what: &str| -> String {
-            match v {
-                Some(s) => {
-                    let a = Self::at(f, s.clone());
-                    if !is_account_name(&a.v) {
-                        let d = self
-                            .diag(&a, format!("`{}` is not a valid {what} name", a.v))
-                            .help("use lowercase letters, digits, `_` and `-`, starting with a letter or `_`");
-                        self.diags.push(d);
-                        ok = false;
-                    }
-                    a.v
-                }
-                None => "root".to_string(),
+        let owner = self.account(f, &raw.owner, "owner");
+        let group = self.account(f, &raw.group, "group");
+        let (owner, group) = match (owner, group) {
+            (Some(o), Some(g)) => (o, g),
+            _ => {
+                ok = false;
+                Default::default()
             }
         };
-        let owner = account(&raw.owner, "owner");
-        let group = account(&raw.group, "group");
         let mode = raw
             .mode
             .as_ref()
@@ -949,6 +1036,85 @@ impl Loader<'_> {
             mode,
             owner,
             group,
+        })
+    }
+
+    /// An owner or group name (root when not given); None, with the problem
+    /// reported, when it is not a valid account name.
+    fn account(&mut self, file: usize, v: &Option<Spanned<String>>, what: &str) -> Option<String> {
+        let Some(s) = v else {
+            return Some("root".to_string());
+        };
+        let a = Self::at(file, s.clone());
+        if is_account_name(&a.v) {
+            return Some(a.v);
+        }
+        let d = self
+            .diag(&a, format!("`{}` is not a valid {what} name", a.v))
+            .help("use lowercase letters, digits, `_` and `-`, starting with a letter or `_`");
+        self.diags.push(d);
+        None
+    }
+
+    /// Validates an `[[archives]]` entry.
+    fn archive(&mut self, at: &At<RawArchive>) -> Option<Archive> {
+        let f = at.file;
+        let raw = &at.v;
+        let source = Self::at(f, raw.source.clone());
+        let mut ok = true;
+        if let Err(d) = self.check_source(&source) {
+            self.diags.push(d);
+            ok = false;
+        } else if ![".tar", ".tar.gz", ".tgz"]
+            .iter()
+            .any(|ext| source.v.ends_with(ext))
+        {
+            let d = self
+                .diag(&source, format!("archive `{}` is not a tar archive", source.v))
+                .help("name a `.tar`, `.tar.gz` or `.tgz` file, as the application's CI packs its release");
+            self.diags.push(d);
+            ok = false;
+        }
+        let mut path = |p: &Spanned<String>, what: &str| -> String {
+            let p = Self::at(f, p.clone());
+            let bad = match check_dest(&p.v) {
+                Err(why) => Some(why),
+                Ok(()) if p.v == "/" => Some("is the root directory"),
+                Ok(()) if p.v == AGENT_DIR || p.v.starts_with(&format!("{AGENT_DIR}/")) => {
+                    Some("is inside `/etc/imagectl`, which imagectl owns")
+                }
+                Ok(()) => None,
+            };
+            if let Some(why) = bad {
+                let d = self
+                    .diag(&p, format!("archive {what} `{}` {why}", p.v))
+                    .help(if what == "link" {
+                        "write the absolute path of the link, like `/srv/learn/current`"
+                    } else {
+                        "write an absolute directory of its own, like `/srv/learn/releases/2026.11.1`"
+                    });
+                self.diags.push(d);
+                ok = false;
+            }
+            p.v
+        };
+        let dest = path(&raw.dest, "destination");
+        let link = raw.link.as_ref().map(|l| path(l, "link"));
+        let owner = self.account(f, &raw.owner, "owner");
+        let group = self.account(f, &raw.group, "group");
+        let (owner, group) = match (owner, group) {
+            (Some(o), Some(g)) => (o, g),
+            _ => {
+                ok = false;
+                Default::default()
+            }
+        };
+        ok.then_some(Archive {
+            source: source.v,
+            dest,
+            owner,
+            group,
+            link,
         })
     }
 
@@ -1240,13 +1406,32 @@ impl Loader<'_> {
         // Two things may not land on the same path: the build would keep
         // whichever came last, silently.
         let mut dests: BTreeMap<String, (usize, Range<usize>)> = BTreeMap::new();
-        for (kind, item) in m
-            .files
-            .iter()
-            .map(|x| ("file", x))
-            .chain(m.templates.iter().map(|x| ("template", x)))
-        {
-            if let Some((pf, ps)) = dests.get(&item.v.dest) {
+        let at = |kind: &'static str, path: &String, file: usize, span: &Range<usize>| {
+            let v = path.clone();
+            (
+                kind,
+                At {
+                    v,
+                    file,
+                    span: span.clone(),
+                },
+            )
+        };
+        let mut paths: Vec<(&str, At<String>)> = Vec::new();
+        for x in &m.files {
+            paths.push(at("file", &x.v.dest, x.file, &x.span));
+        }
+        for x in &m.templates {
+            paths.push(at("template", &x.v.dest, x.file, &x.span));
+        }
+        for x in &m.archives {
+            paths.push(at("archive", &x.v.dest, x.file, &x.span));
+            if let Some(l) = &x.v.link {
+                paths.push(at("archive link", l, x.file, &x.span));
+            }
+        }
+        for (kind, item) in &paths {
+            if let Some((pf, ps)) = dests.get(&item.v) {
                 let prev = At {
                     v: (),
                     file: *pf,
@@ -1256,14 +1441,14 @@ impl Loader<'_> {
                 let d = self
                     .diag(
                         item,
-                        format!("{kind} destination `{}` is used twice", item.v.dest),
+                        format!("{kind} destination `{}` is used twice", item.v),
                     )
                     .help(format!(
                         "the other entry is at {where_}; give each file its own `dest`"
                     ));
                 self.diags.push(d);
             } else {
-                dests.insert(item.v.dest.clone(), (item.file, item.span.clone()));
+                dests.insert(item.v.clone(), (item.file, item.span.clone()));
             }
         }
 
@@ -1301,6 +1486,8 @@ impl Loader<'_> {
         }
         let mut files: Vec<FileSpec> = m.files.into_iter().map(|x| x.v).collect();
         files.sort_by(|a, b| a.dest.cmp(&b.dest));
+        let mut archives: Vec<Archive> = m.archives.into_iter().map(|x| x.v).collect();
+        archives.sort_by(|a, b| a.dest.cmp(&b.dest));
         let mut templates: Vec<BootTemplate> = m
             .templates
             .into_iter()
@@ -1326,6 +1513,7 @@ impl Loader<'_> {
             packages: m.packages.into_values().map(|p| p.v).collect(),
             users: m.users.into_iter().map(|u| u.v).collect(),
             files,
+            archives,
             services: m.services.into_values().map(|s| s.v).collect(),
             checks: m.checks.into_iter().map(|c| c.v).collect(),
             boot: Boot {
@@ -1333,6 +1521,9 @@ impl Loader<'_> {
                 start: m.start.into_iter().map(|s| s.v).collect(),
                 templates,
                 health: m.health,
+            },
+            test: TestSpec {
+                sidecars: m.sidecars,
             },
             sources,
         })
@@ -1353,6 +1544,8 @@ struct Merged {
     packages: BTreeMap<String, At<Package>>,
     users: Vec<At<User>>,
     files: Vec<At<FileSpec>>,
+    archives: Vec<At<Archive>>,
+    sidecars: Vec<String>,
     services: BTreeMap<String, At<Service>>,
     checks: Vec<At<Check>>,
     parameters: Option<At<String>>,

@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! provision.sh                         installs everything below, then runs the checks
+//! archives/<n>-<name>                  every `[[archives]]` tar, unpacked by provision.sh
 //! rootfs/<dest>                        every role file at its destination
 //! rootfs/usr/local/bin/imagectl-agent  the agent
 //! rootfs/etc/systemd/system/imagectl-agent.service
@@ -179,7 +180,21 @@ pub fn stage(
     let config_path = format!("{CONFIG_DIR}/{CONFIG_FILE}");
     placed.push(place(config_json, &config_path, "0644", "root", "root"));
 
-    let script = provision_script(role, hash, &placed);
+    // Archives keep their bytes as they are; provision.sh unpacks them.
+    let archives: Vec<(String, PathBuf)> = role
+        .archives
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let name = Path::new(&a.source)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (format!("{i}-{name}"), roles_dir.join(&a.source))
+        })
+        .collect();
+    let archive_names: Vec<&str> = archives.iter().map(|(n, _)| n.as_str()).collect();
+    let script = provision_script(role, hash, &placed, &archive_names);
 
     // Assemble next to the destination, then rename: never half a context.
     if out.exists() {
@@ -212,6 +227,11 @@ pub fn stage(
                 std::fs::create_dir_all(dir).map_err(io("create", dir))?;
             }
             std::fs::write(&path, &p.bytes).map_err(io("write", &path))?;
+        }
+        for (name, src) in &archives {
+            let dir = tmp.join("archives");
+            std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+            std::fs::copy(src, dir.join(name)).map_err(io("copy", src))?;
         }
         let script_path = tmp.join("provision.sh");
         std::fs::write(&script_path, script.as_bytes()).map_err(io("write", &script_path))?;
@@ -253,7 +273,12 @@ pub fn sh_quote(s: &str) -> String {
 /// The provisioning script: packages, users, files, services, checks and
 /// the package inventory, in that order. Idempotent; stops at the first
 /// failure, naming it.
-fn provision_script(role: &Role, hash: &ContentHash, placed: &[Placed]) -> String {
+fn provision_script(
+    role: &Role,
+    hash: &ContentHash,
+    placed: &[Placed],
+    archives: &[&str],
+) -> String {
     let q = |s: &str| sh_quote(s);
     let mut s = String::new();
     let mut line = |l: &str| {
@@ -339,6 +364,37 @@ fn provision_script(role: &Role, hash: &ContentHash, placed: &[Placed]) -> Strin
                 q(&u.name)
             ));
         }
+    }
+    line("");
+
+    line("step 'archives'");
+    if !role.archives.is_empty() {
+        line("# Unpacked beside the destination, then moved into place: a build");
+        line("# never leaves half a release behind.");
+        line("unpack() {");
+        line("  local archive=$1 dest=$2 owner=$3 group=$4 link=$5");
+        line("  local new=\"$dest.imagectl-new\"");
+        line("  rm -rf -- \"$new\"");
+        line("  mkdir -p -- \"$new\"");
+        line("  tar --extract --file=\"$stage/archives/$archive\" --directory=\"$new\" --no-same-owner");
+        line("  chown -R -h -- \"$owner:$group\" \"$new\"");
+        line("  rm -rf -- \"$dest\"");
+        line("  mv -T -- \"$new\" \"$dest\"");
+        line("  if [ -n \"$link\" ]; then");
+        line("    mkdir -p -- \"$(dirname -- \"$link\")\"");
+        line("    ln -sfn -- \"$dest\" \"$link\"");
+        line("  fi");
+        line("}");
+    }
+    for (a, name) in role.archives.iter().zip(archives) {
+        line(&format!(
+            "unpack {} {} {} {} {}",
+            q(name),
+            q(&a.dest),
+            q(&a.owner),
+            q(&a.group),
+            q(a.link.as_deref().unwrap_or(""))
+        ));
     }
     line("");
 

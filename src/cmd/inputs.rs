@@ -15,6 +15,7 @@ pub fn run(config: &Config, args: &RoleArg) -> Result<(), Error> {
                 let what = i.path.as_deref().or(i.name.as_deref()).unwrap_or("");
                 let dest = match (&i.dest, &i.mode, &i.owner) {
                     (Some(d), Some(m), Some(o)) => format!("  -> {d} {m} {o}"),
+                    (Some(d), None, Some(o)) => format!("  -> {d}/ {o}"),
                     _ => String::new(),
                 };
                 println!("{:<8} {}  {what}{dest}", i.kind, &i.sha256[..12]);

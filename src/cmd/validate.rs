@@ -25,12 +25,17 @@ pub fn run(config: &Config, args: &RolesArgs) -> Result<(), Error> {
             for r in &roles {
                 let kind = if r.is_abstract { "abstract" } else { "role" };
                 println!(
-                    "ok  {:<12} {kind:<8} {} packages, {} files, {} templates, {} checks",
+                    "ok  {:<12} {kind:<8} {} packages, {} files, {} templates, {} checks{}",
                     r.name,
                     r.packages.len(),
                     r.files.len(),
                     r.boot.templates.len(),
-                    r.checks.len()
+                    r.checks.len(),
+                    match r.archives.len() {
+                        0 => String::new(),
+                        1 => ", 1 archive".to_string(),
+                        n => format!(", {n} archives"),
+                    }
                 );
             }
         }

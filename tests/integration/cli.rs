@@ -9,7 +9,7 @@ fn the_repository_roles_are_valid() {
         .lines()
         .map(|l| l.split_whitespace().nth(1).unwrap())
         .collect();
-    assert_eq!(names, ["base", "pushstream", "web", "worker"]);
+    assert_eq!(names, ["base", "pushstream", "rails", "web", "worker"]);
     assert!(out.lines().next().unwrap().contains("abstract"));
 }
 
@@ -125,4 +125,20 @@ fn plan_offline_reads_the_local_record() {
     let v: serde_json::Value =
         serde_json::from_str(&t.ok_with(&["plan", "--offline", "--output", "json"])).unwrap();
     assert_eq!(v["roles"][0]["amis"]["local"], "images/local/app.tar");
+}
+
+#[test]
+fn the_committed_release_is_packed_from_apps_learn_sample() {
+    // roles/releases/learn-sample.tar.gz is what the images bake; it must be
+    // exactly what scripts/sample-release packs from the reviewed sources.
+    let out =
+        std::process::Command::new(crate::support::repo_root().join("scripts/sample-release"))
+            .arg("--check")
+            .output()
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

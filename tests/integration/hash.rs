@@ -215,3 +215,48 @@ fn inputs_lists_every_input_with_repository_paths() {
     );
     assert_eq!(inputs[6]["path"], "roles/templates/app/app.env.hbs");
 }
+
+#[test]
+fn an_archive_moves_the_hash_with_its_bytes_and_the_test_section_does_not() {
+    let archive = |bytes: &[u8]| {
+        let t = Test::new().write("roles/releases/app.tar", bytes);
+        let role = std::fs::read_to_string(t.path("roles/app.toml")).unwrap();
+        t.write(
+            "roles/app.toml",
+            format!("{role}\n[[archives]]\nsource = \"releases/app.tar\"\ndest = \"/srv/app/releases/1\"\nowner = \"app\"\ngroup = \"app\"\nlink = \"/srv/app/current\"\n"),
+        )
+    };
+    let plain = Test::new().hash("app");
+    let t = archive(b"release one");
+    let one = t.hash("app");
+    assert_ne!(one, plain, "an archive did not change the hash");
+    assert_ne!(
+        archive(b"release two").hash("app"),
+        one,
+        "a changed byte in the archive did not change the hash"
+    );
+    edit(&t, "roles/app.toml", "/srv/app/current", "/srv/app/live");
+    assert_ne!(t.hash("app"), one, "a changed link did not change the hash");
+
+    let out = t.args(&["inputs", "app", "--output", "json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let input = v["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "archive")
+        .expect("an archive input");
+    assert_eq!(input["path"], "roles/releases/app.tar");
+    assert_eq!(input["dest"], "/srv/app/releases/1");
+    assert_eq!(input["owner"], "app:app");
+
+    // What `imagectl test` runs beside the image never enters it.
+    let t = Test::new();
+    let before = t.hash("app");
+    let role = std::fs::read_to_string(t.path("roles/app.toml")).unwrap();
+    let t = t.write(
+        "roles/app.toml",
+        format!("{role}\n[test]\nsidecars = [\"redis-server --port 6379\"]\n"),
+    );
+    assert_eq!(t.hash("app"), before);
+}

@@ -137,6 +137,27 @@ fn a_failing_check_service_or_parameter_fails_the_test_and_is_named() {
         r.stderr
     );
 
+    // A sidecar that cannot start is named, with what to install. `[test]`
+    // is not part of the image, so the image is not built again.
+    let role = std::fs::read_to_string(t.path("roles/tiny.toml")).unwrap();
+    std::fs::write(
+        t.path("roles/tiny.toml"),
+        format!("{role}\n[test]\nsidecars = [\"no-such-daemon --port 1\"]\n"),
+    )
+    .unwrap();
+    let r = t.run_with(&["test", "tiny"]);
+    assert_eq!(r.status, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("sidecar `no-such-daemon --port 1` exited at once")
+            && r.stderr
+                .contains("`no-such-daemon` is not installed on this machine"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("mmdebstrap"), "rebuilt: {}", r.stderr);
+    std::fs::write(t.path("roles/tiny.toml"), &role).unwrap();
+
     // A service that does not start: the agent's health check fails and
     // the unit is named, with its journal.
     std::fs::write(
@@ -188,4 +209,52 @@ fn a_failing_check_service_or_parameter_fails_the_test_and_is_named() {
         log.contains("imagectl: check failed: netcat is installed"),
         "{log}"
     );
+}
+
+/// Builds one of the repository's own roles from Debian's mirror and runs
+/// `imagectl test` on it: the packages install, the release unpacks, the
+/// checks pass, the units run (beside the role's sidecars) and the agent
+/// renders its templates from the role's example parameters.
+fn real_role_passes(role: &str, expect: &[&str]) {
+    let mut t = Test::repo();
+    let r = t.run_with(&["test", role]);
+    assert_eq!(r.status, 0, "{}\n{}", r.stdout, r.stderr);
+    for line in expect {
+        assert!(r.stdout.contains(line), "{line} not in\n{}", r.stdout);
+    }
+    assert!(
+        r.stdout.contains("\"status\":\"ok\""),
+        "the agent's report: {}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("FAIL"), "{}", r.stdout);
+}
+
+#[test]
+fn the_worker_role_runs_sidekiq_against_its_redis_sidecar() {
+    real_role_passes(
+        "worker",
+        &[
+            "pass check  the release's gems are all installed",
+            "pass check  the release boots",
+            "pass unit   sidekiq.service",
+        ],
+    );
+}
+
+#[test]
+fn the_web_role_serves_the_release_through_nginx() {
+    real_role_passes(
+        "web",
+        &[
+            "pass check  nginx configuration is valid",
+            "pass unit   nginx.service",
+            "pass unit   puma.service",
+        ],
+    );
+}
+
+#[test]
+fn the_pushstream_role_passes_its_test() {
+    real_role_passes("pushstream", &["pass unit   nginx.service"]);
 }

@@ -1,0 +1,5 @@
+class HealthController < ActionController::API
+  def show
+    render plain: "ok\n"
+  end
+end

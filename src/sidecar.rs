@@ -1,0 +1,150 @@
+//! Sidecars: the backing services a role's `[test] sidecars` name (Redis for
+//! the workers, say), which AWS provides in production and `imagectl test`
+//! runs beside the booted image. They run on this machine inside a network
+//! namespace made for the test, which the image's container then joins: the
+//! two meet on that namespace's loopback and nothing else reaches either.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Errors starting sidecars.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The network namespace could not be made.
+    #[error("cannot create the test's network namespace `{name}`: {reason}")]
+    Netns {
+        /// Its name.
+        name: String,
+        /// What `ip` said.
+        reason: String,
+    },
+    /// A sidecar did not start or stopped at once.
+    #[error("sidecar `{command}` {reason}; its output is in {}{}", log.display(), hint(command))]
+    Failed {
+        /// The command.
+        command: String,
+        /// How it failed.
+        reason: String,
+        /// Its output.
+        log: PathBuf,
+    },
+}
+
+fn hint(command: &str) -> String {
+    let program = command.split_whitespace().next().unwrap_or_default();
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    if found {
+        String::new()
+    } else {
+        format!(" (`{program}` is not installed on this machine: install it, e.g. `apt-get install {program}`)")
+    }
+}
+
+/// Running sidecars and their namespace; both go away on drop.
+pub struct Sidecars {
+    name: String,
+    children: Vec<Child>,
+}
+
+/// How long a sidecar must stay up to count as started.
+const SETTLE: Duration = Duration::from_millis(500);
+
+impl Sidecars {
+    /// Makes a network namespace with loopback up and starts each command in
+    /// it, its output going to `log_dir/sidecar-N.log`.
+    pub fn start(commands: &[String], log_dir: &Path) -> Result<Sidecars, Error> {
+        let name = format!("imagectl-test-{}", std::process::id());
+        let ip = |args: &[&str]| -> Result<(), Error> {
+            let out = Command::new("ip")
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| Error::Netns {
+                    name: name.clone(),
+                    reason: format!("cannot run `ip` ({e}); install iproute2"),
+                })?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(Error::Netns {
+                    name: name.clone(),
+                    reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                })
+            }
+        };
+        // A namespace left by a killed run of this same PID is stale.
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &name])
+            .stderr(Stdio::null())
+            .status();
+        ip(&["netns", "add", &name])?;
+        let mut sidecars = Sidecars {
+            name: name.clone(),
+            children: Vec::new(),
+        };
+        ip(&["-n", &name, "link", "set", "lo", "up"])?;
+        for (i, command) in commands.iter().enumerate() {
+            let log = log_dir.join(format!("sidecar-{i}.log"));
+            let failed = |reason: String| Error::Failed {
+                command: command.clone(),
+                reason,
+                log: log.clone(),
+            };
+            let out =
+                std::fs::File::create(&log).map_err(|e| failed(format!("has no log: {e}")))?;
+            let err = out
+                .try_clone()
+                .map_err(|e| failed(format!("has no log: {e}")))?;
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", &name, "sh", "-c"])
+                .arg(format!("exec {command}"))
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .map_err(|e| failed(format!("could not start: {e}")))?;
+            let started = Instant::now();
+            while started.elapsed() < SETTLE {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(failed(format!("exited at once ({status})")));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            sidecars.children.push(child);
+        }
+        Ok(sidecars)
+    }
+
+    /// The namespace, for `systemd-nspawn --network-namespace-path`.
+    pub fn netns_path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for Sidecars {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Anything still in the namespace (a sidecar's own children) goes too.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: kill has no memory preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
