@@ -5,11 +5,15 @@
 
 use std::time::Duration;
 
-use aws_config::imds::client::error::ImdsError;
+use aws_config::imds::client::error::{ImdsError, TokenError};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ssm::config::http::HttpResponse;
+use aws_sdk_ssm::config::interceptors::InterceptorContext;
+use aws_sdk_ssm::config::retry::{ClassifyRetry, RetryAction};
+use aws_sdk_ssm::config::IntoShared;
+use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use serde::Deserialize;
 
 use crate::params::line_of;
@@ -22,7 +26,7 @@ pub const MAX_ATTEMPTS: u32 = 5;
 #[derive(Debug, thiserror::Error)]
 pub enum AwsError {
     /// IMDS did not issue a session token (IMDSv2 off, or no IMDS).
-    #[error("instance metadata service: cannot get an IMDSv2 session token ({0})")]
+    #[error("instance metadata service: cannot get an IMDSv2 session token after up to {MAX_ATTEMPTS} attempts ({0})")]
     Token(String),
     /// IMDS answered an error status.
     #[error("instance metadata service: `{path}` answered HTTP {status}")]
@@ -125,19 +129,70 @@ pub fn check_env(env: &str) -> Result<(), String> {
 
 /// An IMDSv2 client; honours `AWS_EC2_METADATA_SERVICE_ENDPOINT` as every
 /// SDK does.
+///
+/// The SDK's IMDS client retries only HTTP 5xx and 401 by default, not a
+/// connection that fails or times out: that default suits a credential
+/// chain trying IMDS on a laptop, not an instance whose boot depends on
+/// IMDS, where a refused or dropped connection early in boot is worth the
+/// same retries as a 500.
 pub fn imds() -> aws_config::imds::Client {
     aws_config::imds::Client::builder()
         .max_attempts(MAX_ATTEMPTS)
+        .retry_classifier(ImdsRetry.into_shared())
         .connect_timeout(Duration::from_secs(1))
         .read_timeout(Duration::from_secs(2))
         .build()
+}
+
+/// Which IMDS failures are retried: an HTTP 5xx or 401 (an expired token),
+/// as the SDK's own rule, and also a connection that fails or times out.
+/// Not an error raised before a request went out (no token: its own request
+/// was already retried, and retrying around it multiplies the attempts).
+#[derive(Debug)]
+struct ImdsRetry;
+
+impl ClassifyRetry for ImdsRetry {
+    fn name(&self) -> &'static str {
+        "imagectl-agent IMDS"
+    }
+
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        if let Some(response) = ctx.response() {
+            let status = response.status();
+            return if status.is_server_error() || status.as_u16() == 401 {
+                RetryAction::server_error()
+            } else {
+                RetryAction::NoActionIndicated
+            };
+        }
+        match ctx.output_or_error() {
+            Some(Err(e)) if e.is_connector_error() || e.is_timeout_error() => {
+                RetryAction::transient_error()
+            }
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
 }
 
 async fn imds_get(client: &aws_config::imds::Client, path: &str) -> Result<String, AwsError> {
     match client.get(path).await {
         Ok(s) => Ok(s.into()),
         Err(e @ ImdsError::FailedToLoadToken(_)) => {
-            Err(AwsError::Token(DisplayErrorContext(&e).to_string()))
+            // The SDK reads an error status as a token without a TTL
+            // header; the status is what says what happened.
+            let sdk = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<SdkError<TokenError, HttpResponse>>());
+            let status = sdk
+                .and_then(|s| s.raw_response())
+                .map(|r| r.status().as_u16())
+                .filter(|s| *s >= 300);
+            Err(AwsError::Token(match (status, sdk) {
+                (Some(status), _) => {
+                    format!("`PUT /latest/api/token` answered HTTP {status}")
+                }
+                (None, Some(sdk)) => chain(sdk),
+                (None, None) => chain(&e),
+            }))
         }
         Err(ImdsError::ErrorResponse(r)) => Err(AwsError::Status {
             path: path.to_string(),
@@ -145,9 +200,25 @@ async fn imds_get(client: &aws_config::imds::Client, path: &str) -> Result<Strin
         }),
         Err(e) => Err(AwsError::Imds {
             path: path.to_string(),
-            reason: DisplayErrorContext(&e).to_string(),
+            reason: chain(&e),
         }),
     }
+}
+
+/// An error and its sources on one line (`a: b: c`), without the SDK's
+/// debug dump of its internals; a message already contained in the one
+/// before it is left out.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let msg = err.to_string();
+        if !msg.is_empty() && !parts.last().is_some_and(|p| p.contains(&msg)) {
+            parts.push(msg);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
 }
 
 /// Reads the instance identity document.
@@ -217,7 +288,7 @@ pub async fn parameters_by_path(
                 reason: match (e.code(), e.message()) {
                     (Some(code), Some(msg)) => format!("{code}: {msg}"),
                     (Some(code), None) => code.to_string(),
-                    _ => DisplayErrorContext(&e).to_string(),
+                    _ => chain(&e),
                 },
             })?;
         for p in page.parameters() {

@@ -110,11 +110,17 @@ pub struct Step {
     pub ms: f64,
 }
 
-/// The boot report: what happened, never a value.
+/// The boot report: what happened, never a value. It is also written as
+/// each step begins, with status `running` and that step in
+/// `running_step`: a boot killed outright (a systemd timeout's SIGKILL)
+/// still leaves a report saying where it stopped.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
-    /// `ok` or `failed`.
+    /// `running`, `ok` or `failed`.
     pub status: &'static str,
+    /// The step under way, while the boot runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_step: Option<&'static str>,
     /// The role, once known.
     pub role: Option<String>,
     /// The image hash, once known.
@@ -141,6 +147,8 @@ pub struct Report {
 
 struct Run {
     report: Report,
+    /// Where the report goes, when it is written at all.
+    report_root: Option<Root>,
     began: Instant,
     deadline: Instant,
     deadline_secs: u64,
@@ -153,6 +161,13 @@ impl Run {
         name: &'static str,
         f: impl FnOnce(&mut Self) -> Result<T, BootError>,
     ) -> Result<T, BootError> {
+        if let Some(root) = &self.report_root {
+            self.report.running_step = Some(name);
+            if let Err(e) = write_report(root, &self.report) {
+                log(&format!("cannot write the boot report: {e}"));
+            }
+            self.report.running_step = None;
+        }
         let t = Instant::now();
         let r = if Instant::now() >= self.deadline {
             Err(BootError::Deadline {
@@ -204,7 +219,8 @@ pub fn run(opts: &Options) -> Result<Report, Box<(Report, BootError)>> {
     let began = Instant::now();
     let mut run = Run {
         report: Report {
-            status: "failed",
+            status: "running",
+            running_step: None,
             role: None,
             hash: None,
             env: None,
@@ -217,15 +233,14 @@ pub fn run(opts: &Options) -> Result<Report, Box<(Report, BootError)>> {
             started: Vec::new(),
             total_ms: 0.0,
         },
+        report_root: opts.report.then(|| opts.root.clone()),
         began,
         deadline: began + opts.deadline,
         deadline_secs: opts.deadline.as_secs(),
     };
     let result = flow(opts, &mut run);
     run.report.total_ms = (run.began.elapsed().as_secs_f64() * 1e6).round() / 1000.0;
-    if result.is_ok() {
-        run.report.status = "ok";
-    }
+    run.report.status = if result.is_ok() { "ok" } else { "failed" };
     if opts.report {
         if let Err(e) = write_report(&opts.root, &run.report) {
             log(&format!("error: cannot write the boot report: {e}"));

@@ -47,9 +47,19 @@ pub enum FileError {
         /// Why.
         source: io::Error,
     },
-    /// A fault injected by a test (`IMAGECTL_AGENT_FAULT`).
-    #[error("injected fault `{0}`")]
-    Injected(String),
+    /// Writing the new version of a file failed before anything replaced
+    /// the old one; the temporary file is removed.
+    #[error("cannot {action} `{dest}` (temporary file `{tmp}`; the previous file is left as it was): {source}")]
+    Stage {
+        /// What was being done ("write", "fsync", ...).
+        action: &'static str,
+        /// The destination.
+        dest: String,
+        /// The temporary file's name, next to the destination.
+        tmp: String,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FileError {
@@ -269,29 +279,23 @@ fn temp_path(dest: &Path) -> PathBuf {
 /// owned by the process).
 pub fn write_all(root: &Root, plan: &[Planned]) -> Result<Vec<String>, FileError> {
     let mut staged: Vec<(PathBuf, PathBuf, &Planned)> = Vec::new();
-    let result = stage(root, plan, &mut staged);
-    if let Err(e) = result {
-        for (tmp, _, _) in &staged {
-            let _ = fs::remove_file(tmp);
-        }
+    if let Err(e) = stage(root, plan, &mut staged) {
+        remove_temps(&staged);
         return Err(e);
     }
-    if let Ok(fault) = std::env::var("IMAGECTL_AGENT_FAULT") {
-        if fault == "crash-before-rename" {
-            // Simulates a power cut or a kill between writing and renaming.
-            std::process::abort();
-        }
-        if fault == "fail-before-rename" {
-            for (tmp, _, _) in &staged {
-                let _ = fs::remove_file(tmp);
-            }
-            return Err(FileError::Injected(fault));
-        }
-    }
+    crate::failpoint::hit("before-rename");
     let mut changed = Vec::new();
     let mut dirs: Vec<PathBuf> = Vec::new();
-    for (tmp, dest, p) in &staged {
-        fs::rename(tmp, dest).map_err(io_err("rename into place", dest))?;
+    for (i, (tmp, dest, p)) in staged.iter().enumerate() {
+        if i == 1 {
+            crate::failpoint::hit("between-renames");
+        }
+        if let Err(e) = fs::rename(tmp, dest) {
+            // The files already renamed stay new; the rest keep their old
+            // contents, and their temporary files must not linger.
+            remove_temps(&staged[i..]);
+            return Err(io_err("rename into place", dest)(e));
+        }
         if let Some(d) = dest.parent() {
             if !dirs.iter().any(|x| x == d) {
                 dirs.push(d.to_path_buf());
@@ -307,6 +311,12 @@ pub fn write_all(root: &Root, plan: &[Planned]) -> Result<Vec<String>, FileError
     Ok(changed)
 }
 
+fn remove_temps(staged: &[(PathBuf, PathBuf, &Planned)]) {
+    for (tmp, _, _) in staged {
+        let _ = fs::remove_file(tmp);
+    }
+}
+
 fn stage<'a>(
     root: &Root,
     plan: &'a [Planned],
@@ -314,18 +324,35 @@ fn stage<'a>(
 ) -> Result<(), FileError> {
     for p in plan {
         let dest = root.path(&p.dest)?;
+        // A temporary file left by a crash goes first, even when the
+        // destination needs no change: it may hold a secret, readable by
+        // root only but still not meant to stay.
+        let tmp = temp_path(&dest);
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {}
+            Err(e) => return Err(io_err("remove stale", &tmp)(e)),
+        }
         if unchanged(&dest, p)? {
             continue;
         }
         if let Some(dir) = dest.parent() {
             create_dirs(dir)?;
         }
-        let tmp = temp_path(&dest);
-        match fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("remove stale", &tmp)(e)),
-        }
+        let err = |action: &'static str| {
+            let dest = dest.display().to_string();
+            let tmp = tmp
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            move |source| FileError::Stage {
+                action,
+                dest,
+                tmp,
+                source,
+            }
+        };
         // Created new (O_EXCL: a planted link is refused, not followed) and
         // 0600; it gets its final mode only once written and owned, so a
         // secret is never readable by anyone else, even briefly.
@@ -334,17 +361,17 @@ fn stage<'a>(
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
+            .map_err(err("create"))?;
         staged.push((tmp.clone(), dest.clone(), p));
-        f.write_all(&p.contents).map_err(io_err("write", &tmp))?;
-        let meta = f.metadata().map_err(io_err("inspect", &tmp))?;
+        f.write_all(&p.contents).map_err(err("write"))?;
+        let meta = f.metadata().map_err(err("inspect"))?;
         if meta.uid() != p.uid || meta.gid() != p.gid {
             std::os::unix::fs::fchown(&f, Some(p.uid), Some(p.gid))
-                .map_err(io_err("change owner of", &tmp))?;
+                .map_err(err("change owner of"))?;
         }
         f.set_permissions(fs::Permissions::from_mode(p.mode))
-            .map_err(io_err("change mode of", &tmp))?;
-        f.sync_all().map_err(io_err("fsync", &tmp))?;
+            .map_err(err("change mode of"))?;
+        f.sync_all().map_err(err("fsync"))?;
     }
     Ok(())
 }
@@ -381,11 +408,19 @@ pub fn write_one(path: &Path, contents: &[u8], mode: u32) -> Result<(), FileErro
         .mode(mode)
         .open(&tmp)
         .map_err(io_err("create", &tmp))?;
-    f.write_all(contents).map_err(io_err("write", &tmp))?;
-    f.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io_err("change mode of", &tmp))?;
-    f.sync_all().map_err(io_err("fsync", &tmp))?;
-    fs::rename(&tmp, path).map_err(io_err("rename into place", path))
+    let written = f
+        .write_all(contents)
+        .map_err(io_err("write", &tmp))
+        .and_then(|()| {
+            f.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(io_err("change mode of", &tmp))
+        })
+        .and_then(|()| f.sync_all().map_err(io_err("fsync", &tmp)))
+        .and_then(|()| fs::rename(&tmp, path).map_err(io_err("rename into place", path)));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
@@ -506,5 +541,65 @@ mod tests {
             "fresh\n"
         );
         assert!(!d.path().join("etc/.a.imagectl-agent.tmp").exists());
+    }
+
+    #[test]
+    fn a_stale_temporary_file_is_removed_even_when_nothing_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        write_all(&root, &[planned("/etc/a", "same\n", 0o600)]).unwrap();
+        fs::write(d.path().join("etc/.a.imagectl-agent.tmp"), "stale secret").unwrap();
+        let changed = write_all(&root, &[planned("/etc/a", "same\n", 0o600)]).unwrap();
+        assert!(changed.is_empty(), "{changed:?}");
+        assert!(!d.path().join("etc/.a.imagectl-agent.tmp").exists());
+    }
+
+    #[test]
+    fn a_failed_rename_leaves_no_temporary_file() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        // `/etc/b` is a directory with something in it: renaming a file
+        // over it fails, after `/etc/a` was renamed and before `/etc/c`.
+        fs::create_dir_all(d.path().join("etc/b/inside")).unwrap();
+        let err = write_all(
+            &root,
+            &[
+                planned("/etc/a", "a\n", 0o600),
+                planned("/etc/b", "b\n", 0o600),
+                planned("/etc/c", "c\n", 0o600),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "cannot rename into place `{}`: ",
+                d.path().join("etc/b").display()
+            )),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(d.path().join("etc/a")).unwrap(), "a\n");
+        assert!(!d.path().join("etc/c").exists());
+        let mut names: Vec<String> = fs::read_dir(d.path().join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_failed_write_one_leaves_no_temporary_file() {
+        let d = tempfile::tempdir().unwrap();
+        let report = d.path().join("boot.json");
+        fs::create_dir_all(report.join("inside")).unwrap();
+        let err = write_one(&report, b"{}\n", 0o644).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "cannot rename into place `{}`: ",
+                report.display()
+            )),
+            "{err}"
+        );
+        assert!(!d.path().join(".boot.json.imagectl-agent.tmp").exists());
     }
 }

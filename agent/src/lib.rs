@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod boot;
 pub mod config;
+pub mod failpoint;
 pub mod files;
 pub mod params;
 pub mod template;

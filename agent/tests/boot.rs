@@ -5,7 +5,6 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::ExitStatusExt;
 
 use common::*;
 use imagectl_agent::config::Boot;
@@ -362,39 +361,6 @@ fn health_that_never_passes_fails_the_boot() {
         report["error"],
         "not healthy within 1s (`test -f /nonexistent/healthy`): last result: exit status: 1"
     );
-}
-
-#[test]
-fn a_crash_between_render_and_rename_leaves_the_previous_files() {
-    let moto = Moto::start();
-    moto.put_parameters(&worker_params("prod"));
-    let imds = prod_imds();
-    let image = worker_image(&[]);
-    fs::create_dir_all(image.path("/etc/learn")).unwrap();
-    fs::write(image.path("/etc/learn/app.env"), "previous\n").unwrap();
-
-    let out = image
-        .agent(&["boot"], Some(&imds.url()), Some(&moto.url))
-        .env("IMAGECTL_AGENT_FAULT", "crash-before-rename")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.signal(), Some(6), "expected SIGABRT: {out:?}");
-    assert_eq!(image.read("/etc/learn/app.env"), "previous\n");
-    assert!(!image.path("/etc/learn/public.conf").exists());
-
-    // The next boot replaces the stale temporary files and succeeds.
-    let out = image
-        .agent(&["boot"], Some(&imds.url()), Some(&moto.url))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(image.read("/etc/learn/app.env").contains(DB_URL));
-    let leftovers: Vec<String> = fs::read_dir(image.path("/etc/learn"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]

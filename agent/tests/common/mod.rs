@@ -154,7 +154,7 @@ impl Request {
     }
 }
 
-fn read_request(s: &mut TcpStream) -> Option<Request> {
+pub fn read_request(s: &mut TcpStream) -> Option<Request> {
     let mut r = BufReader::new(s.try_clone().ok()?);
     let mut line = String::new();
     r.read_line(&mut line).ok()?;
@@ -187,7 +187,7 @@ fn read_request(s: &mut TcpStream) -> Option<Request> {
     })
 }
 
-fn respond(s: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &[u8]) {
+pub fn respond(s: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &[u8]) {
     let mut head = format!(
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -335,7 +335,9 @@ pub fn ssm_proxy(
     })
 }
 
-fn forward(port: u16, req: &Request) -> (String, Vec<(String, String)>, Vec<u8>) {
+/// Sends `req` to 127.0.0.1:`port` and returns its answer, for servers
+/// that pass some requests through.
+pub fn forward(port: u16, req: &Request) -> (String, Vec<(String, String)>, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
     for (k, v) in &req.headers {
@@ -516,4 +518,152 @@ pub fn health_command(cmd: &str, timeout_secs: u64) -> Option<Health> {
         command: Some(cmd.to_string()),
         timeout_secs,
     })
+}
+
+/// A port on 127.0.0.1 that nothing listens on: connections are refused.
+pub fn closed_port() -> u16 {
+    // Bound and dropped: the kernel does not hand it out again at once.
+    free_port()
+}
+
+/// The Python of the venv moto runs from (for the test helpers in
+/// `tests/`), or `python3` from `PATH`.
+pub fn python_path() -> PathBuf {
+    let venv = moto_server_path().with_file_name("python3");
+    if venv.is_file() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// `tests/fault_proxy.py` (at the workspace root) in front of an upstream:
+/// answers the chosen AWS actions with throttling errors or 500s, logs
+/// every request. Killed on drop.
+pub struct FaultProxy {
+    child: Child,
+    pub url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl FaultProxy {
+    /// Starts the proxy in front of `upstream` with `args` (`--actions`,
+    /// `--error`, `--first`, `--rate`); `--log` is added here.
+    pub fn start(upstream: &str, args: &[&str]) -> FaultProxy {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fault_proxy.py");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("requests.log");
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(python_path())
+                .arg(&script)
+                .arg(port.to_string())
+                .arg(upstream)
+                .args(args)
+                .arg("--log")
+                .arg(&log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+            let mut line = String::new();
+            let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+            if line.trim() == "ready" {
+                return FaultProxy {
+                    child,
+                    url: format!("http://127.0.0.1:{port}"),
+                    log,
+                    _dir: dir,
+                };
+            }
+            // The port was taken between probing and binding: try another.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("{} did not start", script.display());
+    }
+
+    /// Every request so far, one `"<action> <fault|pass>"` line each.
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Whether the tests run as root (mounting needs it).
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| m.uid()).ok() == Some(0)
+}
+
+/// A tmpfs of `size` bytes mounted on `dir`, unmounted on drop.
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: usize) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0755"))
+            .arg("imagectl-agent-test")
+            .arg(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mount: {e}"));
+        assert!(
+            out.status.success(),
+            "mount tmpfs on {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// Starts `cmd` with stderr piped and reads its stderr until a line
+/// containing `marker`; returns the running child and the lines read.
+/// Panics, with what it printed, if the child ends first.
+// The child is handed to the caller, who kills and waits for it.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_until(mut cmd: Command, marker: &str) -> (Child, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
+            let status = child.wait().unwrap();
+            panic!("the agent ended ({status}) before `{marker}`:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(marker) {
+            return (child, seen);
+        }
+    }
 }
