@@ -58,7 +58,8 @@ fn descendants(pid: u32) -> Vec<u32> {
 /// Starts `imagectl build app` and SIGKILLs it and Packer (with its
 /// plugins) once Packer has made the AMI but not tagged it yet: the worst
 /// moment, which leaves a stopped build instance, Packer's key pair, an
-/// untagged image named like imagectl's (and its copy) with snapshots. Returns the build instance's ID.
+/// untagged image named like imagectl's (and its copy) with snapshots.
+/// Returns the build instance's ID.
 fn killed_build(moto: &Moto, t: &Test) -> String {
     // Packer waits for instances and images with these calls: slowed, the
     // moment between CreateImage and CreateTags lasts seconds.
