@@ -638,6 +638,29 @@ pub fn utc_stamp(t: SystemTime) -> String {
     )
 }
 
+/// The time a `YYYYMMDDhhmmss` stamp of [`utc_stamp`] names, in seconds
+/// since the Unix epoch; `None` for anything else.
+pub fn stamp_secs(stamp: &str) -> Option<i64> {
+    if stamp.len() != 14 || !stamp.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| stamp[r].parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
+    let (hh, mm, ss) = (n(8..10)?, n(10..12)?, n(12..14)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86400 + hh * 3600 + mm * 60 + ss)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -649,5 +672,22 @@ mod tests {
         assert_eq!(utc_stamp(t), "20261126105454");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(utc_stamp(leap), "20000229000000");
+    }
+
+    #[test]
+    fn stamps_read_back() {
+        for secs in [0, 951_782_400, 1_795_690_494, 4_102_444_799] {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(stamp_secs(&utc_stamp(t)), Some(secs as i64));
+        }
+        for bad in [
+            "",
+            "2026112610545",
+            "20261326105454",
+            "2026112610545x",
+            "-0261126105454",
+        ] {
+            assert_eq!(stamp_secs(bad), None, "{bad}");
+        }
     }
 }

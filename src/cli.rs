@@ -67,6 +67,8 @@ pub enum Command {
     Images(ImagesArgs),
     /// Delete all but the newest images of each role, never one still referenced.
     Prune(PruneArgs),
+    /// Remove what builds that died left behind, found by imagectl's tags and names.
+    Sweep(SweepArgs),
     /// Print the least-privilege IAM policy (JSON) of a job.
     IamPolicy(IamPolicyArgs),
     /// Print the JSON Schema of role files, for editors.
@@ -85,8 +87,8 @@ pub enum Command {
 pub struct IamPolicyArgs {
     /// The job: `plan` (read-only, for pull requests), `build` (bases update
     /// and build, imagectl and Packer), `publish` (publish, promote,
-    /// rollback, images) or `prune`.
-    #[arg(value_parser = ["plan", "build", "publish", "prune"])]
+    /// rollback, images), `prune` or `sweep`.
+    #[arg(value_parser = ["plan", "build", "publish", "prune", "sweep"])]
     pub job: String,
 }
 
@@ -108,6 +110,52 @@ pub struct PruneArgs {
     /// Print the plan, with the reason each image is kept; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `imagectl sweep`.
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// Only what is at least this old (`90s`, `30m`, `2h`, `1d12h`): a
+    /// build still running is younger than this.
+    #[arg(long, value_name = "AGE", default_value = "2h", value_parser = parse_age)]
+    pub older_than: std::time::Duration,
+    /// Print what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// An age such as `2h`, `90s` or `1d12h`: whole numbers, each followed by
+/// `s`, `m`, `h` or `d`; `0` alone is none.
+pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let bad = || format!("`{s}` is not an age such as `30m`, `2h` or `1d12h`");
+    let mut secs: u64 = 0;
+    let mut digits = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        secs = n
+            .checked_mul(unit)
+            .and_then(|v| secs.checked_add(v))
+            .ok_or_else(bad)?;
+        digits.clear();
+    }
+    if !digits.is_empty() || s.is_empty() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// `imagectl publish`.
@@ -292,4 +340,39 @@ pub struct PlanArgs {
     pub format: Option<String>,
     /// Roles (default: every role that is not abstract).
     pub roles: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages() {
+        for (s, secs) in [
+            ("0", 0),
+            ("0s", 0),
+            ("90s", 90),
+            ("30m", 1800),
+            ("2h", 7200),
+            ("1d12h", 129_600),
+        ] {
+            assert_eq!(
+                parse_age(s),
+                Ok(std::time::Duration::from_secs(secs)),
+                "{s}"
+            );
+        }
+        for bad in [
+            "",
+            "2",
+            "h",
+            "2x",
+            "-1h",
+            "2h30",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+    }
 }

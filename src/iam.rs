@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::project::Project;
 
 /// The jobs a policy can be printed for.
-pub const JOBS: [&str; 4] = ["plan", "build", "publish", "prune"];
+pub const JOBS: [&str; 5] = ["plan", "build", "publish", "prune", "sweep"];
 
 /// Actions that take no resource-level permissions: only `*` works.
 const DESCRIBE: [&str; 10] = [
@@ -189,6 +189,50 @@ pub fn policy(project: &Project, job: &str) -> Option<Value> {
                 "Action": ["ec2:DeregisterImage", "ec2:DeleteSnapshot"],
                 "Resource": "*",
                 "Condition": tagged,
+            }),
+        ],
+        "sweep" => vec![
+            json!({
+                "Sid": "Describe",
+                "Effect": "Allow",
+                "Action": [
+                    "ec2:DescribeImages",
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeKeyPairs",
+                    "ec2:DescribeSecurityGroups",
+                    "ec2:DescribeSnapshots",
+                    "ec2:DescribeVolumes",
+                ],
+                "Resource": "*",
+            }),
+            json!({
+                "Sid": "RemoveTaggedLeftovers",
+                "Effect": "Allow",
+                "Action": [
+                    "ec2:DeleteSecurityGroup",
+                    "ec2:DeleteSnapshot",
+                    "ec2:DeleteVolume",
+                    "ec2:DeregisterImage",
+                    "ec2:TerminateInstances",
+                ],
+                "Resource": "*",
+                "Condition": {"Null": {"ec2:ResourceTag/imagectl:build": "false"}},
+            }),
+            // An image Packer had no time to tag is known only by its name,
+            // which IAM cannot match: deregistering it and deleting its
+            // snapshots cannot be scoped by tag. imagectl itself only ever
+            // removes images named `imagectl-ROLE-HASH12-STAMP`.
+            json!({
+                "Sid": "RemoveUntaggedImagesOfKilledBuilds",
+                "Effect": "Allow",
+                "Action": ["ec2:DeregisterImage", "ec2:DeleteSnapshot"],
+                "Resource": ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*::snapshot/*"],
+            }),
+            json!({
+                "Sid": "RemoveTemporaryKeyPairs",
+                "Effect": "Allow",
+                "Action": ["ec2:DeleteKeyPair"],
+                "Resource": "arn:aws:ec2:*:*:key-pair/imagectl-*",
             }),
         ],
         _ => return None,

@@ -51,6 +51,7 @@ pub mod role;
 pub mod sidecar;
 pub mod stage;
 pub mod summary;
+pub mod sweep;
 pub mod tomlfile;
 
 use std::path::PathBuf;
@@ -156,6 +157,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
         Command::Rollback(a) => cmd::publish::rollback(&config, a),
         Command::Images(a) => cmd::images::images(&config, a),
         Command::Prune(a) => cmd::images::prune(&config, a),
+        Command::Sweep(a) => cmd::sweep::run(&config, a),
         Command::Schema => {
             print_json(&role::schema());
             Ok(())

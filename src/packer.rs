@@ -306,12 +306,14 @@ pub fn for_packer_1_6(body: &Body) -> Body {
 }
 
 /// Settings of the SSH communicator, left out with `communicator = "none"`.
-const COMMUNICATOR_SETTINGS: [&str; 6] = [
+/// `temporary_key_pair_name` stays: Packer 1.6.6 creates a key pair even
+/// without a communicator, and without the name it would be an anonymous
+/// `packer_UUID` that `imagectl sweep` could not tell from anyone else's.
+const COMMUNICATOR_SETTINGS: [&str; 5] = [
     "communicator",
     "ssh_interface",
     "ssh_username",
     "ssh_timeout",
-    "temporary_key_pair_name",
     "provisioner",
 ];
 

@@ -9,5 +9,6 @@ pub mod plan;
 pub mod publish;
 pub mod render;
 pub mod stage;
+pub mod sweep;
 pub mod test;
 pub mod validate;

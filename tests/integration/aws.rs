@@ -393,7 +393,7 @@ print(json.dumps(len(s)))
 /// The policy `imagectl iam-policy JOB` prints, as moto can evaluate it:
 /// actions kept, resources widened to `*` and conditions dropped (moto
 /// cannot evaluate EC2 or SSM resource ARNs, nor tag conditions).
-fn relaxed_policy(t: &mut Test, job: &str) -> String {
+pub fn relaxed_policy(t: &mut Test, job: &str) -> String {
     let mut p: Value = serde_json::from_str(&t.ok_with(&["iam-policy", job])).unwrap();
     for st in p["Statement"].as_array_mut().unwrap() {
         st["Resource"] = Value::String("*".into());
@@ -535,7 +535,7 @@ fn plan_lists_exactly_the_roles_to_build_with_reasons() {
 }
 
 /// Starts the delaying proxy in front of `moto`; returns it and its URL.
-fn slow_proxy(moto: &Moto, actions: &str, seconds: &str) -> (std::process::Child, String) {
+pub fn slow_proxy(moto: &Moto, actions: &str, seconds: &str) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

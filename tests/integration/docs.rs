@@ -55,6 +55,7 @@ fn completions_and_the_man_page_cover_every_command() {
         "rollback",
         "images",
         "prune",
+        "sweep",
         "iam-policy",
     ] {
         assert!(bash.contains(command), "completions lack {command}");

@@ -9,4 +9,5 @@ mod local;
 mod moto;
 mod packer;
 mod support;
+mod sweep;
 mod workflows;
