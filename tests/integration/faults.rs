@@ -413,7 +413,8 @@ fn two_publishes_at_once_leave_the_channel_on_the_newer_image_in_any_order() {
     // a publish behind it has read the channel but writes it only after the
     // other publish, started 1.5 s later, is done. First the older image writes last (it must put the newer one
     // back), then the newer one does; then both at once, a few times.
-    let (mut slow, slow_url) = slow_proxy(&moto, "DescribeLaunchTemplates", "3");
+    let (slow, slow_url) = slow_proxy(&moto, "DescribeLaunchTemplates", "3");
+    let _slow = Killed(slow);
     let cases = [
         ("older writes last", Some(true)),
         ("newer writes last", Some(false)),
@@ -494,6 +495,14 @@ fn two_publishes_at_once_leave_the_channel_on_the_newer_image_in_any_order() {
             }
         }
     }
-    let _ = slow.kill();
-    let _ = slow.wait();
+}
+
+/// A child process killed when this goes out of scope, failed test or not.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
