@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     AttributeValue, Filter, LaunchPermission, LaunchPermissionModifications,
     LaunchTemplateHttpTokensState, LaunchTemplateInstanceMetadataEndpointState,
@@ -16,30 +17,29 @@ use aws_sdk_ssm::types::ParameterType;
 
 /// An AWS call that failed.
 #[derive(Debug, thiserror::Error)]
-#[error("AWS {operation} in `{region}` failed{}: {message}", resource.as_deref().map(|r| format!(" for `{r}`")).unwrap_or_default())]
+#[error("AWS {operation} in `{region}` failed{}: {message}", resource.as_deref().map(|r| format!(" for {r}")).unwrap_or_default())]
 pub struct Error {
     /// The API operation (`DescribeImages`).
     pub operation: &'static str,
     /// The region it was sent to.
     pub region: String,
-    /// What it was about, when it was about one thing.
+    /// What it was about, when it was about one thing, as the message
+    /// names it (``parameter `/imagectl/app/dev` ``, ``images of role `app` ``).
     pub resource: Option<String>,
     /// The SDK's error with its causes.
     pub message: String,
 }
 
 impl Error {
-    fn new<E: std::error::Error>(
-        operation: &'static str,
-        region: &str,
-        resource: Option<&str>,
-        e: E,
-    ) -> Error {
+    fn new<E>(operation: &'static str, region: &str, resource: Option<&str>, e: E) -> Error
+    where
+        E: std::error::Error + ProvideErrorMetadata,
+    {
         Error {
             operation,
             region: region.to_string(),
-            resource: resource.map(String::from),
-            message: aws_sdk_ec2::error::DisplayErrorContext(e).to_string(),
+            resource: resource.map(|r| format!("`{r}`")),
+            message: describe(&e),
         }
     }
 
@@ -53,25 +53,124 @@ impl Error {
         Error {
             operation,
             region: region.to_string(),
-            resource: resource.map(String::from),
+            resource: resource.map(|r| format!("`{r}`")),
             message,
         }
     }
+
+    /// Names the resource when the call itself named none (a search by
+    /// tag, say, that the caller knows was about one role).
+    pub fn about(mut self, resource: impl Into<String>) -> Error {
+        self.resource.get_or_insert_with(|| resource.into());
+        self
+    }
 }
 
-fn err<E: std::error::Error>(
-    operation: &'static str,
-    region: &str,
-    resource: Option<&str>,
-) -> impl FnOnce(E) -> Error {
+/// Error codes AWS answers when it throttles (EC2's query API, the JSON
+/// APIs, and the older spellings some services still use).
+const THROTTLING_CODES: &[&str] = &[
+    "RequestLimitExceeded",
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+];
+
+/// Error codes of AWS failing on its side, which the SDK retries too.
+const SERVER_CODES: &[&str] = &[
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "Unavailable",
+    "RequestTimeout",
+    "RequestTimeoutException",
+];
+
+/// What went wrong, in AWS's own words: the error code and message (not
+/// the SDK's `service error` wrapper), and for the errors the SDK retries,
+/// that it gave up after the bound.
+fn describe<E: std::error::Error + ProvideErrorMetadata>(e: &E) -> String {
+    let Some(code) = e.code() else {
+        // Not an answer from AWS: a connection, a timeout, a response the
+        // SDK could not read. Its chain of causes says which.
+        return aws_sdk_ec2::error::DisplayErrorContext(e).to_string();
+    };
+    let said = match e.message() {
+        Some(m) if !m.is_empty() => format!("`{code}`: {m}"),
+        _ => format!("`{code}`"),
+    };
+    // The standard retry strategy tries these up to the bound (its retry
+    // quota, 100 failed retries per process, is never the limit for one
+    // command); an error coming back here means every attempt failed.
+    let gave_up = || {
+        format!(
+            "gave up after {} attempts (the bound: set {MAX_ATTEMPTS_ENV} to change it)",
+            max_attempts()
+        )
+    };
+    if THROTTLING_CODES.contains(&code) {
+        format!("throttled ({said}); {}", gave_up())
+    } else if SERVER_CODES.contains(&code) {
+        format!("AWS failed on its side ({said}); {}", gave_up())
+    } else {
+        said
+    }
+}
+
+fn err<E>(operation: &'static str, region: &str, resource: Option<&str>) -> impl FnOnce(E) -> Error
+where
+    E: std::error::Error + ProvideErrorMetadata,
+{
     let region = region.to_string();
     let resource = resource.map(String::from);
     move |e| Error::new(operation, &region, resource.as_deref(), e)
 }
 
+/// The environment variable that overrides the retry bound: the AWS SDKs'
+/// and CLI's own name for it, so one setting covers every AWS tool a
+/// pipeline runs.
+pub const MAX_ATTEMPTS_ENV: &str = "AWS_MAX_ATTEMPTS";
+
+/// Attempts per AWS call (the first and the retries) unless
+/// `AWS_MAX_ATTEMPTS` says otherwise. Eight, where the SDK's default is
+/// three: a build that fails on throttling costs a re-run of many minutes,
+/// so imagectl rides out a busy account (~35 s of backoff on average,
+/// 71 s at most) before giving up.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+
+/// The longest single backoff between attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+fn max_attempts_from(value: Option<&str>) -> Result<u32, String> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT_MAX_ATTEMPTS),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n @ 1..=50) => Ok(n),
+            _ => Err(format!(
+                "`{MAX_ATTEMPTS_ENV}={v}` is not a number of attempts from 1 to 50; using {DEFAULT_MAX_ATTEMPTS}"
+            )),
+        },
+    }
+}
+
+/// The attempts per AWS call in effect: `AWS_MAX_ATTEMPTS` when it is a
+/// number from 1 to 50, else [`DEFAULT_MAX_ATTEMPTS`]. Packer gets the same
+/// bound (as `max_retries`, one less).
+pub fn max_attempts() -> u32 {
+    max_attempts_from(std::env::var(MAX_ATTEMPTS_ENV).ok().as_deref())
+        .unwrap_or(DEFAULT_MAX_ATTEMPTS)
+}
+
 /// Credentials and settings from the default chain (environment, profiles,
 /// SSO, web identity in CI, instance roles) with the SDK's standard retries
-/// for throttling; `AWS_ENDPOINT_URL` points every client at an emulator.
+/// (throttling, 5xx, timeouts) up to [`max_attempts`], exponential backoff
+/// with jitter from 1 s up to [`MAX_BACKOFF`]; `AWS_ENDPOINT_URL` points
+/// every client at an emulator.
 #[derive(Debug, Clone)]
 pub struct Session {
     config: SdkConfig,
@@ -80,9 +179,17 @@ pub struct Session {
 impl Session {
     /// Loads the default configuration with `region` as the home region.
     pub async fn load(region: &str) -> Session {
+        if let Err(warning) = max_attempts_from(std::env::var(MAX_ATTEMPTS_ENV).ok().as_deref()) {
+            tracing::warn!("{warning}");
+        }
+        // Set explicitly, the retry configuration wins over aws-config's own
+        // reading of AWS_MAX_ATTEMPTS: max_attempts() reads it instead.
+        let retry = aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(max_attempts())
+            .with_max_backoff(MAX_BACKOFF);
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(6))
+            .retry_config(retry)
             .load()
             .await;
         Session { config }
@@ -295,7 +402,15 @@ impl Ec2 {
         } else {
             ("tag:imagectl:role", roles.to_vec())
         };
-        self.describe_images(&["self".to_string()], &[filter]).await
+        let what = if roles.is_empty() {
+            "imagectl's images".to_string()
+        } else {
+            let named: Vec<String> = roles.iter().map(|r| format!("`{r}`")).collect();
+            format!("images of role {}", named.join(", "))
+        };
+        self.describe_images(&["self".to_string()], &[filter])
+            .await
+            .map_err(|e| e.about(what))
     }
 
     /// Adds or replaces tags on resources.
@@ -798,9 +913,9 @@ impl Ec2 {
         let out = match out {
             Ok(o) => o,
             Err(e) => {
-                let code = e.as_service_error().and_then(|s| {
-                    aws_sdk_ec2::error::ProvideErrorMetadata::code(s).map(String::from)
-                });
+                let code = e
+                    .as_service_error()
+                    .and_then(|s| ProvideErrorMetadata::code(s).map(String::from));
                 if code.as_deref().is_some_and(|c| c.contains("NotFound")) {
                     return Ok(None);
                 }
@@ -878,6 +993,12 @@ impl Ec2 {
             .launch_template_version()
             .and_then(|v| v.version_number())
             .unwrap_or_default();
+        self.launch_template_default(name, version).await?;
+        Ok(version)
+    }
+
+    /// Makes `version` the default version of launch template `name`.
+    pub async fn launch_template_default(&self, name: &str, version: i64) -> Result<(), Error> {
         self.client
             .modify_launch_template()
             .launch_template_name(name)
@@ -885,7 +1006,7 @@ impl Ec2 {
             .send()
             .await
             .map_err(err("ModifyLaunchTemplate", &self.region, Some(name)))?;
-        Ok(version)
+        Ok(())
     }
 }
 
@@ -911,6 +1032,24 @@ impl Ssm {
     pub async fn get(&self, name: &str) -> Result<Option<String>, Error> {
         match self.client.get_parameter().name(name).send().await {
             Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(String::from)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(Error::new("GetParameter", &self.region, Some(name), e)),
+        }
+    }
+
+    /// The current value with its version, or `None` when the parameter
+    /// does not exist.
+    pub async fn current(&self, name: &str) -> Result<Option<ParamVersion>, Error> {
+        match self.client.get_parameter().name(name).send().await {
+            Ok(out) => Ok(out.parameter().map(|p| ParamVersion {
+                version: p.version(),
+                value: p.value().unwrap_or_default().to_string(),
+            })),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_parameter_not_found()) =>
@@ -1074,6 +1213,21 @@ pub fn is_loopback_endpoint(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_retry_bound_is_overridable_within_reason() {
+        assert_eq!(max_attempts_from(None), Ok(DEFAULT_MAX_ATTEMPTS));
+        assert_eq!(max_attempts_from(Some("")), Ok(DEFAULT_MAX_ATTEMPTS));
+        assert_eq!(max_attempts_from(Some("3")), Ok(3));
+        assert_eq!(max_attempts_from(Some(" 12 ")), Ok(12));
+        for bad in ["0", "51", "-1", "many"] {
+            let e = max_attempts_from(Some(bad)).unwrap_err();
+            assert!(
+                e.starts_with(&format!("`AWS_MAX_ATTEMPTS={bad}` is not a number")),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn only_this_machine_is_an_emulator() {

@@ -155,6 +155,8 @@ pub async fn find_existing(
     }
     let roles: Vec<String> = targets.iter().map(|t| t.role.name.clone()).collect();
     let hashes: Vec<String> = targets.iter().map(|t| t.hash.hash.clone()).collect();
+    let named: Vec<String> = roles.iter().map(|r| format!("`{r}`")).collect();
+    let what = format!("images of role {}", named.join(", "));
     let found = ec2
         .describe_images(
             &["self".to_string()],
@@ -163,7 +165,8 @@ pub async fn find_existing(
                 (&format!("tag:{}", tags::HASH), hashes),
             ],
         )
-        .await?;
+        .await
+        .map_err(|e| e.about(what))?;
     let mut out: BTreeMap<String, ImageInfo> = BTreeMap::new();
     for t in targets {
         let newest = found
@@ -370,6 +373,9 @@ async fn build_one(
     if let Some(endpoint) = emulator {
         body = packer::for_emulator(&body, endpoint);
     }
+    // Packer's own EC2 calls ride out throttling to the same bound as
+    // imagectl's.
+    body = packer::with_max_retries(&body, aws::max_attempts() - 1);
     let template = format!("{}.pkr.hcl", role.name);
     let template_path = work.join(&template);
     std::fs::write(&template_path, hcl::render(&body)).map_err(io(&template_path))?;

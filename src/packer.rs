@@ -334,6 +334,16 @@ pub fn for_emulator(body: &Body, endpoint: &str) -> Body {
         })
 }
 
+/// The template with Packer's EC2 calls retried `retries` times on
+/// throttling and 5xx answers (its own default is 3), so that Packer and
+/// imagectl give up at the same bound. Added when building, as the
+/// emulator settings are: the template under `images/` stays the role's.
+pub fn with_max_retries(body: &Body, retries: u32) -> Body {
+    body.map_blocks("source", |b| {
+        b.clone().attr("max_retries", Expr::Int(i64::from(retries)))
+    })
+}
+
 /// User data of the build instance. Packer reaches it through Session
 /// Manager, which needs the SSM agent; Debian's images do not ship it, so it
 /// is installed from the region's own bucket (reachable from a private

@@ -158,6 +158,11 @@ pub async fn build(run: &Run<'_>, progress: &dyn Progress) -> Result<(), Error> 
     cmd.arg(run.template)
         .current_dir(run.dir)
         .env("CHECKPOINT_DISABLE", "1")
+        // Packer 1.6 reads AWS_MAX_ATTEMPTS as how often to poll while it
+        // waits for an instance or an image (a few polls would fail every
+        // build); the retry bound it stands for reaches Packer as the
+        // template's `max_retries` instead.
+        .env_remove(crate::aws::MAX_ATTEMPTS_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

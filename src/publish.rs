@@ -2,6 +2,16 @@
 //! holding that region's AMI ID, and the launch template versions that
 //! follow a channel. Publishing diffs first, refuses what would break a
 //! launch, and re-reads what it wrote.
+//!
+//! Two publishes to one channel may run at once (two CI pipelines, say),
+//! and SSM has no compare-and-swap. Each publisher therefore writes its
+//! image, then reads the parameter's history: among the values written
+//! since it looked (its own included), the newest image must be the
+//! current value, or it writes that one again. Whoever writes last has
+//! every earlier write in the history before it, so the channel settles on
+//! the newest image whatever the order, and the history holds every
+//! image that was published. Launch templates then follow the settled
+//! channel value the same way.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,6 +55,29 @@ pub enum Error {
         wrote: String,
         /// What was read.
         found: String,
+    },
+    /// An explicit step back (a rollback, `--allow-older`) was overwritten
+    /// by a publish that ran at the same time.
+    #[error("`{parameter}` in `{region}` holds `{found}`, written by another publish after this one wrote `{wrote}`; run this again once that publish is done")]
+    Superseded {
+        /// The channel parameter.
+        parameter: String,
+        /// The region.
+        region: String,
+        /// What this publish wrote.
+        wrote: String,
+        /// What was written after it.
+        found: String,
+    },
+    /// Concurrent publishes kept moving the channel or launch template.
+    #[error("`{what}` in `{region}` did not settle after {rounds} rounds of concurrent writes; run the publish again")]
+    Unsettled {
+        /// The parameter or launch template.
+        what: String,
+        /// The region.
+        region: String,
+        /// How often it was read and rewritten.
+        rounds: usize,
     },
     /// Nothing to roll back to, or nothing to promote.
     #[error("{0}")]
@@ -129,6 +162,24 @@ pub fn regions(project: &Project) -> Vec<String> {
     out
 }
 
+/// How publishing orders a role's images, oldest first: by the build's
+/// time stamp (the `imagectl:build` tag, the same on every region's copy,
+/// so all regions agree even when a copy was made late), then by creation
+/// time. Equal keys are the same build.
+fn age(image: &ImageInfo) -> (String, String) {
+    let stamp = image
+        .tag(tags::BUILD)
+        .and_then(|b| b.rsplit_once('-'))
+        .map(|(_, stamp)| stamp.to_string())
+        .unwrap_or_default();
+    (stamp, image.created.clone())
+}
+
+/// How often a publisher re-reads and rewrites before it gives up: each
+/// round needs another publish to have written in between, so more than a
+/// few means something keeps writing.
+const ROUNDS: usize = 8;
+
 /// Points `channel` of `role` at `amis` (one per region). Refuses an AMI
 /// that is missing, not available, or not an imagectl image of the role,
 /// and one older than the channel's current image unless `allow_older`.
@@ -185,7 +236,7 @@ pub async fn publish(
                 },
             ));
         }
-        let current = session.ssm(&region).get(&name).await?;
+        let current = session.ssm(&region).current(&name).await?;
         plan.push((region, image, current));
     }
     // Launch templates that follow this channel, checked before any write.
@@ -200,9 +251,7 @@ pub async fn publish(
         for (region, image, _) in &plan {
             match session.ec2(region).launch_template(lt).await? {
                 Some(t) if t.images.get(&t.default_version) == Some(&image.id) => {}
-                Some(t) => {
-                    templates.push((region.clone(), lt.clone(), t.latest_version, image.clone()))
-                }
+                Some(t) => templates.push((region.clone(), lt.clone(), t.latest_version)),
                 None if *region == project.settings.aws.region => {
                     return Err(refuse(
                         region,
@@ -215,18 +264,21 @@ pub async fn publish(
             }
         }
     }
-    if plan
-        .iter()
-        .all(|(_, image, current)| current.as_deref() == Some(image.id.as_str()))
-        && templates.is_empty()
-    {
+    let holds = |current: &Option<aws::ParamVersion>, image: &ImageInfo| {
+        current.as_ref().is_some_and(|c| c.value == image.id)
+    };
+    if plan.iter().all(|(_, image, current)| holds(current, image)) && templates.is_empty() {
         return Ok(Change::Unchanged { parameter: name });
     }
 
     // A channel never moves backwards by accident.
     if !allow_older {
         for (region, image, current) in &plan {
-            let Some(current) = current.as_deref().filter(|c| *c != image.id) else {
+            let Some(current) = current
+                .as_ref()
+                .map(|c| c.value.as_str())
+                .filter(|c| *c != image.id)
+            else {
                 continue;
             };
             let ec2 = session.ec2(region);
@@ -236,7 +288,7 @@ pub async fn publish(
                 .into_iter()
                 .next()
             {
-                if cur.created > image.created {
+                if age(&cur) > age(image) {
                     return Err(refuse(
                         region,
                         format!(
@@ -252,41 +304,193 @@ pub async fn publish(
     // Copy regions first, the home region last: the home value is what
     // `promote` and `rollback` read, so it moves only once every region has.
     let mut moved = BTreeMap::new();
+    let mut settled = BTreeMap::new();
     for (region, image, current) in plan.iter().rev() {
-        if current.as_deref() == Some(image.id.as_str()) {
+        if holds(current, image) {
+            settled.insert(region.clone(), image.clone());
             continue;
         }
-        let ssm = session.ssm(region);
-        ssm.put_image_id(&name, &image.id).await?;
-        let read = ssm.get(&name).await?.unwrap_or_default();
-        if read != image.id {
-            return Err(Error::ReadBack {
-                parameter: name,
-                region: region.clone(),
-                wrote: image.id.clone(),
-                found: read,
-            });
+        let since = current.as_ref().map_or(0, |c| c.version);
+        let last = write(session, region, &name, role, image, since, allow_older).await?;
+        if last.id != image.id {
+            tracing::warn!(
+                "{name} in {region}: `{}`, a newer image of `{role}`, was published at the same time; the channel stays on it",
+                last.id
+            );
         }
-        moved.insert(region.clone(), (current.clone(), image.id.clone()));
+        moved.insert(
+            region.clone(),
+            (current.as_ref().map(|c| c.value.clone()), last.id.clone()),
+        );
+        settled.insert(region.clone(), last);
     }
 
     let mut launch_templates = Vec::new();
-    for (region, lt, source, image) in templates {
-        // No spaces: emulators re-encode them and then reject the signature.
-        let description = format!(
-            "imagectl:{role}:{channel}:{}",
-            image.tag(tags::HASH).unwrap_or("").get(..12).unwrap_or("")
-        );
-        let v = session
-            .ec2(&region)
-            .launch_template_publish(&lt, source, &image.id, &description)
-            .await?;
-        launch_templates.push((region, lt, v));
+    for (region, lt, latest) in templates {
+        let Some(want) = settled.get(&region) else {
+            continue;
+        };
+        let v = follow(session, &region, &name, role, channel, &lt, latest, want).await?;
+        if let Some(v) = v {
+            launch_templates.push((region, lt, v));
+        }
     }
     Ok(Change::Moved {
         parameter: name,
         regions: moved,
         launch_templates,
+    })
+}
+
+/// Writes `image` to the channel `name` in `region`, whose version was
+/// `since` when this publish looked, and returns the image the channel
+/// settles on: the newest among what was written since, so that racing
+/// publishes end on the same one (see the module documentation). An
+/// explicit step back (`allow_older`) stands unless something is written
+/// after it.
+async fn write(
+    session: &Session,
+    region: &str,
+    name: &str,
+    role: &str,
+    image: &ImageInfo,
+    since: i64,
+    allow_older: bool,
+) -> Result<ImageInfo, Error> {
+    let ssm = session.ssm(region);
+    let ec2 = session.ec2(region);
+    let ours = ssm.put_image_id(name, &image.id).await?;
+    let mut known: BTreeMap<String, ImageInfo> =
+        BTreeMap::from([(image.id.clone(), image.clone())]);
+    for _ in 0..ROUNDS {
+        let history = ssm.history(name).await?;
+        let Some(latest) = history.last() else {
+            return Err(Error::ReadBack {
+                parameter: name.to_string(),
+                region: region.to_string(),
+                wrote: image.id.clone(),
+                found: "(no value)".into(),
+            });
+        };
+        if allow_older {
+            return match history.iter().find(|h| h.version > ours) {
+                None => Ok(image.clone()),
+                Some(_) => Err(Error::Superseded {
+                    parameter: name.to_string(),
+                    region: region.to_string(),
+                    wrote: image.id.clone(),
+                    found: latest.value.clone(),
+                }),
+            };
+        }
+        let mut written: Vec<String> = history
+            .iter()
+            .filter(|h| h.version > since)
+            .map(|h| h.value.clone())
+            .collect();
+        written.sort();
+        written.dedup();
+        let unknown: Vec<String> = written
+            .iter()
+            .filter(|v| !known.contains_key(*v))
+            .cloned()
+            .collect();
+        for i in ec2.images_by_id(&unknown).await? {
+            known.insert(i.id.clone(), i);
+        }
+        // Only this role's available images count: a value anything else
+        // wrote is no image to settle on. Ties (one build) go to the ID,
+        // so every publisher picks the same.
+        let newest = written
+            .iter()
+            .filter_map(|v| known.get(v))
+            .filter(|i| i.tag(tags::ROLE) == Some(role) && i.state == "available")
+            .max_by(|a, b| (age(a), &a.id).cmp(&(age(b), &b.id)))
+            .unwrap_or(image)
+            .clone();
+        if latest.value == newest.id {
+            return Ok(newest);
+        }
+        tracing::info!(
+            "{name} in {region}: `{}` was written meanwhile, older than `{}`: writing `{}` again",
+            latest.value,
+            newest.id,
+            newest.id
+        );
+        ssm.put_image_id(name, &newest.id).await?;
+    }
+    Err(Error::Unsettled {
+        what: name.to_string(),
+        region: region.to_string(),
+        rounds: ROUNDS,
+    })
+}
+
+/// Makes the default version of launch template `lt` in `region` launch
+/// what the channel `name` holds (`want`, as this publish settled it),
+/// adding a version on top of the latest. A publish running at the same
+/// time may move the default after this one: every publisher re-reads the
+/// channel and the template after its change, and a version another
+/// publisher added since `latest` (this publish's first look) for the
+/// channel's image is reused rather than added again. Returns the default
+/// version, or `None` when the template is gone.
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    session: &Session,
+    region: &str,
+    name: &str,
+    role: &str,
+    channel: &str,
+    lt: &str,
+    latest: i64,
+    want: &ImageInfo,
+) -> Result<Option<i64>, Error> {
+    let ec2 = session.ec2(region);
+    let ssm = session.ssm(region);
+    let mut want = want.clone();
+    for _ in 0..ROUNDS {
+        let Some(t) = ec2.launch_template(lt).await? else {
+            return Ok(None);
+        };
+        if let Some(now) = ssm.get(name).await?.filter(|v| *v != want.id) {
+            // Another publish moved the channel after this one settled it.
+            match ec2.images_by_id(std::slice::from_ref(&now)).await?.pop() {
+                Some(i) => want = i,
+                None => {
+                    return Err(Error::Refused {
+                        parameter: name.to_string(),
+                        region: region.to_string(),
+                        reason: format!("it now holds `{now}`, which does not exist"),
+                    })
+                }
+            }
+        }
+        if t.images.get(&t.default_version) == Some(&want.id) {
+            return Ok(Some(t.default_version));
+        }
+        let added = t
+            .images
+            .iter()
+            .filter(|(v, image)| **v > latest && **image == want.id)
+            .map(|(v, _)| *v)
+            .max();
+        match added {
+            Some(v) => ec2.launch_template_default(lt, v).await?,
+            None => {
+                // No spaces: emulators re-encode them and then reject the signature.
+                let description = format!(
+                    "imagectl:{role}:{channel}:{}",
+                    want.tag(tags::HASH).unwrap_or("").get(..12).unwrap_or("")
+                );
+                ec2.launch_template_publish(lt, t.latest_version, &want.id, &description)
+                    .await?;
+            }
+        }
+    }
+    Err(Error::Unsettled {
+        what: lt.to_string(),
+        region: region.to_string(),
+        rounds: ROUNDS,
     })
 }
 

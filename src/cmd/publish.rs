@@ -36,7 +36,10 @@ fn report(config: &Config, change: &Change) {
 
 fn failed(e: publish::Error) -> Error {
     match e {
-        publish::Error::Aws(_) | publish::Error::ReadBack { .. } => Error::Failed(e.into()),
+        publish::Error::Aws(_)
+        | publish::Error::ReadBack { .. }
+        | publish::Error::Superseded { .. }
+        | publish::Error::Unsettled { .. } => Error::Failed(e.into()),
         other => Error::Usage(other.to_string()),
     }
 }

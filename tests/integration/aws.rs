@@ -7,19 +7,19 @@ use crate::moto::Moto;
 use crate::support::Test;
 
 /// The fixture project, pointed at `moto`, with its AWS resources created.
-fn project(moto: &Moto) -> Test {
+pub(crate) fn project(moto: &Moto) -> Test {
     moto.setup_fixture();
     Test::new().envs(moto.env())
 }
 
-fn json(t: &mut Test, args: &[&str]) -> Value {
+pub(crate) fn json(t: &mut Test, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend(["--output", "json"]);
     serde_json::from_str(&t.ok_with(&all)).unwrap()
 }
 
 /// Builds `app` and returns its AMI per region.
-fn build(t: &mut Test) -> (String, String) {
+pub(crate) fn build(t: &mut Test) -> (String, String) {
     let v = json(t, &["build", "app"]);
     let b = &v["builds"][0];
     assert!(b["status"] == "built" || b["status"] == "reused", "{v}");
@@ -30,7 +30,7 @@ fn build(t: &mut Test) -> (String, String) {
 }
 
 /// Changes a file of `app`, so that its hash moves.
-fn change(t: &Test, n: u32) {
+pub(crate) fn change(t: &Test, n: u32) {
     std::fs::write(
         t.path("roles/files/app/app.conf"),
         format!("listen {}\n", 8080 + n),
@@ -38,7 +38,7 @@ fn change(t: &Test, n: u32) {
     .unwrap();
 }
 
-fn images(moto: &Moto, region: &str) -> Value {
+pub(crate) fn images(moto: &Moto, region: &str) -> Value {
     moto.boto3(&format!(
         r#"
 ec2 = boto3.client("ec2", region_name="{region}")
@@ -68,7 +68,7 @@ print(json.dumps(sorted(out, key=lambda i: i["tags"].get("imagectl:build", "")))
     ))
 }
 
-fn parameter(moto: &Moto, region: &str, name: &str) -> Value {
+pub(crate) fn parameter(moto: &Moto, region: &str, name: &str) -> Value {
     moto.boto3(&format!(
         r#"
 ssm = boto3.client("ssm", region_name="{region}")
@@ -535,7 +535,11 @@ fn plan_lists_exactly_the_roles_to_build_with_reasons() {
 }
 
 /// Starts the delaying proxy in front of `moto`; returns it and its URL.
-pub fn slow_proxy(moto: &Moto, actions: &str, seconds: &str) -> (std::process::Child, String) {
+pub(crate) fn slow_proxy(
+    moto: &Moto,
+    actions: &str,
+    seconds: &str,
+) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

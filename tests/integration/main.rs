@@ -4,6 +4,7 @@ mod aws;
 mod bad_roles;
 mod cli;
 mod docs;
+mod faults;
 mod hash;
 mod local;
 mod moto;
