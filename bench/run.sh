@@ -110,7 +110,28 @@ bench_plan() {
   c1000=$(( $(calls "$work/moto-plan.log") - before ))
   small=$(best 3 "$bin" -C "$work/p10" plan --all)
   large=$(best 3 "$bin" -C "$work/p1000" plan --all)
-  echo "plan    1000 roles: $large s, $c1000 AWS calls; 10 roles: $small s, $c10 calls; time ratio $(ratio "$large" "$small"), call ratio $(ratio "$c1000" "$c10")"
+  echo "plan    1000 roles, none built: $large s, $c1000 AWS calls; 10 roles: $small s, $c10 calls; time ratio $(ratio "$large" "$small"), call ratio $(ratio "$c1000" "$c10")"
+
+  # Every role built (a complete, tagged image each), then 10 changed.
+  "$bin" -C "$work/p1000" plan --all --output json > "$work/plan.json" 2>/dev/null
+  "$venv/bin/python" - "$work/plan.json" <<'PY'
+import json, sys, boto3
+ec2 = boto3.client("ec2", region_name="eu-west-1")
+for row in json.load(open(sys.argv[1]))["roles"]:
+    ami = ec2.register_image(Name=f"imagectl-{row['role']}-{row['hash'][:12]}", Architecture="x86_64",
+                             RootDeviceName="/dev/xvda", VirtualizationType="hvm")["ImageId"]
+    ec2.create_tags(Resources=[ami], Tags=[{"Key": "imagectl:role", "Value": row["role"]},
+        {"Key": "imagectl:content-hash", "Value": row["hash"]}, {"Key": "imagectl:build", "Value": "bench"}])
+PY
+  local built cbuilt changed cchanged
+  before=$(calls "$work/moto-plan.log"); "$bin" -C "$work/p1000" plan --all > /dev/null 2>&1
+  cbuilt=$(( $(calls "$work/moto-plan.log") - before ))
+  built=$(best 3 "$bin" -C "$work/p1000" plan --all)
+  for i in $(seq -f '%04g' 10); do echo "listen changed" > "$work/p1000/roles/files/r$i.conf"; done
+  before=$(calls "$work/moto-plan.log"); "$bin" -C "$work/p1000" plan --all > /dev/null 2>&1
+  cchanged=$(( $(calls "$work/moto-plan.log") - before ))
+  changed=$(best 3 "$bin" -C "$work/p1000" plan --all)
+  echo "plan    1000 roles, all built: $built s, $cbuilt AWS calls; 10 of them changed: $changed s, $cchanged calls"
 }
 
 bench_noop() {

@@ -143,35 +143,42 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-/// The images that exist for `targets` in `region`, by role: the newest
-/// available one whose tags carry the role and its current hash. One
-/// `DescribeImages` call (with its pages) covers every role.
-pub async fn find_existing(
-    ec2: &aws::Ec2,
-    targets: &[Target],
-) -> Result<BTreeMap<String, ImageInfo>, aws::Error> {
-    if targets.is_empty() {
-        return Ok(BTreeMap::new());
+/// Every complete (available, tagged) image of these roles in `region`, in
+/// one `DescribeImages` call (with its pages) however many roles there are.
+pub async fn role_images(ec2: &aws::Ec2, roles: &[String]) -> Result<Vec<ImageInfo>, aws::Error> {
+    if roles.is_empty() {
+        return Ok(Vec::new());
     }
-    let roles: Vec<String> = targets.iter().map(|t| t.role.name.clone()).collect();
-    let hashes: Vec<String> = targets.iter().map(|t| t.hash.hash.clone()).collect();
     let named: Vec<String> = roles.iter().map(|r| format!("`{r}`")).collect();
     let what = format!("images of role {}", named.join(", "));
+    // EC2 takes at most 200 values in one filter: past that, every image
+    // with a content hash comes back and is filtered here.
+    let mut filters = vec![("tag-key", vec![tags::HASH.to_string()])];
+    let role_filter = format!("tag:{}", tags::ROLE);
+    if roles.len() <= 200 {
+        filters.push((role_filter.as_str(), roles.to_vec()));
+    }
     let found = ec2
-        .describe_images(
-            &["self".to_string()],
-            &[
-                (&format!("tag:{}", tags::ROLE), roles),
-                (&format!("tag:{}", tags::HASH), hashes),
-            ],
-        )
+        .describe_images(&["self".to_string()], &filters)
         .await
         .map_err(|e| e.about(what))?;
-    let mut out: BTreeMap<String, ImageInfo> = BTreeMap::new();
+    Ok(found
+        .into_iter()
+        .filter(|i| i.state == "available")
+        .filter(|i| i.tag(tags::ROLE).is_some_and(|r| roles.contains(&r.to_string())))
+        .collect())
+}
+
+/// The images that exist for `targets`, by role: the newest complete one
+/// whose tags carry the role and its current hash.
+pub fn existing_of(
+    images: &[ImageInfo],
+    targets: &[Target],
+) -> BTreeMap<String, ImageInfo> {
+    let mut out = BTreeMap::new();
     for t in targets {
-        let newest = found
+        let newest = images
             .iter()
-            .filter(|i| i.state == "available")
             .filter(|i| {
                 i.tag(tags::ROLE) == Some(&t.role.name) && i.tag(tags::HASH) == Some(&t.hash.hash)
             })
@@ -180,7 +187,18 @@ pub async fn find_existing(
             out.insert(t.role.name.clone(), i.clone());
         }
     }
-    Ok(out)
+    out
+}
+
+/// The images that exist for `targets` in `region`, by role (see
+/// [`existing_of`]), in one `DescribeImages` call.
+pub async fn find_existing(
+    ec2: &aws::Ec2,
+    targets: &[Target],
+) -> Result<BTreeMap<String, ImageInfo>, aws::Error> {
+    let roles: Vec<String> = targets.iter().map(|t| t.role.name.clone()).collect();
+    let images = role_images(ec2, &roles).await?;
+    Ok(existing_of(&images, targets))
 }
 
 /// Builds (or reuses) every target, at most `options.jobs` at a time.

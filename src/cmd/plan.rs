@@ -22,7 +22,9 @@ pub struct Row {
     pub reasons: Vec<String>,
     /// The image with this hash, per region (home region), if any.
     pub amis: BTreeMap<String, String>,
-    /// What each channel holds in the home region.
+    /// What each channel holds in the home region, for the roles to build
+    /// that were built before (the plan reads no more than it needs).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub channels: BTreeMap<String, String>,
 }
 
@@ -106,9 +108,9 @@ fn offline(project: &crate::project::Project, targets: &[Target]) -> Result<Vec<
         .collect())
 }
 
-/// Against AWS: one DescribeImages for every role's hash, GetParameters
-/// (ten names a call) for the channels, and for the roles to build one more
-/// DescribeImages and GetParameters to say what changed.
+/// Against AWS: one DescribeImages for every role's images, then, for the
+/// roles to build that were built before, GetParameters (ten names a call)
+/// for their channels and recorded inputs, to say what changed.
 async fn online(
     project: &crate::project::Project,
     targets: &[Target],
@@ -118,10 +120,27 @@ async fn online(
     let session = aws::Session::load(home).await;
     let ec2 = session.ec2(home);
     let ssm = session.ssm(home);
-    let existing = build::find_existing(&ec2, targets).await?;
+    let roles: Vec<String> = targets.iter().map(|t| t.role.name.clone()).collect();
+    let images = build::role_images(&ec2, &roles).await?;
+    let existing = build::existing_of(&images, targets);
 
+    // Only the roles to build that were built before need more: what their
+    // channels hold, and the inputs recorded for the hash the first channel
+    // (dev) holds, to say what changed. Unchanged and new roles cost no
+    // further call, so the plan's calls grow with the changes, not the roles.
+    let first = settings
+        .publish
+        .channels
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    let changed: Vec<&Target> = targets
+        .iter()
+        .filter(|t| !existing.contains_key(&t.role.name))
+        .filter(|t| images.iter().any(|i| i.tag(tags::ROLE) == Some(&t.role.name)))
+        .collect();
     let mut names = Vec::new();
-    for t in targets {
+    for t in &changed {
         for c in &settings.publish.channels {
             names.push(publish::parameter(project, &t.role.name, c));
         }
@@ -139,28 +158,10 @@ async fn online(
             })
             .collect()
     };
-
-    // What the first channel (dev) holds, for the roles to build: its hash,
-    // then the inputs recorded for that hash.
-    let first = settings
-        .publish
-        .channels
-        .first()
-        .cloned()
-        .unwrap_or_default();
-    let to_build: Vec<&Target> = targets
-        .iter()
-        .filter(|t| !existing.contains_key(&t.role.name))
-        .collect();
-    let dev_amis: Vec<String> = to_build
-        .iter()
-        .filter_map(|t| channels(&t.role.name).get(&first).cloned())
-        .collect();
-    let dev_images = ec2.images_by_id(&dev_amis).await?;
     let mut dev_hash = BTreeMap::new();
-    for t in &to_build {
+    for t in &changed {
         if let Some(ami) = channels(&t.role.name).get(&first) {
-            if let Some(h) = dev_images
+            if let Some(h) = images
                 .iter()
                 .find(|i| &i.id == ami)
                 .and_then(|i| i.tag(tags::HASH))
@@ -183,7 +184,7 @@ async fn online(
                 Some(image) => ("up-to-date", vec![], BTreeMap::from([(home.clone(), image.id.clone())])),
                 None => {
                     let reasons = match dev_hash.get(role) {
-                        None if channels(role).is_empty() => vec!["no image of this role yet".to_string()],
+                        None if !changed.iter().any(|c| &c.role.name == role) => vec!["no image of this role yet".to_string()],
                         None => vec![format!("no image has hash {}, and channel `{first}` holds none to compare with", t.hash.short())],
                         Some(h) => match records.get(&inputs_parameter(&settings.publish.prefix, role, h)) {
                             Some(rec) => {
