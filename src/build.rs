@@ -165,16 +165,16 @@ pub async fn role_images(ec2: &aws::Ec2, roles: &[String]) -> Result<Vec<ImageIn
     Ok(found
         .into_iter()
         .filter(|i| i.state == "available")
-        .filter(|i| i.tag(tags::ROLE).is_some_and(|r| roles.contains(&r.to_string())))
+        .filter(|i| {
+            i.tag(tags::ROLE)
+                .is_some_and(|r| roles.contains(&r.to_string()))
+        })
         .collect())
 }
 
 /// The images that exist for `targets`, by role: the newest complete one
 /// whose tags carry the role and its current hash.
-pub fn existing_of(
-    images: &[ImageInfo],
-    targets: &[Target],
-) -> BTreeMap<String, ImageInfo> {
+pub fn existing_of(images: &[ImageInfo], targets: &[Target]) -> BTreeMap<String, ImageInfo> {
     let mut out = BTreeMap::new();
     for t in targets {
         let newest = images

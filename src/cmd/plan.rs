@@ -137,7 +137,11 @@ async fn online(
     let changed: Vec<&Target> = targets
         .iter()
         .filter(|t| !existing.contains_key(&t.role.name))
-        .filter(|t| images.iter().any(|i| i.tag(tags::ROLE) == Some(&t.role.name)))
+        .filter(|t| {
+            images
+                .iter()
+                .any(|i| i.tag(tags::ROLE) == Some(&t.role.name))
+        })
         .collect();
     let mut names = Vec::new();
     for t in &changed {
