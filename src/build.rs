@@ -143,6 +143,25 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+/// How many times a Packer run that AWS throttled before it launched
+/// anything is tried in all.
+const PACKER_RUNS: u32 = 3;
+
+/// Whether Packer failed on throttling before it launched an instance:
+/// Packer 1.6 does not retry its source image lookup, and nothing exists
+/// yet to clean up, so running it again is safe.
+fn throttled_before_launch(errors: &[String], log: &Path) -> bool {
+    let throttled = errors.iter().any(|e| {
+        ["RequestLimitExceeded", "Throttling", "RequestThrottled"]
+            .iter()
+            .any(|code| e.contains(code))
+    });
+    let launched = std::fs::read_to_string(log)
+        .map(|l| l.contains("Launching a source AWS instance"))
+        .unwrap_or(true);
+    throttled && !launched
+}
+
 /// Every complete (available, tagged) image of these roles in `region`, in
 /// one `DescribeImages` call (with its pages) however many roles there are.
 pub async fn role_images(ec2: &aws::Ec2, roles: &[String]) -> Result<Vec<ImageInfo>, aws::Error> {
@@ -442,7 +461,26 @@ async fn build_one(
             build_id.clone(),
         ))
     });
-    let built = packer_exec::build(&run, progress).await;
+    let mut runs = 1;
+    let built = loop {
+        let result = packer_exec::build(&run, progress).await;
+        match &result {
+            Err(packer_exec::Error::Failed { errors, log, .. })
+                if runs < PACKER_RUNS && throttled_before_launch(errors, log) =>
+            {
+                progress.step(
+                    &role.name,
+                    &format!(
+                        "AWS throttled packer before it launched anything; running it again ({} of {PACKER_RUNS})",
+                        runs + 1
+                    ),
+                );
+                tokio::time::sleep(Duration::from_secs(5 * u64::from(runs))).await;
+                runs += 1;
+            }
+            _ => break result,
+        }
+    };
     if let Some(w) = watcher {
         w.abort();
     }

@@ -13,6 +13,8 @@ Usage:
   --first N  fail the first N requests of each matching action, then pass
              (a bounded outage: retries within N+1 attempts succeed)
   --rate R   fail each matching request with probability R (seeded)
+  --agent S  fault only requests whose User-Agent contains S (aws-sdk-go/
+             is Packer's, aws-sdk-rust/ imagectl's)
   --log      append one line per request: "<action> <fault|pass>"
 
 The proxy prints "ready" on stdout once it listens.
@@ -36,6 +38,7 @@ ap.add_argument("--error", choices=["throttle", "500"], default="throttle")
 ap.add_argument("--first", type=int, default=None)
 ap.add_argument("--rate", type=float, default=None)
 ap.add_argument("--seed", type=int, default=1)
+ap.add_argument("--agent", default=None)
 ap.add_argument("--log", default=None)
 args = ap.parse_args()
 
@@ -53,8 +56,10 @@ def action_of(headers, body):
     return (form.get("Action") or ["?"])[0], "query"
 
 
-def fault_for(action):
+def fault_for(action, agent):
     if actions and action not in actions:
+        return False
+    if args.agent and args.agent not in agent:
         return False
     with lock:
         seen[action] += 1
@@ -88,7 +93,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
     def _forward(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         action, protocol = action_of(self.headers, body)
-        faulted = fault_for(action)
+        faulted = fault_for(action, self.headers.get("User-Agent", ""))
         if args.log:
             with lock, open(args.log, "a") as f:
                 f.write(f"{action} {'fault' if faulted else 'pass'}\n")

@@ -506,3 +506,37 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn a_build_runs_packer_again_when_its_source_image_lookup_is_throttled() {
+    // Packer 1.6.6 does not retry its source image lookup: imagectl runs
+    // it again, since nothing was launched yet.
+    let moto = Moto::start();
+    let t = project(&moto);
+    let proxy = FaultProxy::start(
+        &moto.endpoint,
+        &[
+            "--actions",
+            "DescribeImages",
+            "--agent",
+            "aws-sdk-go/",
+            "--first",
+            "1",
+        ],
+    );
+    let mut t = t.envs([("AWS_ENDPOINT_URL", proxy.url.clone())]);
+    let r = t.run_with(&["build", "app", "--output", "json"]);
+    assert_eq!(r.status, 0, "{}\n{}", r.stdout, r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["builds"][0]["status"], "built", "{v}");
+    assert!(
+        r.stderr.contains(
+            "AWS throttled packer before it launched anything; running it again (2 of 3)"
+        ),
+        "{}\n{:?}",
+        r.stderr,
+        proxy.requests()
+    );
+    assert_eq!(proxy.faults("DescribeImages"), 1);
+    proxy.assert_retried(1);
+}
