@@ -1,10 +1,13 @@
 """A fault-injecting HTTP proxy in front of moto: answers a share of the
 requests for chosen AWS actions with throttling errors or 500s, the way real
-AWS does under load, and forwards everything else.
+AWS does under load, and forwards everything else. With --delay it slows
+the chosen actions down instead, so a test can act while a build is in the
+middle of them.
 
 Usage:
   python fault_proxy.py PORT UPSTREAM_URL [--actions A,B] [--error KIND]
-                        [--first N | --rate R] [--seed S] [--log FILE]
+                        [--first N | --rate R | --delay SECONDS] [--seed S]
+                        [--agent S] [--log FILE]
 
   --actions  EC2/IAM query actions (Action=...) or JSON targets
              (X-Amz-Target suffix, e.g. GetParameter); default: every action
@@ -13,6 +16,7 @@ Usage:
   --first N  fail the first N requests of each matching action, then pass
              (a bounded outage: retries within N+1 attempts succeed)
   --rate R   fail each matching request with probability R (seeded)
+  --delay S  fail nothing: hold each matching request S seconds, then forward it
   --agent S  fault only requests whose User-Agent contains S (aws-sdk-go/
              is Packer's, aws-sdk-rust/ imagectl's)
   --log      append one line per request: "<action> <fault|pass>"
@@ -26,6 +30,7 @@ import http.server
 import random
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,6 +42,7 @@ ap.add_argument("--actions", default="")
 ap.add_argument("--error", choices=["throttle", "500"], default="throttle")
 ap.add_argument("--first", type=int, default=None)
 ap.add_argument("--rate", type=float, default=None)
+ap.add_argument("--delay", type=float, default=None)
 ap.add_argument("--seed", type=int, default=1)
 ap.add_argument("--agent", default=None)
 ap.add_argument("--log", default=None)
@@ -56,10 +62,12 @@ def action_of(headers, body):
     return (form.get("Action") or ["?"])[0], "query"
 
 
+def chosen(action, agent):
+    return (not actions or action in actions) and (not args.agent or args.agent in agent)
+
+
 def fault_for(action, agent):
-    if actions and action not in actions:
-        return False
-    if args.agent and args.agent not in agent:
+    if args.delay is not None or not chosen(action, agent):
         return False
     with lock:
         seen[action] += 1
@@ -93,7 +101,10 @@ class Proxy(http.server.BaseHTTPRequestHandler):
     def _forward(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         action, protocol = action_of(self.headers, body)
-        faulted = fault_for(action, self.headers.get("User-Agent", ""))
+        agent = self.headers.get("User-Agent", "")
+        if args.delay is not None and chosen(action, agent):
+            time.sleep(args.delay)
+        faulted = fault_for(action, agent)
         if args.log:
             with lock, open(args.log, "a") as f:
                 f.write(f"{action} {'fault' if faulted else 'pass'}\n")

@@ -536,7 +536,8 @@ fn plan_lists_exactly_the_roles_to_build_with_reasons() {
     );
 }
 
-/// Starts the delaying proxy in front of `moto`; returns it and its URL.
+/// Starts tests/fault_proxy.py in front of `moto`, holding `actions` for
+/// `seconds` each; returns it and its URL.
 pub(crate) fn slow_proxy(
     moto: &Moto,
     actions: &str,
@@ -548,8 +549,10 @@ pub(crate) fn slow_proxy(
         .unwrap()
         .port();
     let child = std::process::Command::new(crate::moto::python())
-        .arg(crate::support::repo_root().join("tests/slow_proxy.py"))
-        .args([&port.to_string(), &moto.endpoint, actions, seconds])
+        .arg(crate::support::repo_root().join("tests/fault_proxy.py"))
+        .args([&port.to_string(), &moto.endpoint, "--actions", actions])
+        .args(["--delay", seconds])
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
