@@ -23,9 +23,7 @@ pub fn parse<T: Partial>(file: &str, text: &str) -> (T, Vec<Diagnostic>) {
             .iter()
             .map(|e| {
                 let d = to_diagnostic(file, text, e, 0..0, "TOML syntax error: ");
-                d.help(
-                    "fix the syntax at this point; the TOML format is described at https://toml.io",
-                )
+                d.help(syntax_help(e.message()))
             })
             .collect();
         return (T::default(), diags);
@@ -44,6 +42,18 @@ pub fn parse<T: Partial>(file: &str, text: &str) -> (T, Vec<Diagnostic>) {
         }
     }
     (value, diags)
+}
+
+/// What to do about a syntax error: most need reading the TOML rules, a
+/// few have one obvious fix.
+fn syntax_help(message: &str) -> &'static str {
+    if message.contains("duplicate key") {
+        "a key may appear once per table: remove one of the two, or merge them"
+    } else if message.contains("recurs") {
+        "the value is nested too deeply: role files need a few levels at most"
+    } else {
+        "fix the syntax at this point; the TOML format is described at https://toml.io"
+    }
 }
 
 fn to_diagnostic(
