@@ -89,6 +89,18 @@ fn excerpt(line: &str, col: usize, width: usize) -> (String, usize, usize) {
     (shown, skipped, width.min(room))
 }
 
+/// The most characters of a message or help line shown: they quote what
+/// they are about, and that may be a 20,000-character key.
+const MAX_MESSAGE_SHOWN: usize = 300;
+
+/// `s`, cut to [`MAX_MESSAGE_SHOWN`] characters with a `…`.
+fn cut(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(MAX_MESSAGE_SHOWN) {
+        Some((i, _)) => format!("{}…", &s[..i]).into(),
+        None => s.into(),
+    }
+}
+
 /// Control characters as the symbols Unicode has for them (`␀` for NUL):
 /// printed raw they would move the cursor or vanish. A tab stays a tab.
 fn visible(c: char) -> char {
@@ -161,7 +173,7 @@ impl fmt::Display for Diagnostic {
     ///    = help: did you mean `packages`?
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error: {}", self.message)?;
+        writeln!(f, "error: {}", cut(&self.message))?;
         match &self.location {
             Some(l) => {
                 let gutter = l.line.to_string().len();
@@ -177,13 +189,13 @@ impl fmt::Display for Diagnostic {
                     .collect();
                 writeln!(f, "{pad} | {indent}{}", "^".repeat(l.width))?;
                 if let Some(help) = &self.help {
-                    writeln!(f, "{pad} = help: {help}")?;
+                    writeln!(f, "{pad} = help: {}", cut(help))?;
                 }
             }
             None => {
                 writeln!(f, "  --> {}", self.file)?;
                 if let Some(help) = &self.help {
-                    writeln!(f, "   = help: {help}")?;
+                    writeln!(f, "   = help: {}", cut(help))?;
                 }
             }
         }

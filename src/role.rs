@@ -725,6 +725,10 @@ fn show_chain(chain: &[String]) -> String {
 /// `text` is binary or not UTF-8: where, for a diagnostic, and the text
 /// to show it in.
 fn not_text(bytes: Vec<u8>) -> Result<String, (String, usize, &'static str)> {
+    if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        return Err((text, 0, "is UTF-16 text, not UTF-8"));
+    }
     match String::from_utf8(bytes) {
         Ok(t) => match t.find('\0') {
             Some(at) => Err((t, at, "contains a NUL byte")),
@@ -907,6 +911,14 @@ impl Loader<'_> {
                     .help(
                     "a role cannot extend itself, directly or through its parents: remove one link",
                 );
+                self.diags.push(d);
+                ok = false;
+                continue;
+            }
+            if !is_name(&p) {
+                let d = self
+                    .diag(&at, format!("`{p}` is not a role name"))
+                    .help(format!("`extends` lists roles by name, the stem of their file in `{ROLES_DIR}/`, like `base` for `{ROLES_DIR}/base.toml`"));
                 self.diags.push(d);
                 ok = false;
                 continue;
@@ -1280,13 +1292,26 @@ impl Loader<'_> {
                 .help(fix),
             );
         }
-        if p.components().any(|c| !matches!(c, Component::Normal(_))) || source.v.contains('\\') {
+        if p.components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+            || source.v.contains('\\')
+        {
             return Some(
                 self.diag(
                     source,
                     format!("source `{}` escapes `{ROLES_DIR}/`", source.v),
                 )
                 .help(format!("remove `..` and `.`: {fix}")),
+            );
+        }
+        // `Path` reads `a/./b`, `a//b` and `a/b/` as `a/b`: the text, which
+        // the hash and the staged paths use, must already be that.
+        if source.v.split('/').any(|c| c.is_empty() || c == ".") {
+            return Some(
+                self.diag(source, format!("source `{}` is not a plain path", source.v))
+                    .help(format!(
+                        "write it without `.`, `//` or a trailing `/`: {fix}"
+                    )),
             );
         }
         if source.v.chars().any(char::is_control) {
