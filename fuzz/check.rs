@@ -63,10 +63,26 @@ pub fn split(data: &[u8]) -> MemoryRoles {
             Some(i) => (&this[..i], &this[i + 1..]),
             None => (this, &[][..]),
         };
-        files.insert(String::from_utf8_lossy(name).into_owned(), body.to_vec());
+        files.insert(file_name(name), body.to_vec());
         rest = next;
     }
     MemoryRoles { files }
+}
+
+/// A path as the filesystem could hold it: no NUL, and each component at
+/// most 255 bytes (Linux's limit), cut on a character boundary.
+fn file_name(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw).replace('\0', "");
+    text.split('/')
+        .map(|c| {
+            let mut end = c.len().min(255);
+            while !c.is_char_boundary(end) {
+                end -= 1;
+            }
+            &c[..end]
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -166,8 +182,10 @@ fn check_diagnostic(d: &Diagnostic) {
 }
 
 /// The seed inputs: every role of the repository alone, the repository's
-/// `roles/` as one input, and every case of `tests/bad-roles`. Named for
-/// where they come from.
+/// `roles/` as one input, every case of `tests/bad-roles`, and every input
+/// in `tests/fuzz-regressions` (crashes the fuzzer found that cannot be a
+/// bad-role case, such as a file name longer than a filesystem allows).
+/// Named for where they come from.
 pub fn seeds(repo: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let roles = read_tree(&repo.join("roles"));
@@ -190,6 +208,9 @@ pub fn seeds(repo: &Path) -> Vec<(String, Vec<u8>)> {
         if !files.is_empty() {
             out.push((format!("bad-{name}"), join(&files)));
         }
+    }
+    for (name, bytes) in read_tree(&repo.join("tests/fuzz-regressions")) {
+        out.push((format!("regression-{name}"), bytes));
     }
     out
 }
