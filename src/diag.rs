@@ -24,11 +24,23 @@ pub struct Location {
     pub line: usize,
     /// 1-based column, in characters.
     pub column: usize,
-    /// The whole source line, without its newline.
+    /// The source line without its newline, for display: control
+    /// characters shown as their symbols (`␀`), and a long line cut to the
+    /// part around `column`, with `…` where it was cut.
     pub source_line: String,
+    /// How many characters of the line were left out at its start, less
+    /// the `…` that replaces them: the caret goes at `column - 1 - skipped`.
+    pub skipped: usize,
     /// How many characters to underline, at least 1.
     pub width: usize,
 }
+
+/// The most characters of a source line shown. A line of a megabyte would
+/// otherwise be copied to the terminal whole for one caret.
+const MAX_LINE_SHOWN: usize = 120;
+
+/// How many characters before the column a cut line keeps.
+const CONTEXT_BEFORE: usize = 40;
 
 impl Location {
     /// Resolves a byte span in `text` to a line, column and underline.
@@ -39,16 +51,65 @@ impl Location {
         let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
         let line = text[..start].matches('\n').count() + 1;
         let column = text[line_start..start].chars().count() + 1;
-        let source_line = text[line_start..line_end]
-            .trim_end_matches('\r')
-            .to_string();
+        let full = text[line_start..line_end].trim_end_matches('\r');
         let width = text[start..end.min(line_end)].chars().count().max(1);
+        let (source_line, skipped, width) = excerpt(full, column - 1, width);
         Location {
             line,
             column,
             source_line,
+            skipped,
             width,
         }
+    }
+}
+
+/// The part of `line` shown around character `col`, how many characters
+/// before it were dropped (net of the `…`), and the underline width that
+/// fits in it.
+fn excerpt(line: &str, col: usize, width: usize) -> (String, usize, usize) {
+    let len = line.chars().count();
+    let (from, to) = if len <= MAX_LINE_SHOWN {
+        (0, len)
+    } else {
+        let from = col.saturating_sub(CONTEXT_BEFORE).min(len - MAX_LINE_SHOWN);
+        (from, from + MAX_LINE_SHOWN)
+    };
+    let mut shown = String::new();
+    if from > 0 {
+        shown.push('…');
+    }
+    shown.extend(line.chars().skip(from).take(to - from).map(visible));
+    if to < len {
+        shown.push('…');
+    }
+    let skipped = from.saturating_sub(1);
+    let caret = col.saturating_sub(skipped);
+    let room = shown.chars().count().saturating_sub(caret).max(1);
+    (shown, skipped, width.min(room))
+}
+
+/// The most characters of a message or help line shown: they quote what
+/// they are about, and that may be a 20,000-character key.
+const MAX_MESSAGE_SHOWN: usize = 300;
+
+/// `s`, cut to [`MAX_MESSAGE_SHOWN`] characters with a `…`.
+fn cut(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(MAX_MESSAGE_SHOWN) {
+        Some((i, _)) => format!("{}…", &s[..i]).into(),
+        None => s.into(),
+    }
+}
+
+/// Control characters as the symbols Unicode has for them (`␀` for NUL):
+/// printed raw they would move the cursor or vanish. A tab stays a tab.
+fn visible(c: char) -> char {
+    match c {
+        '\t' => c,
+        '\0'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+        '\u{7f}' => '\u{2421}',
+        c if c.is_control() => '\u{fffd}',
+        c => c,
     }
 }
 
@@ -112,7 +173,7 @@ impl fmt::Display for Diagnostic {
     ///    = help: did you mean `packages`?
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error: {}", self.message)?;
+        writeln!(f, "error: {}", cut(&self.message))?;
         match &self.location {
             Some(l) => {
                 let gutter = l.line.to_string().len();
@@ -123,18 +184,18 @@ impl fmt::Display for Diagnostic {
                 let indent: String = l
                     .source_line
                     .chars()
-                    .take(l.column - 1)
+                    .take(l.column.saturating_sub(1 + l.skipped))
                     .map(|c| if c == '\t' { '\t' } else { ' ' })
                     .collect();
                 writeln!(f, "{pad} | {indent}{}", "^".repeat(l.width))?;
                 if let Some(help) = &self.help {
-                    writeln!(f, "{pad} = help: {help}")?;
+                    writeln!(f, "{pad} = help: {}", cut(help))?;
                 }
             }
             None => {
                 writeln!(f, "  --> {}", self.file)?;
                 if let Some(help) = &self.help {
-                    writeln!(f, "   = help: {help}")?;
+                    writeln!(f, "   = help: {}", cut(help))?;
                 }
             }
         }
@@ -167,12 +228,24 @@ impl Diagnostics {
     }
 }
 
+/// The most problems printed in one report. Hostile input can produce
+/// thousands (every role of a 10,000-role chain); the first ones say what
+/// is wrong, and the count says how much.
+const MAX_SHOWN: usize = 50;
+
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for d in &self.0 {
+        for d in self.0.iter().take(MAX_SHOWN) {
             writeln!(f, "{d}")?;
         }
         let n = self.0.len();
+        if n > MAX_SHOWN {
+            writeln!(
+                f,
+                "error: {} more problems not shown; fix these and run again\n",
+                n - MAX_SHOWN
+            )?;
+        }
         write!(
             f,
             "error: {n} problem{} found; nothing was written",
@@ -241,6 +314,37 @@ mod tests {
             d.to_string(),
             "error: unknown key `pakages`\n --> roles/w.toml:2:2\n  |\n2 | [pakages]\n  |  ^^^^^^^\n  = help: did you mean `packages`?\n"
         );
+    }
+
+    #[test]
+    fn control_characters_are_shown_as_symbols() {
+        let l = Location::from_span("a = \"x\0y\"\n", 6..7);
+        assert_eq!(l.source_line, "a = \"x␀y\"");
+        assert_eq!((l.line, l.column, l.width), (1, 7, 1));
+    }
+
+    #[test]
+    fn a_long_line_is_cut_around_the_column() {
+        // `Z` is the 5001st character, where the span starts.
+        let line = format!("k = \"{}Z{}\"", "x".repeat(4995), "y".repeat(5000));
+        let l = Location::from_span(&line, 5000..5001);
+        assert_eq!(l.column, 5001);
+        assert_eq!(l.source_line.chars().count(), MAX_LINE_SHOWN + 2);
+        assert!(l.source_line.starts_with('…') && l.source_line.ends_with('…'));
+        let shown = Diagnostic::at("roles/w.toml", &line, 5000..5001, "m").to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        let caret = lines[4].chars().position(|c| c == '^').unwrap();
+        assert_eq!(lines[3].chars().nth(caret), Some('Z'), "{shown}");
+        assert!(shown.len() < 400);
+    }
+
+    #[test]
+    fn a_long_report_is_cut_with_a_count() {
+        let one = Diagnostic::file("roles/x.toml", "bad");
+        let r = Diagnostics(vec![one; 60]).to_string();
+        assert_eq!(r.matches("error: bad").count(), MAX_SHOWN);
+        assert!(r.contains("error: 10 more problems not shown"));
+        assert!(r.ends_with("error: 60 problems found; nothing was written"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics};
-use crate::project::{is_name, Arch, Project};
+use crate::project::{is_name, Arch, Base, Project, Settings};
 use crate::tomlfile::{self, Partial};
 
 /// The directory, below the project root, holding role files and everything
@@ -25,6 +25,26 @@ pub const ROLES_DIR: &str = "roles";
 
 /// Where the agent's own files live in every image; roles may not write there.
 pub const AGENT_DIR: &str = "/etc/imagectl";
+
+/// The largest role file read. Role files are written by hand and the
+/// biggest in practice are a few kilobytes: the limit keeps a stray
+/// multi-gigabyte file, or a link to `/dev/zero`, from being read whole.
+pub const MAX_ROLE_BYTES: u64 = 1 << 20;
+
+/// The largest boot template. The agent reads and renders every template in
+/// memory on every boot; configuration files are far smaller.
+pub const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
+
+/// The largest file `[[files]]` may bake. Baked files are read into the
+/// staged context and uploaded by Packer over SSH; anything bigger belongs
+/// in a package or a download during the build. Validation only looks at
+/// the size, so a huge (even sparse) file is rejected without being read.
+pub const MAX_FILE_BYTES: u64 = 100 << 20;
+
+/// How many roles deep `extends` may go. Real hierarchies are two or three
+/// levels; the limit bounds the recursion that merges them, so a hostile
+/// chain of thousands of roles is an error rather than a stack overflow.
+pub const MAX_EXTENDS_DEPTH: usize = 64;
 
 /// A validated role with its parents merged in.
 ///
@@ -494,33 +514,192 @@ struct Source {
     text: String,
 }
 
+/// Why a file below `roles/` cannot be used.
+#[derive(Debug)]
+enum Unusable {
+    /// Nothing there.
+    Missing,
+    /// A symbolic link to nothing.
+    Dangling,
+    /// A directory, device, FIFO or socket.
+    NotFile,
+    /// A symbolic link leading outside `roles/`.
+    Outside,
+    /// A regular file larger than allowed: its size.
+    TooBig(u64),
+    /// Reading failed.
+    Io(String),
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unusable::Missing => f.write_str("it does not exist"),
+            Unusable::Dangling => f.write_str("it is a symbolic link to nothing"),
+            Unusable::NotFile => f.write_str("it is not a regular file"),
+            Unusable::Outside => {
+                write!(f, "it is a symbolic link that leads outside `{ROLES_DIR}/`")
+            }
+            Unusable::TooBig(n) => write!(f, "it is {}", human_size(*n)),
+            Unusable::Io(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Where role files and the files they reference come from: the project's
+/// `roles/` directory, or memory. Paths are relative to `roles/` and made
+/// of normal components only.
+trait Store {
+    /// Every role that has a file, sorted.
+    fn role_names(&self) -> Vec<String>;
+    /// The size of a regular file inside `roles/`.
+    fn stat(&self, rel: &str) -> Result<u64, Unusable>;
+    /// The bytes of a regular file inside `roles/`, at most `max` of them.
+    fn read(&self, rel: &str, max: u64) -> Result<Vec<u8>, Unusable>;
+}
+
+/// `roles/` on disk.
+struct Disk {
+    dir: PathBuf,
+    /// `dir` with symlinks resolved, to catch links leading out of it.
+    real: Option<PathBuf>,
+}
+
+impl Store for Disk {
+    fn role_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let p = e.path();
+                (p.extension()? == "toml" && p.is_file())
+                    .then(|| p.file_stem()?.to_str().map(String::from))?
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn stat(&self, rel: &str) -> Result<u64, Unusable> {
+        let full = self.dir.join(rel);
+        match std::fs::metadata(&full) {
+            Err(_) if std::fs::symlink_metadata(&full).is_ok() => Err(Unusable::Dangling),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Err(Unusable::Missing)
+            }
+            Err(e) => Err(Unusable::Io(e.to_string())),
+            Ok(m) if !m.is_file() => Err(Unusable::NotFile),
+            Ok(m) => {
+                let inside = match (full.canonicalize(), &self.real) {
+                    (Ok(r), Some(root)) => r.starts_with(root),
+                    _ => false,
+                };
+                if inside {
+                    Ok(m.len())
+                } else {
+                    Err(Unusable::Outside)
+                }
+            }
+        }
+    }
+
+    fn read(&self, rel: &str, max: u64) -> Result<Vec<u8>, Unusable> {
+        use std::io::Read;
+        let len = self.stat(rel)?;
+        if len > max {
+            return Err(Unusable::TooBig(len));
+        }
+        // The file may grow between the check and the read: never read
+        // more than one byte past the limit.
+        let mut bytes = Vec::new();
+        std::fs::File::open(self.dir.join(rel))
+            .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+            .map_err(|e| Unusable::Io(e.to_string()))?;
+        if bytes.len() as u64 > max {
+            return Err(Unusable::TooBig(bytes.len() as u64));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Role files and the files they reference, held in memory: loads roles
+/// with [`load_in_memory`] without touching the filesystem. The fuzzer and
+/// unit tests use it; `imagectl` itself always reads `roles/`.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryRoles {
+    /// Contents by path relative to `roles/`: `app.toml` is role `app`,
+    /// `files/app/app.conf` a file it may reference.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemoryRoles {
+    /// The roles that have a file, sorted.
+    pub fn role_names(&self) -> Vec<String> {
+        self.files
+            .keys()
+            .filter(|k| !k.contains('/'))
+            .filter_map(|k| k.strip_suffix(".toml"))
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Store for MemoryRoles {
+    fn role_names(&self) -> Vec<String> {
+        MemoryRoles::role_names(self)
+    }
+
+    fn stat(&self, rel: &str) -> Result<u64, Unusable> {
+        match self.files.get(rel) {
+            Some(b) => Ok(b.len() as u64),
+            None => {
+                let dir = format!("{rel}/");
+                if self.files.keys().any(|k| k.starts_with(&dir)) {
+                    Err(Unusable::NotFile)
+                } else {
+                    Err(Unusable::Missing)
+                }
+            }
+        }
+    }
+
+    fn read(&self, rel: &str, max: u64) -> Result<Vec<u8>, Unusable> {
+        let len = self.stat(rel)?;
+        if len > max {
+            return Err(Unusable::TooBig(len));
+        }
+        Ok(self.files.get(rel).cloned().unwrap_or_default())
+    }
+}
+
 /// Reads role files, caching each one, and collects every problem.
 struct Loader<'p> {
-    project: &'p Project,
-    roles_dir: PathBuf,
-    /// `roles_dir` with symlinks resolved, to catch sources escaping it.
-    roles_real: Option<PathBuf>,
+    store: &'p dyn Store,
+    bases: &'p BTreeMap<String, Base>,
     sources: Vec<Source>,
     layers: HashMap<String, Option<Layer>>,
     diags: Diagnostics,
-    /// Every role name that has a file, for suggestions.
-    known: Vec<String>,
+    /// Every role name that has a file, for lookups and suggestions.
+    known: BTreeSet<String>,
+}
+
+fn disk(project: &Project) -> Disk {
+    let dir = project.roles_dir();
+    Disk {
+        real: dir.canonicalize().ok(),
+        dir,
+    }
 }
 
 /// Lists the roles that have a file in `roles/`, sorted.
 pub fn role_names(project: &Project) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(project.roles_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let p = e.path();
-            (p.extension()? == "toml" && p.is_file())
-                .then(|| p.file_stem()?.to_str().map(String::from))?
-        })
-        .collect();
-    names.sort();
-    names
+    disk(project).role_names()
 }
 
 /// Loads every role in `roles/`.
@@ -538,34 +717,37 @@ pub fn load_all(project: &Project) -> Result<Vec<Role>, Diagnostics> {
 
 /// Loads the named roles, each with its parents merged in.
 pub fn load(project: &Project, names: &[String]) -> Result<Vec<Role>, Diagnostics> {
-    let roles_dir = project.roles_dir();
+    load_from(&disk(project), &project.settings.bases, names)
+}
+
+/// Loads the named roles from role files held in memory, exactly as
+/// [`load`] does from `roles/`, with `settings` standing for
+/// `imagectl.toml`. Every error is a [`Diagnostic`]; it never panics.
+pub fn load_in_memory(
+    settings: &Settings,
+    roles: &MemoryRoles,
+    names: &[String],
+) -> Result<Vec<Role>, Diagnostics> {
+    load_from(roles, &settings.bases, names)
+}
+
+fn load_from(
+    store: &dyn Store,
+    bases: &BTreeMap<String, Base>,
+    names: &[String],
+) -> Result<Vec<Role>, Diagnostics> {
     let mut loader = Loader {
-        project,
-        roles_real: roles_dir.canonicalize().ok(),
-        roles_dir,
+        store,
+        bases,
         sources: Vec::new(),
         layers: HashMap::new(),
         diags: Diagnostics::default(),
-        known: role_names(project),
+        known: store.role_names().into_iter().collect(),
     };
     let mut roles = Vec::new();
     for name in names {
         if !loader.known.contains(name) {
-            let mut d = Diagnostic::file(
-                format!("{ROLES_DIR}/{name}.toml"),
-                format!("unknown role `{name}`"),
-            );
-            d = match did_you_mean(name, loader.known.iter().map(String::as_str)) {
-                Some(s) => d.help(format!("did you mean `{s}`?")),
-                None => d.help(format!(
-                    "the roles are: {}",
-                    if loader.known.is_empty() {
-                        "(none)".to_string()
-                    } else {
-                        loader.known.join(", ")
-                    }
-                )),
-            };
+            let d = loader.unknown_role(name);
             loader.diags.push(d);
             continue;
         }
@@ -581,6 +763,90 @@ pub fn load(project: &Project, names: &[String]) -> Result<Vec<Role>, Diagnostic
         .filter(|d| seen.insert(d.to_string()))
         .collect();
     Diagnostics(unique).into_result(roles)
+}
+
+/// A size for messages: bytes up to a KiB, else KiB, MiB or GiB.
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// A chain of role names for a message, shortened in the middle when long.
+fn show_chain(chain: &[String]) -> String {
+    if chain.len() <= 6 {
+        return chain.join(" -> ");
+    }
+    format!(
+        "{} -> ... -> {} ({} roles)",
+        chain[..3].join(" -> "),
+        chain[chain.len() - 2..].join(" -> "),
+        chain.len()
+    )
+}
+
+/// `text` is binary or not UTF-8: where, for a diagnostic, and the text
+/// to show it in.
+fn not_text(bytes: Vec<u8>) -> Result<String, (String, usize, &'static str)> {
+    if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        return Err((text, 0, "is UTF-16 text, not UTF-8"));
+    }
+    match String::from_utf8(bytes) {
+        Ok(t) => match t.find('\0') {
+            Some(at) => Err((t, at, "contains a NUL byte")),
+            None => Ok(t),
+        },
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            Err((text, valid, "is not UTF-8 text"))
+        }
+    }
+}
+
+/// A role file that exists but cannot be read as one.
+fn unusable_role_file(rel: &str, why: Unusable) -> Diagnostic {
+    let (message, help) = match why {
+        Unusable::Missing => (
+            "role file does not exist".to_string(),
+            format!("create `{rel}`"),
+        ),
+        Unusable::Dangling => (
+            "role file is a symbolic link to nothing".to_string(),
+            format!("point it at a role file inside `{ROLES_DIR}/`, or remove it"),
+        ),
+        Unusable::NotFile => (
+            "role file is not a regular file".to_string(),
+            format!("make `{rel}` a regular file holding the role, or remove it"),
+        ),
+        Unusable::Outside => (
+            format!("role file is a symbolic link that leads outside `{ROLES_DIR}/`"),
+            format!("copy the role into `{ROLES_DIR}/` instead of linking to it: an image must not depend on the build machine"),
+        ),
+        Unusable::TooBig(n) => (
+            format!(
+                "role file is {}, more than the {} a role file may be",
+                human_size(n),
+                human_size(MAX_ROLE_BYTES)
+            ),
+            "a role file only lists what goes into the image: move large content into a file under `roles/files/` and bake it with `[[files]]`".to_string(),
+        ),
+        Unusable::Io(e) => (
+            format!("cannot read role file: {e}"),
+            format!("check that `{rel}` is readable"),
+        ),
+    };
+    Diagnostic::file(rel, message).help(help)
 }
 
 impl Loader<'_> {
@@ -607,27 +873,50 @@ impl Loader<'_> {
         self.layers.get(name).and_then(Option::as_ref)
     }
 
+    /// Why `name` is not a role: usually a typo, sometimes a file that is
+    /// there but cannot be a role file.
+    fn unknown_role(&self, name: &str) -> Diagnostic {
+        let rel = format!("{ROLES_DIR}/{name}.toml");
+        if is_name(name) {
+            if let Err(why @ (Unusable::NotFile | Unusable::Dangling | Unusable::Outside)) =
+                self.store.stat(&format!("{name}.toml"))
+            {
+                return unusable_role_file(&rel, why);
+            }
+        }
+        let d = Diagnostic::file(rel, format!("unknown role `{name}`"));
+        match did_you_mean(name, self.known.iter().map(String::as_str)) {
+            Some(s) => d.help(format!("did you mean `{s}`?")),
+            None => d.help(format!(
+                "the roles are: {}",
+                if self.known.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    self.known.iter().cloned().collect::<Vec<_>>().join(", ")
+                }
+            )),
+        }
+    }
+
     fn parse_layer(&mut self, name: &str) -> Option<Layer> {
         let rel = format!("{ROLES_DIR}/{name}.toml");
-        let path = self.roles_dir.join(format!("{name}.toml"));
-        let bytes = match std::fs::read(&path) {
+        let bytes = match self.store.read(&format!("{name}.toml"), MAX_ROLE_BYTES) {
             Ok(b) => b,
-            Err(e) => {
-                self.diags.push(Diagnostic::file(
-                    &rel,
-                    format!("cannot read role file: {e}"),
-                ));
+            Err(why) => {
+                self.diags.push(unusable_role_file(&rel, why));
                 return None;
             }
         };
-        let text = match String::from_utf8(bytes) {
+        let text = match not_text(bytes) {
             Ok(t) => t,
-            Err(e) => {
-                let valid = e.utf8_error().valid_up_to();
-                let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            Err((text, at, what)) => {
+                let help = if what.contains("NUL") {
+                    "a role file is TOML text and this looks like a binary file; write the role as UTF-8 text"
+                } else {
+                    "TOML files must be UTF-8; re-save the file as UTF-8"
+                };
                 let d =
-                    Diagnostic::at(&rel, &text, valid..valid + 1, "role file is not UTF-8 text")
-                        .help("TOML files must be UTF-8; re-save the file as UTF-8");
+                    Diagnostic::at(&rel, &text, at..at + 1, format!("role file {what}")).help(help);
                 self.diags.push(d);
                 return None;
             }
@@ -665,8 +954,16 @@ impl Loader<'_> {
     }
 
     /// The ancestors of `name` and `name` itself, each once, parents first.
-    fn linearize(&mut self, name: &str, stack: &mut Vec<String>, out: &mut Vec<String>) -> bool {
-        if out.iter().any(|n| n == name) {
+    /// `stack` is the path of `extends` from the role being loaded; `seen`
+    /// mirrors `out`, so that wide hierarchies stay linear.
+    fn linearize(
+        &mut self,
+        name: &str,
+        stack: &mut Vec<String>,
+        out: &mut Vec<String>,
+        seen: &mut BTreeSet<String>,
+    ) -> bool {
+        if seen.contains(name) {
             return true;
         }
         let Some(layer) = self.layer(name) else {
@@ -690,6 +987,14 @@ impl Loader<'_> {
                 ok = false;
                 continue;
             }
+            if !is_name(&p) {
+                let d = self
+                    .diag(&at, format!("`{p}` is not a role name"))
+                    .help(format!("`extends` lists roles by name, the stem of their file in `{ROLES_DIR}/`, like `base` for `{ROLES_DIR}/base.toml`"));
+                self.diags.push(d);
+                ok = false;
+                continue;
+            }
             if !self.known.contains(&p) {
                 let mut d = self.diag(&at, format!("unknown parent role `{p}`"));
                 d = match did_you_mean(&p, self.known.iter().map(String::as_str)) {
@@ -700,16 +1005,35 @@ impl Loader<'_> {
                 ok = false;
                 continue;
             }
-            ok &= self.linearize(&p, stack, out);
+            if stack.len() >= MAX_EXTENDS_DEPTH {
+                let mut chain = stack.clone();
+                chain.push(p.clone());
+                let d = self
+                    .diag(
+                        &at,
+                        format!(
+                            "`extends` goes more than {MAX_EXTENDS_DEPTH} roles deep: {}",
+                            show_chain(&chain)
+                        ),
+                    )
+                    .help(format!(
+                        "flatten the hierarchy: merge some of these roles into their parents, so that no chain is longer than {MAX_EXTENDS_DEPTH}"
+                    ));
+                self.diags.push(d);
+                ok = false;
+                break;
+            }
+            ok &= self.linearize(&p, stack, out, seen);
         }
         stack.pop();
+        seen.insert(name.to_string());
         out.push(name.to_string());
         ok
     }
 
     fn role(&mut self, name: &str) -> Option<Role> {
         let mut chain = Vec::new();
-        if !self.linearize(name, &mut Vec::new(), &mut chain) {
+        if !self.linearize(name, &mut Vec::new(), &mut chain, &mut BTreeSet::new()) {
             return None;
         }
         let mut m = Merged::default();
@@ -792,7 +1116,7 @@ impl Loader<'_> {
         }
         for x in r.files.iter().flatten() {
             let at = Self::at(f, x.clone());
-            if let Some(spec) = self.file_spec(&at, "0644") {
+            if let Some(spec) = self.file_spec(&at, "0644", Kind::File) {
                 m.files.push(At {
                     v: spec,
                     file: f,
@@ -889,7 +1213,7 @@ impl Loader<'_> {
             }
             for t in &b.templates {
                 let at = Self::at(f, t.clone());
-                if let Some(spec) = self.file_spec(&at, "0600") {
+                if let Some(spec) = self.file_spec(&at, "0600", Kind::Template) {
                     self.check_template(&spec, &at);
                     m.templates.push(At {
                         v: spec,
@@ -990,13 +1314,13 @@ impl Loader<'_> {
     }
 
     /// Validates a `[[files]]` or `[[boot.templates]]` entry.
-    fn file_spec(&mut self, at: &At<RawFile>, default_mode: &str) -> Option<FileSpec> {
+    fn file_spec(&mut self, at: &At<RawFile>, default_mode: &str, kind: Kind) -> Option<FileSpec> {
         let f = at.file;
         let raw = &at.v;
         let source = Self::at(f, raw.source.clone());
         let dest = Self::at(f, raw.dest.clone());
         let mut ok = true;
-        if let Err(d) = self.check_source(&source) {
+        if let Some(d) = self.check_source(&source, kind) {
             self.diags.push(d);
             ok = false;
         }
@@ -1119,75 +1443,114 @@ impl Loader<'_> {
     }
 
     /// A source must be a regular file inside `roles/`, also once symlinks
-    /// are resolved: a role must not bake the build machine's files.
-    fn check_source(&self, source: &At<String>) -> Result<(), Diagnostic> {
+    /// are resolved (a role must not bake the build machine's files), and
+    /// no bigger than its kind allows. Only its metadata is read. Returns
+    /// the problem, if any.
+    fn check_source(&self, source: &At<String>, kind: Kind) -> Option<Diagnostic> {
         let p = Path::new(&source.v);
         let fix = "write a path relative to `roles/`, like `files/worker/app.conf`, to a file inside `roles/`";
         if source.v.is_empty() || p.is_absolute() {
-            return Err(self
-                .diag(
+            return Some(
+                self.diag(
                     source,
                     format!("source `{}` is not a relative path", source.v),
                 )
-                .help(fix));
+                .help(fix),
+            );
         }
-        if p.components().any(|c| !matches!(c, Component::Normal(_))) || source.v.contains('\\') {
-            return Err(self
-                .diag(
+        if p.components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+            || source.v.contains('\\')
+        {
+            return Some(
+                self.diag(
                     source,
                     format!("source `{}` escapes `{ROLES_DIR}/`", source.v),
                 )
-                .help(format!("remove `..` and `.`: {fix}")));
+                .help(format!("remove `..` and `.`: {fix}")),
+            );
         }
-        let full = self.roles_dir.join(p);
-        let meta = std::fs::metadata(&full);
-        match meta {
-            Err(_) => {
-                let shown = format!("{ROLES_DIR}/{}", source.v);
-                let how = if std::fs::symlink_metadata(&full).is_ok() {
-                    format!("`{shown}` is a symbolic link to nothing; point it at a file inside `{ROLES_DIR}/`")
-                } else {
-                    format!("create `{shown}`, or fix the path (it is relative to `{ROLES_DIR}/`)")
-                };
-                Err(self
-                    .diag(source, format!("source file `{shown}` does not exist"))
-                    .help(how))
-            }
-            Ok(m) if !m.is_file() => Err(self
-                .diag(
+        // `Path` reads `a/./b`, `a//b` and `a/b/` as `a/b`: the text, which
+        // the hash and the staged paths use, must already be that.
+        if source.v.split('/').any(|c| c.is_empty() || c == ".") {
+            return Some(
+                self.diag(source, format!("source `{}` is not a plain path", source.v))
+                    .help(format!(
+                        "write it without `.`, `//` or a trailing `/`: {fix}"
+                    )),
+            );
+        }
+        if source.v.chars().any(char::is_control) {
+            return Some(
+                self.diag(
                     source,
-                    format!("source `{ROLES_DIR}/{}` is not a regular file", source.v),
+                    format!(
+                        "source `{}` contains a control character",
+                        source.v.escape_debug()
+                    ),
                 )
-                .help("list each file to bake as its own `[[files]]` entry")),
-            Ok(_) => {
-                let real = full.canonicalize().ok();
-                let inside = match (&real, &self.roles_real) {
-                    (Some(r), Some(root)) => r.starts_with(root),
-                    _ => false,
-                };
-                if inside {
-                    Ok(())
-                } else {
-                    Err(self
-                        .diag(source, format!("source `{ROLES_DIR}/{}` is a symbolic link that leads outside `{ROLES_DIR}/`", source.v))
-                        .help("copy the file into `roles/` instead of linking to it: an image must not depend on the build machine"))
-                }
-            }
+                .help(fix),
+            );
         }
+        let shown = format!("{ROLES_DIR}/{}", source.v);
+        let (message, help) = match self.store.stat(&source.v) {
+            Ok(len) if len <= kind.max() => return None,
+            Ok(len) => (
+                format!(
+                    "{} `{shown}` is {}, more than the {} {} may be",
+                    kind.noun(),
+                    human_size(len),
+                    human_size(kind.max()),
+                    kind.article_noun()
+                ),
+                kind.too_big_help().to_string(),
+            ),
+            Err(Unusable::TooBig(_)) | Err(Unusable::Missing) => (
+                format!("source file `{shown}` does not exist"),
+                format!("create `{shown}`, or fix the path (it is relative to `{ROLES_DIR}/`)"),
+            ),
+            Err(Unusable::Dangling) => (
+                format!("source file `{shown}` does not exist"),
+                format!("`{shown}` is a symbolic link to nothing; point it at a file inside `{ROLES_DIR}/`"),
+            ),
+            Err(Unusable::NotFile) => (
+                format!("source `{shown}` is not a regular file"),
+                "list each file to bake as its own `[[files]]` entry".to_string(),
+            ),
+            Err(Unusable::Outside) => (
+                format!("source `{shown}` is a symbolic link that leads outside `{ROLES_DIR}/`"),
+                "copy the file into `roles/` instead of linking to it: an image must not depend on the build machine".to_string(),
+            ),
+            Err(Unusable::Io(e)) => (
+                format!("cannot read source `{shown}`: {e}"),
+                format!("check that `{shown}` is readable"),
+            ),
+        };
+        Some(self.diag(source, message).help(help))
     }
 
-    /// A boot template must parse as handlebars; the error points into the
-    /// template file itself.
+    /// A boot template must be UTF-8 text and parse as handlebars; the
+    /// error points into the template file itself.
     fn check_template(&mut self, spec: &FileSpec, at: &At<RawFile>) {
-        let path = self.roles_dir.join(&spec.source);
         let rel = format!("{ROLES_DIR}/{}", spec.source);
-        let text = match std::fs::read(&path).map(String::from_utf8) {
-            Ok(Ok(t)) => t,
-            _ => {
+        let bytes = match self.store.read(&spec.source, MAX_TEMPLATE_BYTES) {
+            Ok(b) => b,
+            Err(why) => {
+                // check_source has seen this very file a moment ago: it
+                // changed since, or cannot be read.
                 let src = Self::at(at.file, at.v.source.clone());
                 let d = self
-                    .diag(&src, format!("template `{rel}` is not UTF-8 text"))
-                    .help("templates render to text files; save it as UTF-8");
+                    .diag(&src, format!("cannot read template `{rel}`: {why}"))
+                    .help(format!("check that `{rel}` is a readable file"));
+                self.diags.push(d);
+                return;
+            }
+        };
+        let text = match not_text(bytes) {
+            Ok(t) => t,
+            Err((text, offset, what)) => {
+                let d = Diagnostic::at(&rel, &text, offset..offset + 1, format!("template {what}"))
+                    .help("templates render to text files: save it as UTF-8 text");
                 self.diags.push(d);
                 return;
             }
@@ -1315,7 +1678,7 @@ impl Loader<'_> {
         sources: Vec<String>,
     ) -> Option<Role> {
         let before = self.diags.0.len();
-        let bases = &self.project.settings.bases;
+        let bases = self.bases;
 
         let mut arch = m.arch.as_ref().map(|a| a.v);
         let base = match &m.base {
@@ -1527,6 +1890,43 @@ impl Loader<'_> {
             },
             sources,
         })
+    }
+}
+
+/// What a `source` is read as.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    File,
+    Template,
+}
+
+impl Kind {
+    fn max(self) -> u64 {
+        match self {
+            Kind::File => MAX_FILE_BYTES,
+            Kind::Template => MAX_TEMPLATE_BYTES,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::File => "source",
+            Kind::Template => "template",
+        }
+    }
+
+    fn article_noun(self) -> &'static str {
+        match self {
+            Kind::File => "a baked file",
+            Kind::Template => "a template",
+        }
+    }
+
+    fn too_big_help(self) -> &'static str {
+        match self {
+            Kind::File => "install large content from a package, or download it in a build step: baked files are copied through the staged context and uploaded over SSH",
+            Kind::Template => "the agent renders every template in memory at each boot: keep templates to configuration files, and bake large static content with `[[files]]`",
+        }
     }
 }
 

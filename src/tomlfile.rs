@@ -23,9 +23,7 @@ pub fn parse<T: Partial>(file: &str, text: &str) -> (T, Vec<Diagnostic>) {
             .iter()
             .map(|e| {
                 let d = to_diagnostic(file, text, e, 0..0, "TOML syntax error: ");
-                d.help(
-                    "fix the syntax at this point; the TOML format is described at https://toml.io",
-                )
+                d.help(syntax_help(e.message()))
             })
             .collect();
         return (T::default(), diags);
@@ -46,6 +44,18 @@ pub fn parse<T: Partial>(file: &str, text: &str) -> (T, Vec<Diagnostic>) {
     (value, diags)
 }
 
+/// What to do about a syntax error: most need reading the TOML rules, a
+/// few have one obvious fix.
+fn syntax_help(message: &str) -> &'static str {
+    if message.contains("duplicate key") {
+        "a key may appear once per table: remove one of the two, or merge them"
+    } else if message.contains("recurs") {
+        "the value is nested too deeply: role files need a few levels at most"
+    } else {
+        "fix the syntax at this point; the TOML format is described at https://toml.io"
+    }
+}
+
 fn to_diagnostic(
     file: &str,
     text: &str,
@@ -55,11 +65,9 @@ fn to_diagnostic(
 ) -> Diagnostic {
     let span = err.span().unwrap_or(fallback);
     let (message, help) = humanize(err.message().trim());
-    let d = Diagnostic::at(file, text, span, format!("{prefix}{message}"));
-    match help {
-        Some(h) => d.help(h),
-        None => d,
-    }
+    // Every problem says what to do; the schema lists what each key takes.
+    let help = help.unwrap_or_else(|| "`imagectl schema` prints what each key takes".to_string());
+    Diagnostic::at(file, text, span, format!("{prefix}{message}")).help(help)
 }
 
 /// Rewrites serde's messages into ours: "key" rather than "field", and a
@@ -94,8 +102,16 @@ fn humanize(msg: &str) -> (String, Option<String>) {
             Some(format!("add `{name} = ...` to this table")),
         );
     }
-    if let Some(rest) = msg.strip_prefix("invalid type: ") {
+    let wrong = msg
+        .strip_prefix("invalid type: ")
+        .map(|r| ("type", r))
+        .or_else(|| msg.strip_prefix("invalid value: ").map(|r| ("value", r)));
+    if let Some((what, rest)) = wrong {
         if let Some((found, expected)) = rest.split_once(", expected ") {
+            // serde says how it read a number too big for any integer type.
+            let found = found
+                .trim_end_matches(" as i128")
+                .trim_end_matches(" as u128");
             let expected = match expected {
                 "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (no quotes)",
                 "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number (no quotes)",
@@ -105,7 +121,7 @@ fn humanize(msg: &str) -> (String, Option<String>) {
                 e => e,
             };
             return (
-                format!("wrong type: expected {expected}, found {found}"),
+                format!("wrong {what}: expected {expected}, found {found}"),
                 Some("change the value to the expected type".to_string()),
             );
         }
@@ -151,6 +167,11 @@ mod tests {
     fn invalid_type_reads_naturally() {
         let (m, _) = humanize("invalid type: integer `3`, expected a string");
         assert_eq!(m, "wrong type: expected a string, found integer `3`");
+        let (m, _) = humanize("invalid value: integer `-8`, expected u32");
+        assert_eq!(
+            m,
+            "wrong value: expected a whole number (no quotes), found integer `-8`"
+        );
         let (m, _) = humanize("invalid type: string \"big\", expected u32");
         assert_eq!(
             m,

@@ -5,6 +5,7 @@ mod bad_roles;
 mod cli;
 mod docs;
 mod faults;
+mod fuzz_corpus;
 mod hash;
 mod local;
 mod moto;
