@@ -41,6 +41,11 @@ pub const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
 /// the size, so a huge (even sparse) file is rejected without being read.
 pub const MAX_FILE_BYTES: u64 = 100 << 20;
 
+/// The largest `[[archives]]` tar: an application release with its vendored
+/// gems and compiled assets. Archives are copied, not read, by staging, and
+/// hashed by streaming.
+pub const MAX_ARCHIVE_BYTES: u64 = 1 << 30;
+
 /// How many roles deep `extends` may go. Real hierarchies are two or three
 /// levels; the limit bounds the recursion that merges them, so a hostile
 /// chain of thousands of roles is an error rather than a stack overflow.
@@ -1386,7 +1391,7 @@ impl Loader<'_> {
         let raw = &at.v;
         let source = Self::at(f, raw.source.clone());
         let mut ok = true;
-        if let Err(d) = self.check_source(&source) {
+        if let Some(d) = self.check_source(&source, Kind::Archive) {
             self.diags.push(d);
             ok = false;
         } else if ![".tar", ".tar.gz", ".tgz"]
@@ -1898,6 +1903,7 @@ impl Loader<'_> {
 enum Kind {
     File,
     Template,
+    Archive,
 }
 
 impl Kind {
@@ -1905,6 +1911,7 @@ impl Kind {
         match self {
             Kind::File => MAX_FILE_BYTES,
             Kind::Template => MAX_TEMPLATE_BYTES,
+            Kind::Archive => MAX_ARCHIVE_BYTES,
         }
     }
 
@@ -1912,6 +1919,7 @@ impl Kind {
         match self {
             Kind::File => "source",
             Kind::Template => "template",
+            Kind::Archive => "archive",
         }
     }
 
@@ -1919,6 +1927,7 @@ impl Kind {
         match self {
             Kind::File => "a baked file",
             Kind::Template => "a template",
+            Kind::Archive => "an archive",
         }
     }
 
@@ -1926,6 +1935,7 @@ impl Kind {
         match self {
             Kind::File => "install large content from a package, or download it in a build step: baked files are copied through the staged context and uploaded over SSH",
             Kind::Template => "the agent renders every template in memory at each boot: keep templates to configuration files, and bake large static content with `[[files]]`",
+            Kind::Archive => "archives are copied through the staged context and uploaded to the build instance: ship what makes a release this big as a Debian package, or slim the release",
         }
     }
 }
