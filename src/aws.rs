@@ -262,16 +262,7 @@ fn image_info(image: &aws_sdk_ec2::types::Image) -> ImageInfo {
             .state()
             .map(|s| s.as_str().to_string())
             .unwrap_or_default(),
-        tags: image
-            .tags()
-            .iter()
-            .map(|t| {
-                (
-                    t.key().unwrap_or_default().to_string(),
-                    t.value().unwrap_or_default().to_string(),
-                )
-            })
-            .collect(),
+        tags: tag_map(image.tags()),
         snapshots: image
             .block_device_mappings()
             .iter()

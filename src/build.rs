@@ -386,7 +386,7 @@ async fn build_one(
     progress: &dyn Progress,
 ) -> Result<(BTreeMap<String, String>, String), Error> {
     let role = &t.role;
-    let build_id = format!("{}-{}", t.hash.short(), utc_stamp(SystemTime::now()));
+    let build_id = build_id(&t.hash, SystemTime::now());
     let work = project
         .root
         .join(".imagectl")
@@ -674,6 +674,17 @@ pub fn commit(root: &Path) -> String {
         }
         None => "unknown".to_string(),
     }
+}
+
+/// A build's ID, `HASH12-YYYYMMDDhhmmss`: it names the image, the build
+/// instance and its key pair, and is the `imagectl:build` tag.
+pub fn build_id(hash: &ContentHash, t: SystemTime) -> String {
+    format!("{}-{}", hash.short(), utc_stamp(t))
+}
+
+/// The `YYYYMMDDhhmmss` stamp of a build ID ([`build_id`]).
+pub fn build_stamp(build: &str) -> Option<&str> {
+    build.rsplit_once('-').map(|(_, stamp)| stamp)
 }
 
 /// `YYYYMMDDhhmmss` in UTC.

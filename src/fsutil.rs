@@ -1,4 +1,5 @@
-//! Atomic file writes: readers see the old file or the new one, never half.
+//! Filesystem helpers: atomic file writes (readers see the old file or the
+//! new one, never half), and finding a program on `PATH`.
 
 use std::io::Write;
 use std::path::Path;
@@ -28,6 +29,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Whether `program` is an executable file in a directory of `PATH`.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -91,10 +91,7 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 }
 
 fn need(tool: &'static str, package: &'static str) -> Result<(), Error> {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if found {
+    if fsutil::on_path(tool) {
         Ok(())
     } else {
         Err(Error::Missing { tool, package })

@@ -169,9 +169,9 @@ pub fn regions(project: &Project) -> Vec<String> {
 fn age(image: &ImageInfo) -> (String, String) {
     let stamp = image
         .tag(tags::BUILD)
-        .and_then(|b| b.rsplit_once('-'))
-        .map(|(_, stamp)| stamp.to_string())
-        .unwrap_or_default();
+        .and_then(crate::build::build_stamp)
+        .unwrap_or_default()
+        .to_string();
     (stamp, image.created.clone())
 }
 

@@ -20,27 +20,31 @@ pub enum Error {
         reason: String,
     },
     /// A sidecar did not start or stopped at once.
-    #[error("sidecar `{command}` {reason}; its output is in {}{}", log.display(), hint(command))]
+    #[error("sidecar `{command}` {reason}{}{}", if output.is_empty() { String::new() } else { format!("; it said: {output}") }, hint(command))]
     Failed {
         /// The command.
         command: String,
         /// How it failed.
         reason: String,
-        /// Its output.
-        log: PathBuf,
+        /// The last lines it wrote (its log goes with the test's directory).
+        output: String,
     },
 }
 
 fn hint(command: &str) -> String {
     let program = command.split_whitespace().next().unwrap_or_default();
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false);
-    if found {
+    if crate::fsutil::on_path(program) {
         String::new()
     } else {
         format!(" (`{program}` is not installed on this machine: install it, e.g. `apt-get install {program}`)")
     }
+}
+
+/// The last few lines of a sidecar's log, on one line.
+fn last_lines(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" / ")
 }
 
 /// Running sidecars and their namespace; both go away on drop.
@@ -91,7 +95,7 @@ impl Sidecars {
             let failed = |reason: String| Error::Failed {
                 command: command.clone(),
                 reason,
-                log: log.clone(),
+                output: last_lines(&log),
             };
             let out =
                 std::fs::File::create(&log).map_err(|e| failed(format!("has no log: {e}")))?;

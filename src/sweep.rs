@@ -132,9 +132,7 @@ pub fn build_of_name<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// The time a build ID's stamp names.
 fn build_secs(build: &str) -> Option<i64> {
-    build
-        .rsplit_once('-')
-        .and_then(|(_, s)| build::stamp_secs(s))
+    build::build_stamp(build).and_then(build::stamp_secs)
 }
 
 /// The tags every complete image carries (besides `Name`).
