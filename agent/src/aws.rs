@@ -141,6 +141,14 @@ pub fn imds() -> aws_config::imds::Client {
         .retry_classifier(ImdsRetry.into_shared())
         .connect_timeout(Duration::from_secs(1))
         .read_timeout(Duration::from_secs(2))
+        // One attempt of a read includes loading the token, itself up to
+        // MAX_ATTEMPTS tries with backoff (at most 5 x 3 s + 1+2+4+8 s =
+        // 30 s). The SDK's default 10 s attempt timeout cut that short now
+        // and then, and the read's retry began a second round of token
+        // requests: 9 where 5 was the bound. The boot deadline bounds the
+        // whole operation.
+        .operation_attempt_timeout(Duration::from_secs(45))
+        .operation_timeout(Duration::from_secs(600))
         .build()
 }
 

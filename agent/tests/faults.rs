@@ -222,6 +222,33 @@ fn imds_answering_500_fails_at_identity_after_5_attempts() {
     assert_previous_config(&image);
 }
 
+/// Every token request times out (2 s read timeout), so the token's five
+/// tries with backoff outlast the SDK's default 10 s attempt timeout of the
+/// read that needs the token. That must not start a second round of token
+/// requests: the bound is 5 requests, not 5 per read attempt.
+#[test]
+fn imds_timing_out_stays_within_5_token_requests() {
+    let image = fault_image();
+    let imds = Server::start(|_, _| {
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        ("500 Internal Server Error".to_string(), vec![], vec![])
+    });
+    let out = image
+        .agent(&["boot"], Some(&imds.url()), None)
+        .output()
+        .unwrap();
+    let (error, _) = failed_at(out, &image, "identity");
+    assert!(
+        error.starts_with(
+            "instance metadata service: cannot get an IMDSv2 session token after up to 5 attempts"
+        ),
+        "{error}"
+    );
+    assert!(error.contains("timeout"), "{error}");
+    assert_eq!(imds.hits(), 5, "{:?}", imds.log.lock().unwrap());
+    assert_previous_config(&image);
+}
+
 #[test]
 fn imds_answering_500_twice_is_retried_and_the_boot_succeeds() {
     let moto = moto_with_params();
