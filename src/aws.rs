@@ -954,6 +954,13 @@ impl Ec2 {
     /// `source` (the latest, by number rather than `$Latest`: a version
     /// added meanwhile is then not silently built upon), makes it the
     /// default, and returns its number.
+    ///
+    /// The request carries a client token derived from the template, the
+    /// source version and the image. Without one, EC2 makes up a token per
+    /// request, so a retry after an answer lost on the way back (a 500 or a
+    /// dropped connection after EC2 acted) adds a second version; with it,
+    /// EC2 answers the retry, and a run repeated before anything else
+    /// changed the template, with the version the first request made.
     pub async fn launch_template_publish(
         &self,
         name: &str,
@@ -973,6 +980,7 @@ impl Ec2 {
         let out = self
             .client
             .create_launch_template_version()
+            .client_token(launch_template_token(name, source, image))
             .launch_template_name(name)
             .source_version(source.to_string())
             .version_description(description)
@@ -999,6 +1007,17 @@ impl Ec2 {
             .map_err(err("ModifyLaunchTemplate", &self.region, Some(name)))?;
         Ok(())
     }
+}
+
+/// The client token of the launch template version that puts `image` on
+/// top of version `source` of template `name`: 64 hex digits (EC2 allows up
+/// to 64 characters), the same for the same three.
+fn launch_template_token(name: &str, source: i64, image: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!(
+        "imagectl launch template\0{name}\0{source}\0{image}"
+    ));
+    crate::hash::hex(&digest)
 }
 
 /// SSM Parameter Store in one region.
@@ -1204,6 +1223,26 @@ pub fn is_loopback_endpoint(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_launch_template_token_is_the_same_for_the_same_request_only() {
+        let token = launch_template_token("app-prod", 3, "ami-0123456789abcdef0");
+        assert_eq!(token.len(), 64);
+        assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(
+            token,
+            launch_template_token("app-prod", 3, "ami-0123456789abcdef0")
+        );
+        // The same image on a template that has changed since, another
+        // template, another image: each a new request.
+        for other in [
+            launch_template_token("app-prod", 4, "ami-0123456789abcdef0"),
+            launch_template_token("app-dev", 3, "ami-0123456789abcdef0"),
+            launch_template_token("app-prod", 3, "ami-0123456789abcdef1"),
+        ] {
+            assert_ne!(token, other);
+        }
+    }
 
     #[test]
     fn the_retry_bound_is_overridable_within_reason() {

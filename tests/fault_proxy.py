@@ -7,7 +7,7 @@ middle of them.
 Usage:
   python fault_proxy.py PORT UPSTREAM_URL [--actions A,B] [--error KIND]
                         [--first N | --rate R | --delay SECONDS] [--seed S]
-                        [--agent S] [--log FILE]
+                        [--after] [--agent S] [--log FILE]
 
   --actions  EC2/IAM query actions (Action=...) or JSON targets
              (X-Amz-Target suffix, e.g. GetParameter); default: every action
@@ -17,9 +17,13 @@ Usage:
              (a bounded outage: retries within N+1 attempts succeed)
   --rate R   fail each matching request with probability R (seeded)
   --delay S  fail nothing: hold each matching request S seconds, then forward it
+  --after    forward a faulted request all the same and answer the error
+             after AWS acted on it: a lost answer, which only a client
+             token makes safe to send again
   --agent S  fault only requests whose User-Agent contains S (aws-sdk-go/
              is Packer's, aws-sdk-rust/ imagectl's)
-  --log      append one line per request: "<action> <fault|pass>"
+  --log      append one line per request: "<action> <fault|pass>", and
+             " token=<ClientToken>" when the request carries one
 
 The proxy prints "ready" on stdout once it listens.
 """
@@ -44,6 +48,7 @@ ap.add_argument("--first", type=int, default=None)
 ap.add_argument("--rate", type=float, default=None)
 ap.add_argument("--delay", type=float, default=None)
 ap.add_argument("--seed", type=int, default=1)
+ap.add_argument("--after", action="store_true")
 ap.add_argument("--agent", default=None)
 ap.add_argument("--log", default=None)
 args = ap.parse_args()
@@ -60,6 +65,11 @@ def action_of(headers, body):
         return target.rsplit(".", 1)[-1], "json"
     form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
     return (form.get("Action") or ["?"])[0], "query"
+
+
+def client_token(body):
+    form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+    return (form.get("ClientToken") or [""])[0]
 
 
 def chosen(action, agent):
@@ -106,9 +116,11 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             time.sleep(args.delay)
         faulted = fault_for(action, agent)
         if args.log:
+            token = client_token(body) if protocol == "query" else ""
+            line = f"{action} {'fault' if faulted else 'pass'}" + (f" token={token}" if token else "")
             with lock, open(args.log, "a") as f:
-                f.write(f"{action} {'fault' if faulted else 'pass'}\n")
-        if faulted:
+                f.write(line + "\n")
+        if faulted and not args.after:
             status, headers, data = error_response(protocol)
         else:
             req = urllib.request.Request(args.upstream + self.path, data=body or None, method=self.command)
@@ -121,6 +133,8 @@ class Proxy(http.server.BaseHTTPRequestHandler):
                 status, headers, data = resp.status, resp.headers.items(), resp.read()
             except urllib.error.HTTPError as e:
                 status, headers, data = e.code, e.headers.items(), e.read()
+            if faulted:
+                status, headers, data = error_response(protocol)
         self.send_response(status)
         for k, v in headers:
             if k.lower() not in ("content-length", "connection", "transfer-encoding", "server", "date"):

@@ -55,11 +55,36 @@ impl FaultProxy {
 
     /// Every request so far: (action, faulted).
     fn requests(&self) -> Vec<(String, bool)> {
+        self.lines()
+            .into_iter()
+            .map(|fields| (fields[0].clone(), fields[1] == "fault"))
+            .collect()
+    }
+
+    /// The client token of every request of `action` so far, in order
+    /// (empty when it had none).
+    fn tokens(&self, action: &str) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|fields| fields[0] == action)
+            .map(|fields| {
+                fields
+                    .iter()
+                    .find_map(|f| f.strip_prefix("token="))
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// The log's lines, split into fields: action, fault or pass, then
+    /// `token=...` when the request had one.
+    fn lines(&self) -> Vec<Vec<String>> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(a, f)| (a.to_string(), f == "fault"))
+            .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .filter(|fields| fields.len() >= 2)
             .collect()
     }
 
@@ -257,6 +282,46 @@ fn build_publish_and_promote_ride_out_throttling_and_500s_with_the_same_result()
         amis["eu-central-1"].as_str().unwrap(),
     );
     assert_eq!(outcome(&moto, home, copy), expected);
+}
+
+/// An answer lost after EC2 acted: the proxy forwards the first
+/// CreateLaunchTemplateVersion of each publish to moto, then answers 500.
+/// The retry must carry the same client token, by which real EC2 answers
+/// it with the version the first request made instead of making a second
+/// one. moto ignores client tokens, so what is checked is the token EC2
+/// keys on, and that the result is right all the same. (CopyImage is
+/// Packer's call, and Packer 1.6.6 sends it without a token.)
+#[test]
+fn an_answer_lost_after_ec2_acted_is_retried_with_the_same_client_token() {
+    let moto = Moto::start();
+    let t = project(&moto);
+    let lost = FaultProxy::start(
+        &moto.endpoint,
+        &[
+            "--actions",
+            "CreateLaunchTemplateVersion",
+            "--error",
+            "500",
+            "--first",
+            "1",
+            "--after",
+        ],
+    );
+    let mut t = t.envs([("AWS_ENDPOINT_URL", lost.url.clone())]);
+    let (home, _) = build(&mut t);
+    t.ok_with(&["publish", "app", "--channel", "dev"]);
+    t.ok_with(&["promote", "app", "--from", "dev", "--to", "prod"]);
+    // Publish (to app-dev) and promote (to app-prod): one lost answer and
+    // its retry, then one request.
+    let action = "CreateLaunchTemplateVersion";
+    assert_eq!(lost.faults(action), 1, "{:?}", lost.requests());
+    let tokens = lost.tokens(action);
+    assert_eq!(tokens.len(), 3, "{tokens:?}");
+    assert!(tokens.iter().all(|t| t.len() == 64), "{tokens:?}");
+    assert_eq!(tokens[0], tokens[1], "the retry has a new token");
+    assert_ne!(tokens[1], tokens[2], "two templates share a token");
+    let lt = launch_template(&moto, "eu-west-1");
+    assert_eq!(lt["default_image"], home.as_str(), "{lt}");
 }
 
 #[test]
