@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     AttributeValue, Filter, LaunchPermission, LaunchPermissionModifications,
     LaunchTemplateHttpTokensState, LaunchTemplateInstanceMetadataEndpointState,
@@ -31,15 +32,43 @@ pub struct Error {
 }
 
 impl Error {
-    fn new<E>(operation: &'static str, region: &str, resource: Option<&str>, e: E) -> Error
+    fn new<E>(
+        operation: &'static str,
+        region: &str,
+        resource: Option<&str>,
+        e: SdkError<E, HttpResponse>,
+    ) -> Error
     where
-        E: std::error::Error + ProvideErrorMetadata,
+        E: std::error::Error + ProvideErrorMetadata + 'static,
     {
+        let message = match &e {
+            // The SDK's own words name a timeout kind and no call.
+            SdkError::TimeoutError(_) => format!(
+                "no answer within {} s; {}",
+                attempt_timeout().as_secs(),
+                gave_up()
+            ),
+            // No request reached AWS (connection refused, DNS, TLS).
+            SdkError::DispatchFailure(_) => format!(
+                "cannot reach AWS ({}); {}",
+                chain(&e).trim_start_matches("dispatch failure: "),
+                gave_up()
+            ),
+            // An answer the SDK could not read (moto's XML AccessDenied to
+            // a JSON API, a proxy's HTML page): what it said, briefly.
+            SdkError::ResponseError(r) => format!(
+                "{}: HTTP {}: {}",
+                chain(&e),
+                r.raw().status().as_u16(),
+                excerpt(r.raw().body().bytes().unwrap_or_default())
+            ),
+            _ => describe(&e),
+        };
         Error {
             operation,
             region: region.to_string(),
             resource: resource.map(|r| format!("`{r}`")),
-            message: describe(&e),
+            message,
         }
     }
 
@@ -96,9 +125,9 @@ const SERVER_CODES: &[&str] = &[
 /// that it gave up after the bound.
 fn describe<E: std::error::Error + ProvideErrorMetadata>(e: &E) -> String {
     let Some(code) = e.code() else {
-        // Not an answer from AWS: a connection, a timeout, a response the
-        // SDK could not read. Its chain of causes says which.
-        return aws_sdk_ec2::error::DisplayErrorContext(e).to_string();
+        // Not an answer from AWS: a response the SDK could not read, say.
+        // Its chain of causes says which.
+        return chain(e);
     };
     let said = match e.message() {
         Some(m) if !m.is_empty() => format!("`{code}`: {m}"),
@@ -107,12 +136,6 @@ fn describe<E: std::error::Error + ProvideErrorMetadata>(e: &E) -> String {
     // The standard retry strategy tries these up to the bound (its retry
     // quota, 100 failed retries per process, is never the limit for one
     // command); an error coming back here means every attempt failed.
-    let gave_up = || {
-        format!(
-            "gave up after {} attempts (the bound: set {MAX_ATTEMPTS_ENV} to change it)",
-            max_attempts()
-        )
-    };
     if THROTTLING_CODES.contains(&code) {
         format!("throttled ({said}); {}", gave_up())
     } else if SERVER_CODES.contains(&code) {
@@ -122,9 +145,59 @@ fn describe<E: std::error::Error + ProvideErrorMetadata>(e: &E) -> String {
     }
 }
 
-fn err<E>(operation: &'static str, region: &str, resource: Option<&str>) -> impl FnOnce(E) -> Error
+/// The end of the message of an error the SDK retried to the bound.
+fn gave_up() -> String {
+    let n = max_attempts();
+    format!(
+        "gave up after {n} attempt{} (the bound: set {MAX_ATTEMPTS_ENV} to change it)",
+        if n == 1 { "" } else { "s" }
+    )
+}
+
+/// The start of a response body on one line: up to 300 characters, runs
+/// of whitespace and control characters as one space.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::new();
+    for word in text.split(|c: char| c.is_whitespace() || c.is_control()) {
+        if word.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.chars().count() > 300 {
+            let cut: String = out.chars().take(300).collect();
+            return format!("{cut}...");
+        }
+    }
+    out
+}
+
+/// An error and its causes on one line (`a: b: c`), without the SDK's
+/// debug dump of its internals; a message the one before it already
+/// contains is left out.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let msg = err.to_string();
+        if !msg.is_empty() && !parts.last().is_some_and(|p| p.contains(&msg)) {
+            parts.push(msg);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
+fn err<E>(
+    operation: &'static str,
+    region: &str,
+    resource: Option<&str>,
+) -> impl FnOnce(SdkError<E, HttpResponse>) -> Error
 where
-    E: std::error::Error + ProvideErrorMetadata,
+    E: std::error::Error + ProvideErrorMetadata + 'static,
 {
     let region = region.to_string();
     let resource = resource.map(String::from);
@@ -146,6 +219,30 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 /// The longest single backoff between attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
+/// The environment variable that overrides how long one attempt of an AWS
+/// call may take, in seconds.
+pub const ATTEMPT_TIMEOUT_ENV: &str = "IMAGECTL_AWS_ATTEMPT_TIMEOUT";
+
+/// How long one attempt may take before it is abandoned and retried like a
+/// throttled one. Without a limit, a connection that goes quiet (a NAT
+/// gateway dropping state, a proxy holding the request) hangs a build
+/// until CI's job timeout, hours later. EC2 and SSM answer in seconds,
+/// creating calls included: they return before the work is done.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn attempt_timeout_from(value: Option<&str>) -> Result<Duration, String> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT_ATTEMPT_TIMEOUT),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n @ 1..=3600) => Ok(Duration::from_secs(n)),
+            _ => Err(format!(
+                "`{ATTEMPT_TIMEOUT_ENV}={v}` is not a number of seconds from 1 to 3600; using {}",
+                DEFAULT_ATTEMPT_TIMEOUT.as_secs()
+            )),
+        },
+    }
+}
+
 fn max_attempts_from(value: Option<&str>) -> Result<u32, String> {
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(DEFAULT_MAX_ATTEMPTS),
@@ -156,6 +253,14 @@ fn max_attempts_from(value: Option<&str>) -> Result<u32, String> {
             )),
         },
     }
+}
+
+/// The time one attempt may take in effect: `IMAGECTL_AWS_ATTEMPT_TIMEOUT`
+/// when it is a number of seconds from 1 to 3600, else
+/// [`DEFAULT_ATTEMPT_TIMEOUT`].
+pub fn attempt_timeout() -> Duration {
+    attempt_timeout_from(std::env::var(ATTEMPT_TIMEOUT_ENV).ok().as_deref())
+        .unwrap_or(DEFAULT_ATTEMPT_TIMEOUT)
 }
 
 /// The attempts per AWS call in effect: `AWS_MAX_ATTEMPTS` when it is a
@@ -169,8 +274,9 @@ pub fn max_attempts() -> u32 {
 /// Credentials and settings from the default chain (environment, profiles,
 /// SSO, web identity in CI, instance roles) with the SDK's standard retries
 /// (throttling, 5xx, timeouts) up to [`max_attempts`], exponential backoff
-/// with jitter from 1 s up to [`MAX_BACKOFF`]; `AWS_ENDPOINT_URL` points
-/// every client at an emulator.
+/// with jitter from 1 s up to [`MAX_BACKOFF`], each attempt limited to
+/// [`DEFAULT_ATTEMPT_TIMEOUT`]; `AWS_ENDPOINT_URL` points every client at
+/// an emulator.
 #[derive(Debug, Clone)]
 pub struct Session {
     config: SdkConfig,
@@ -182,6 +288,11 @@ impl Session {
         if let Err(warning) = max_attempts_from(std::env::var(MAX_ATTEMPTS_ENV).ok().as_deref()) {
             tracing::warn!("{warning}");
         }
+        if let Err(warning) =
+            attempt_timeout_from(std::env::var(ATTEMPT_TIMEOUT_ENV).ok().as_deref())
+        {
+            tracing::warn!("{warning}");
+        }
         // Set explicitly, the retry configuration wins over aws-config's own
         // reading of AWS_MAX_ATTEMPTS: max_attempts() reads it instead.
         let retry = aws_config::retry::RetryConfig::standard()
@@ -190,6 +301,13 @@ impl Session {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
             .retry_config(retry)
+            .timeout_config(
+                // Replaces the SDK's defaults: its 3.1 s to connect kept.
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_millis(3100))
+                    .operation_attempt_timeout(attempt_timeout())
+                    .build(),
+            )
             .load()
             .await;
         Session { config }
@@ -1241,6 +1359,33 @@ mod tests {
             launch_template_token("app-prod", 3, "ami-0123456789abcdef1"),
         ] {
             assert_ne!(token, other);
+        }
+    }
+
+    #[test]
+    fn an_unreadable_answer_is_quoted_briefly_on_one_line() {
+        assert_eq!(
+            excerpt(b"<?xml version=\"1.0\"?>\n  <ErrorResponse>\r\n\t<Code>AccessDenied</Code>"),
+            "<?xml version=\"1.0\"?> <ErrorResponse> <Code>AccessDenied</Code>"
+        );
+        let long = excerpt("é".repeat(1000).as_bytes());
+        assert_eq!(long.chars().count(), 303);
+        assert!(long.ends_with("..."));
+        assert_eq!(excerpt(b"\xff\x00ok"), "\u{fffd} ok");
+    }
+
+    #[test]
+    fn the_attempt_timeout_is_overridable_within_reason() {
+        let secs = |v| attempt_timeout_from(v).map(|d| d.as_secs());
+        assert_eq!(secs(None), Ok(60));
+        assert_eq!(secs(Some(" ")), Ok(60));
+        assert_eq!(secs(Some("2")), Ok(2));
+        for bad in ["0", "3601", "1.5", "soon"] {
+            let e = secs(Some(bad)).unwrap_err();
+            assert!(
+                e.starts_with(&format!("`IMAGECTL_AWS_ATTEMPT_TIMEOUT={bad}` is not")),
+                "{e}"
+            );
         }
     }
 

@@ -22,8 +22,8 @@ Usage:
              token makes safe to send again
   --agent S  fault only requests whose User-Agent contains S (aws-sdk-go/
              is Packer's, aws-sdk-rust/ imagectl's)
-  --log      append one line per request: "<action> <fault|pass>", and
-             " token=<ClientToken>" when the request carries one
+  --log      append one line per request as it arrives: "<action> <fault|pass>",
+             and " token=<ClientToken>" when the request carries one
 
 The proxy prints "ready" on stdout once it listens.
 """
@@ -112,14 +112,14 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         action, protocol = action_of(self.headers, body)
         agent = self.headers.get("User-Agent", "")
-        if args.delay is not None and chosen(action, agent):
-            time.sleep(args.delay)
         faulted = fault_for(action, agent)
         if args.log:
             token = client_token(body) if protocol == "query" else ""
             line = f"{action} {'fault' if faulted else 'pass'}" + (f" token={token}" if token else "")
             with lock, open(args.log, "a") as f:
                 f.write(line + "\n")
+        if args.delay is not None and chosen(action, agent):
+            time.sleep(args.delay)
         if faulted and not args.after:
             status, headers, data = error_response(protocol)
         else:

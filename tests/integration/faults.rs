@@ -324,6 +324,54 @@ fn an_answer_lost_after_ec2_acted_is_retried_with_the_same_client_token() {
     assert_eq!(lt["default_image"], home.as_str(), "{lt}");
 }
 
+/// A call that never answers (the proxy holds every PutParameter far past
+/// the attempt timeout) is abandoned and retried up to the bound, then
+/// named; it does not hang the publish. The proxy is stopped before it
+/// forwards anything, so the requests never reached AWS and nothing moved.
+#[test]
+fn a_call_that_never_answers_times_out_and_is_named() {
+    let moto = Moto::start();
+    let mut t = project(&moto);
+    build(&mut t);
+    let held = FaultProxy::start(
+        &moto.endpoint,
+        &["--actions", "PutParameter", "--delay", "600"],
+    );
+    let mut via = Test::from_tree(t.dir.path()).envs(moto.env()).envs([
+        ("AWS_ENDPOINT_URL", held.url.clone()),
+        ("AWS_MAX_ATTEMPTS", "2".into()),
+        ("IMAGECTL_AWS_ATTEMPT_TIMEOUT", "2".into()),
+    ]);
+    let r = via.run_with(&["publish", "app", "--channel", "dev"]);
+    let puts = held.requests();
+    drop(held);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with(
+            "error: AWS PutParameter in `eu-central-1` failed for `/imagectl/app/dev`: "
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("no answer within 2 s; gave up after 2 attempts (the bound: set AWS_MAX_ATTEMPTS to change it)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        puts.iter().filter(|(a, _)| a == "PutParameter").count(),
+        2,
+        "{puts:?}"
+    );
+    for region in ["eu-west-1", "eu-central-1"] {
+        assert!(
+            parameter(&moto, region, "/imagectl/app/dev").is_null(),
+            "{region} moved"
+        );
+    }
+}
+
 #[test]
 fn a_build_throttled_beyond_the_bound_names_the_call_and_builds_nothing() {
     let moto = Moto::start();
