@@ -15,6 +15,7 @@ use aws_sdk_ec2::types::{
     Tag,
 };
 use aws_sdk_ssm::types::ParameterType;
+use imagectl_agent::aws::chain;
 
 /// An AWS call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -173,22 +174,6 @@ fn excerpt(body: &[u8]) -> String {
         }
     }
     out
-}
-
-/// An error and its causes on one line (`a: b: c`), without the SDK's
-/// debug dump of its internals; a message the one before it already
-/// contains is left out.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(e);
-    while let Some(err) = next {
-        let msg = err.to_string();
-        if !msg.is_empty() && !parts.last().is_some_and(|p| p.contains(&msg)) {
-            parts.push(msg);
-        }
-        next = err.source();
-    }
-    parts.join(": ")
 }
 
 fn err<E>(

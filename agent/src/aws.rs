@@ -215,8 +215,8 @@ async fn imds_get(client: &aws_config::imds::Client, path: &str) -> Result<Strin
 
 /// An error and its sources on one line (`a: b: c`), without the SDK's
 /// debug dump of its internals; a message already contained in the one
-/// before it is left out.
-fn chain(e: &dyn std::error::Error) -> String {
+/// before it is left out. (imagectl's own AWS errors use it too.)
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(e);
     while let Some(err) = next {
