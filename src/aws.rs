@@ -1114,7 +1114,7 @@ impl Ec2 {
 
 /// The client token of the launch template version that puts `image` on
 /// top of version `source` of template `name`: 64 hex digits (EC2 allows up
-/// to 64 characters), the same for the same three.
+/// to 128 ASCII characters), the same for the same three.
 fn launch_template_token(name: &str, source: i64, image: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!(
