@@ -1059,11 +1059,12 @@ impl Ec2 {
     /// default, and returns its number.
     ///
     /// The request carries a client token derived from the template, the
-    /// source version and the image. Without one, EC2 makes up a token per
-    /// request, so a retry after an answer lost on the way back (a 500 or a
-    /// dropped connection after EC2 acted) adds a second version; with it,
-    /// EC2 answers the retry, and a run repeated before anything else
-    /// changed the template, with the version the first request made.
+    /// source version, the image and the description. Without one, EC2
+    /// makes up a token per request, so a retry after an answer lost on
+    /// the way back (a 500 or a dropped connection after EC2 acted) adds a
+    /// second version; with it, EC2 answers the retry, and a run repeated
+    /// before anything else changed the template, with the version the
+    /// first request made.
     pub async fn launch_template_publish(
         &self,
         name: &str,
@@ -1083,7 +1084,7 @@ impl Ec2 {
         let out = self
             .client
             .create_launch_template_version()
-            .client_token(launch_template_token(name, source, image))
+            .client_token(launch_template_token(name, source, image, description))
             .launch_template_name(name)
             .source_version(source.to_string())
             .version_description(description)
@@ -1113,12 +1114,14 @@ impl Ec2 {
 }
 
 /// The client token of the launch template version that puts `image` on
-/// top of version `source` of template `name`: 64 hex digits (EC2 allows up
-/// to 128 ASCII characters), the same for the same three.
-fn launch_template_token(name: &str, source: i64, image: &str) -> String {
+/// top of version `source` of template `name`, described as `description`:
+/// 64 hex digits (EC2 allows up to 128 ASCII characters), the same for the
+/// same request and only for it (EC2 refuses a token reused with other
+/// parameters).
+fn launch_template_token(name: &str, source: i64, image: &str, description: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!(
-        "imagectl launch template\0{name}\0{source}\0{image}"
+        "imagectl launch template\0{name}\0{source}\0{image}\0{description}"
     ));
     crate::hash::hex(&digest)
 }
@@ -1329,21 +1332,55 @@ mod tests {
 
     #[test]
     fn a_launch_template_token_is_the_same_for_the_same_request_only() {
-        let token = launch_template_token("app-prod", 3, "ami-0123456789abcdef0");
-        assert_eq!(token.len(), 64);
-        assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+        let token = |name, source, image, description| {
+            launch_template_token(name, source, image, description)
+        };
+        let first = token(
+            "app-prod",
+            3,
+            "ami-0123456789abcdef0",
+            "imagectl:app:prod:0123",
+        );
+        assert_eq!(first.len(), 64);
+        assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(
-            token,
-            launch_template_token("app-prod", 3, "ami-0123456789abcdef0")
+            first,
+            token(
+                "app-prod",
+                3,
+                "ami-0123456789abcdef0",
+                "imagectl:app:prod:0123"
+            )
         );
         // The same image on a template that has changed since, another
-        // template, another image: each a new request.
+        // template, image or description: each a new request.
         for other in [
-            launch_template_token("app-prod", 4, "ami-0123456789abcdef0"),
-            launch_template_token("app-dev", 3, "ami-0123456789abcdef0"),
-            launch_template_token("app-prod", 3, "ami-0123456789abcdef1"),
+            token(
+                "app-prod",
+                4,
+                "ami-0123456789abcdef0",
+                "imagectl:app:prod:0123",
+            ),
+            token(
+                "app-dev",
+                3,
+                "ami-0123456789abcdef0",
+                "imagectl:app:prod:0123",
+            ),
+            token(
+                "app-prod",
+                3,
+                "ami-0123456789abcdef1",
+                "imagectl:app:prod:0123",
+            ),
+            token(
+                "app-prod",
+                3,
+                "ami-0123456789abcdef0",
+                "imagectl:app:dev:0123",
+            ),
         ] {
-            assert_ne!(token, other);
+            assert_ne!(first, other);
         }
     }
 
