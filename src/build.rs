@@ -619,7 +619,7 @@ pub async fn complete(
                 Some(i) => i.id,
                 None => {
                     tracing::info!("{role}: copying {} to {region}", home_image.id);
-                    ec2.copy_image(home, home_image, settings.aws.kms_key.as_deref())
+                    ec2.copy_image(home, home_image, settings.aws.kms_key_in(region).as_deref())
                         .await?
                 }
             };

@@ -227,13 +227,13 @@ pub fn template(settings: &Settings, role: &Role, base: &Entry) -> Result<Body, 
         .block("launch_block_device_mappings", &[], block_device);
     if !aws.copy_regions.is_empty() {
         source = source.attr("ami_regions", Expr::strs(&aws.copy_regions));
-        if let Some(key) = &aws.kms_key {
+        if aws.kms_key.is_some() {
             source = source.attr(
                 "region_kms_key_ids",
                 Expr::Map(
                     aws.copy_regions
                         .iter()
-                        .map(|r| (r.clone(), Expr::str(key)))
+                        .filter_map(|r| Some((r.clone(), Expr::Str(aws.kms_key_in(r)?))))
                         .collect(),
                 ),
             );

@@ -254,7 +254,7 @@ struct RawAws {
     build_subnet: Option<String>,
     build_security_group: Option<String>,
     instance_profile: Option<String>,
-    kms_key: Option<String>,
+    kms_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -318,6 +318,17 @@ pub fn parse_settings(text: &str) -> Result<Settings, Diagnostics> {
                 )
                 .help("an account ID is 12 digits, written as a string"),
             );
+        }
+    }
+
+    if let Some(key) = &raw_aws.kms_key {
+        let copies: Vec<&str> = raw_aws
+            .copy_regions
+            .iter()
+            .map(|r| r.get_ref().as_str())
+            .collect();
+        if let Err((msg, help)) = check_kms_key(key.get_ref(), &region, &copies) {
+            diags.push(at(key.span(), msg).help(help));
         }
     }
 
@@ -407,7 +418,7 @@ pub fn parse_settings(text: &str) -> Result<Settings, Diagnostics> {
             build_subnet: raw_aws.build_subnet,
             build_security_group: raw_aws.build_security_group,
             instance_profile: raw_aws.instance_profile,
-            kms_key: raw_aws.kms_key,
+            kms_key: raw_aws.kms_key.map(Spanned::into_inner),
         },
         bases,
         build: raw.build.unwrap_or_default(),
@@ -418,6 +429,129 @@ pub fn parse_settings(text: &str) -> Result<Settings, Diagnostics> {
             launch_templates: raw_publish.launch_templates,
         },
     })
+}
+
+/// What a `kms_key` setting names, and so where it can be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KmsKey<'a> {
+    /// `alias/NAME`: the alias of that name in each region.
+    Alias,
+    /// `mrk-...`: a multi-region key, the same ID in every replica region.
+    MultiRegionId,
+    /// An ARN (`arn:PARTITION:kms:REGION:ACCOUNT:key/...` or `alias/...`):
+    /// its region, and whether it names a multi-region key or an alias,
+    /// which exist under the same name in other regions.
+    Arn { region: &'a str, portable: bool },
+    /// A key ID of a single-region key: that region only.
+    KeyId,
+}
+
+fn kms_key_kind(key: &str) -> Option<KmsKey<'_>> {
+    let is_key_id = |id: &str| {
+        id.len() == 36
+            && id
+                .bytes()
+                .all(|b| (b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) || b == b'-')
+    };
+    let is_mrk = |id: &str| {
+        id.strip_prefix("mrk-")
+            .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let is_alias = |a: &str| {
+        a.strip_prefix("alias/").is_some_and(|n| {
+            !n.is_empty()
+                && n.len() <= 250
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/_-".contains(&b))
+        })
+    };
+    if is_alias(key) {
+        return Some(KmsKey::Alias);
+    }
+    if is_mrk(key) {
+        return Some(KmsKey::MultiRegionId);
+    }
+    if is_key_id(key) {
+        return Some(KmsKey::KeyId);
+    }
+    let parts: Vec<&str> = key.splitn(6, ':').collect();
+    match parts[..] {
+        ["arn", partition, "kms", region, account, resource]
+            if partition.starts_with("aws")
+                && is_region(region)
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            if let Some(id) = resource.strip_prefix("key/") {
+                (is_mrk(id) || is_key_id(id)).then_some(KmsKey::Arn {
+                    region,
+                    portable: is_mrk(id),
+                })
+            } else {
+                is_alias(resource).then_some(KmsKey::Arn {
+                    region,
+                    portable: true,
+                })
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Checks that `key` can encrypt images in the home region and in every
+/// copy region: a key exists in one region only, so a single-region key ID
+/// or ARN cannot encrypt the copies, and Packer would fail after the whole
+/// bake. Err is the message and the advice.
+fn check_kms_key(key: &str, home: &str, copies: &[&str]) -> Result<(), (String, String)> {
+    let everywhere = "use an alias created in every region (`alias/imagectl-images`), or a multi-region key (`mrk-...`) replicated to them";
+    match kms_key_kind(key) {
+        None => Err((
+            format!("`{key}` is not a KMS key ID, key ARN or alias"),
+            "write `alias/NAME`, a key ID, or `arn:aws:kms:REGION:ACCOUNT:key/ID`".to_string(),
+        )),
+        Some(KmsKey::Arn { region, .. }) if region != home => Err((
+            format!("`kms_key` is in `{region}`, but images are built in `{home}`"),
+            format!("name a key in `{home}`; {everywhere}"),
+        )),
+        Some(
+            KmsKey::KeyId
+            | KmsKey::Arn {
+                portable: false, ..
+            },
+        ) if !copies.is_empty() => {
+            Err((
+                format!(
+                "`kms_key` names a single-region key, which does not exist in the copy region{} {}",
+                if copies.len() == 1 { "" } else { "s" },
+                copies.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+            ),
+                everywhere.to_string(),
+            ))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+impl Aws {
+    /// The KMS key to encrypt with in `region`: the setting itself, or for
+    /// an ARN of a multi-region key or an alias, the same ARN in `region`
+    /// (the settings check refuses any other key with copy regions).
+    pub fn kms_key_in(&self, region: &str) -> Option<String> {
+        let key = self.kms_key.as_deref()?;
+        Some(match kms_key_kind(key) {
+            Some(KmsKey::Arn {
+                region: at,
+                portable: true,
+            }) if at != region => {
+                let parts: Vec<&str> = key.splitn(6, ':').collect();
+                format!(
+                    "{}:{}:{}:{region}:{}:{}",
+                    parts[0], parts[1], parts[2], parts[4], parts[5]
+                )
+            }
+            _ => key.to_string(),
+        })
+    }
 }
 
 /// A lowercase name: letters, digits and `-`, starting with a letter.
@@ -481,6 +615,70 @@ mod tests {
                 "imagectl.toml:5:10 `imagectl` is not an SSM parameter prefix",
             ]
         );
+    }
+
+    #[test]
+    fn kms_keys_must_exist_where_images_go() {
+        let home = "eu-west-1";
+        let copies = ["eu-central-1"];
+        let id = "1234abcd-12ab-34cd-56ef-1234567890ab";
+        let mrk = "mrk-1234abcd12ab34cd56ef1234567890ab";
+        for ok in [
+            "alias/imagectl-images".to_string(),
+            mrk.to_string(),
+            format!("arn:aws:kms:eu-west-1:111122223333:key/{mrk}"),
+            "arn:aws:kms:eu-west-1:111122223333:alias/imagectl-images".to_string(),
+        ] {
+            assert_eq!(check_kms_key(&ok, home, &copies), Ok(()), "{ok}");
+        }
+        // A single-region key is fine without copies, not with them.
+        let arn = format!("arn:aws:kms:eu-west-1:111122223333:key/{id}");
+        for single in [id, arn.as_str()] {
+            assert_eq!(check_kms_key(single, home, &[]), Ok(()));
+            let (msg, _) = check_kms_key(single, home, &copies).unwrap_err();
+            assert_eq!(msg, "`kms_key` names a single-region key, which does not exist in the copy region `eu-central-1`");
+        }
+        let (msg, _) = check_kms_key(
+            &format!("arn:aws:kms:us-east-1:111122223333:key/{mrk}"),
+            home,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            msg,
+            "`kms_key` is in `us-east-1`, but images are built in `eu-west-1`"
+        );
+        for bad in [
+            "imagectl-images",
+            "alias/",
+            "arn:aws:kms:eu-west-1:1:key/x",
+            "KEY",
+        ] {
+            let (msg, _) = check_kms_key(bad, home, &copies).unwrap_err();
+            assert!(
+                msg.ends_with("is not a KMS key ID, key ARN or alias"),
+                "{bad}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_portable_kms_arn_is_rewritten_for_each_region() {
+        let mut s = parse_settings(MINIMAL).unwrap();
+        let mrk = "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+        s.aws.kms_key = Some(mrk.to_string());
+        assert_eq!(s.aws.kms_key_in("eu-west-1").as_deref(), Some(mrk));
+        assert_eq!(
+            s.aws.kms_key_in("eu-central-1").as_deref(),
+            Some("arn:aws:kms:eu-central-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab")
+        );
+        s.aws.kms_key = Some("alias/imagectl-images".to_string());
+        assert_eq!(
+            s.aws.kms_key_in("eu-central-1").as_deref(),
+            Some("alias/imagectl-images")
+        );
+        s.aws.kms_key = None;
+        assert_eq!(s.aws.kms_key_in("eu-central-1"), None);
     }
 
     #[test]

@@ -142,3 +142,49 @@ fn the_committed_release_is_packed_from_apps_learn_sample() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A KMS key exists in one region: a single-region key with copy regions
+/// would fail Packer's copy after the whole bake, so it is refused up
+/// front, with where and what to use instead. A multi-region key's ARN is
+/// rewritten for each copy region.
+#[test]
+fn a_kms_key_must_exist_in_every_region_images_go_to() {
+    let key = |t: &Test, key: &str| {
+        let settings = std::fs::read_to_string(t.path("imagectl.toml"))
+            .unwrap()
+            .replace("\"alias/imagectl-images\"", &format!("\"{key}\""));
+        std::fs::write(t.path("imagectl.toml"), settings).unwrap();
+    };
+    let t = Test::new();
+    key(
+        &t,
+        "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    );
+    let t = t.args(&["render"]);
+    let r = t.run();
+    assert_eq!(r.status, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "error: `kms_key` names a single-region key, which does not exist in the copy region `eu-central-1`\n \
+         --> imagectl.toml:8:11\n  |\n\
+         8 | kms_key = \"arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab\"\n  \
+         |           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n  \
+         = help: use an alias created in every region (`alias/imagectl-images`), or a multi-region key (`mrk-...`) replicated to them\n\n\
+         error: 1 problem found; nothing was written\n"
+    );
+    assert!(!t.path("images/app.pkr.hcl").exists());
+
+    let t = Test::new();
+    let mrk = "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+    key(&t, mrk);
+    let t = t.args(&["render"]);
+    assert_eq!(t.run().status, 0);
+    let hcl = std::fs::read_to_string(t.path("images/app.pkr.hcl")).unwrap();
+    assert!(hcl.contains(&format!("kms_key_id   = \"{mrk}\"")), "{hcl}");
+    assert!(
+        hcl.contains(
+            "eu-central-1 = \"arn:aws:kms:eu-central-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab\""
+        ),
+        "{hcl}"
+    );
+}
