@@ -90,6 +90,26 @@ print(json.dumps({{"layout": json.loads(t.extractfile("oci-layout").read()), "re
     assert_eq!(checked["layer"], layer.as_str());
     assert_eq!(checked["diff_ids"][0], layer.as_str());
     assert_eq!(checked["cmd"][0], "/sbin/init");
+    // And the library podman reads images with (containers/image, run
+    // through skopeo) copies it, checking every digest on the way.
+    let copied = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "--quiet"])
+        .arg(format!("oci-archive:{}", oci.display()))
+        .arg(format!("dir:{}", copied.path().display()))
+        .output()
+        .expect("skopeo (scripts/setup installs it)");
+    assert!(
+        out.status.success(),
+        "skopeo refused the OCI archive: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layer_file = copied.path().join(image["sha256"].as_str().unwrap());
+    assert!(
+        layer_file.is_file(),
+        "skopeo copied no layer {}",
+        layer_file.display()
+    );
 
     // The same hash is not built twice.
     let r = t.run_with(&["build", "tiny", "--target", "local"]);
