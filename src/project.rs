@@ -519,12 +519,13 @@ fn check_kms_key(key: &str, home: &str, copies: &[&str]) -> Result<(), (String, 
                 portable: false, ..
             },
         ) if !copies.is_empty() => {
+            let regions: Vec<String> = copies.iter().map(|r| format!("`{r}`")).collect();
+            let plural = if copies.len() == 1 { "" } else { "s" };
             Err((
                 format!(
-                "`kms_key` names a single-region key, which does not exist in the copy region{} {}",
-                if copies.len() == 1 { "" } else { "s" },
-                copies.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
-            ),
+                    "`kms_key` names a single-region key, which does not exist in the copy region{plural} {}",
+                    regions.join(", ")
+                ),
                 everywhere.to_string(),
             ))
         }
