@@ -396,6 +396,19 @@ pub struct Resource {
 }
 
 impl Resource {
+    /// A resource known by its `Name` tag, using nothing.
+    fn tagged(id: Option<&str>, state: String, created: Option<i64>, tags: &[Tag]) -> Resource {
+        let tags = tag_map(tags);
+        Resource {
+            id: id.unwrap_or_default().to_string(),
+            name: tags.get("Name").cloned().unwrap_or_default(),
+            state,
+            created,
+            tags,
+            uses: Vec::new(),
+        }
+    }
+
     /// The value of a tag.
     pub fn tag(&self, key: &str) -> Option<&str> {
         self.tags.get(key).map(String::as_str)
@@ -752,26 +765,21 @@ impl Ec2 {
         while let Some(r) = pages.next().await {
             let reservation = r.map_err(err("DescribeInstances", &self.region, None))?;
             for i in reservation.instances() {
-                let tags = tag_map(i.tags());
-                let mut uses: Vec<String> = i.image_id().map(String::from).into_iter().collect();
-                uses.extend(i.key_name().map(String::from));
-                uses.extend(
+                let state = i.state().and_then(|s| s.name()).map(|n| n.as_str());
+                let mut r = Resource::tagged(
+                    i.instance_id(),
+                    state.unwrap_or_default().to_string(),
+                    secs(i.launch_time()),
+                    i.tags(),
+                );
+                r.uses.extend(i.image_id().map(String::from));
+                r.uses.extend(i.key_name().map(String::from));
+                r.uses.extend(
                     i.security_groups()
                         .iter()
                         .filter_map(|g| g.group_id().map(String::from)),
                 );
-                out.push(Resource {
-                    id: i.instance_id().unwrap_or_default().to_string(),
-                    name: tags.get("Name").cloned().unwrap_or_default(),
-                    state: i
-                        .state()
-                        .and_then(|s| s.name())
-                        .map(|n| n.as_str().to_string())
-                        .unwrap_or_default(),
-                    created: secs(i.launch_time()),
-                    tags,
-                    uses,
-                });
+                out.push(r);
             }
         }
         Ok(out)
@@ -869,18 +877,13 @@ impl Ec2 {
         let mut out = Vec::new();
         while let Some(s) = pages.next().await {
             let s = s.map_err(err("DescribeSnapshots", &self.region, None))?;
-            let tags = tag_map(s.tags());
-            out.push(Resource {
-                id: s.snapshot_id().unwrap_or_default().to_string(),
-                name: tags.get("Name").cloned().unwrap_or_default(),
-                state: s
-                    .state()
-                    .map(|v| v.as_str().to_string())
-                    .unwrap_or_default(),
-                created: secs(s.start_time()),
-                tags,
-                uses: Vec::new(),
-            });
+            let state = s.state().map(|v| v.as_str()).unwrap_or_default();
+            out.push(Resource::tagged(
+                s.snapshot_id(),
+                state.to_string(),
+                secs(s.start_time()),
+                s.tags(),
+            ));
         }
         Ok(out)
     }
@@ -898,18 +901,13 @@ impl Ec2 {
         let mut out = Vec::new();
         while let Some(v) = pages.next().await {
             let v = v.map_err(err("DescribeVolumes", &self.region, None))?;
-            let tags = tag_map(v.tags());
-            out.push(Resource {
-                id: v.volume_id().unwrap_or_default().to_string(),
-                name: tags.get("Name").cloned().unwrap_or_default(),
-                state: v
-                    .state()
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_default(),
-                created: secs(v.create_time()),
-                tags,
-                uses: Vec::new(),
-            });
+            let state = v.state().map(|s| s.as_str()).unwrap_or_default();
+            out.push(Resource::tagged(
+                v.volume_id(),
+                state.to_string(),
+                secs(v.create_time()),
+                v.tags(),
+            ));
         }
         Ok(out)
     }
