@@ -1,5 +1,5 @@
 //! The command line as typed: clap's types, parsed once, validated into a
-//! [`crate::Config`] by [`crate::run`].
+//! [`crate::Config`] by [`crate::cmd::run`].
 
 use std::path::PathBuf;
 
@@ -85,11 +85,9 @@ pub enum Command {
 /// `imagectl iam-policy`.
 #[derive(Debug, clap::Args)]
 pub struct IamPolicyArgs {
-    /// The job: `plan` (read-only, for pull requests), `build` (bases update
-    /// and build, imagectl and Packer), `publish` (publish, promote,
-    /// rollback, images), `prune` or `sweep`.
-    #[arg(value_parser = ["plan", "build", "publish", "prune", "sweep"])]
-    pub job: String,
+    /// The job.
+    #[arg(value_enum)]
+    pub job: crate::iam::Job,
 }
 
 /// `imagectl images`.
@@ -227,17 +225,35 @@ pub struct BuildArgs {
     /// Publish every image built or reused to this channel afterwards.
     #[arg(long, value_name = "CHANNEL", conflicts_with = "target")]
     pub publish: Option<String>,
-    /// The imagectl-agent binary to bake (default: next to this binary).
+    /// The imagectl-agent binary to bake (default: the build of this
+    /// checkout beside this binary, the `release-agent` one first).
     #[arg(long, value_name = "PATH", env = "IMAGECTL_AGENT_BIN")]
     pub agent: Option<PathBuf>,
-    /// `aws` (an AMI, with Packer) or `local` (a root filesystem tarball in
-    /// images/local/, with mmdebstrap).
-    #[arg(long, value_parser = ["aws", "local"], default_value = "aws")]
-    pub target: String,
+    /// Where the image goes.
+    #[arg(long, value_enum, default_value_t = BuildTarget::Aws)]
+    pub target: BuildTarget,
     /// With `--target local`: `oci` also writes an OCI image archive
     /// (`podman load`/`docker load`) next to the tarball.
-    #[arg(long, value_parser = ["tar", "oci"], default_value = "tar")]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = LocalFormat::Tar)]
+    pub format: LocalFormat,
+}
+
+/// Where `imagectl build` puts an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuildTarget {
+    /// An AMI in every region, baked with Packer.
+    Aws,
+    /// A root filesystem tarball in images/local/, built with mmdebstrap.
+    Local,
+}
+
+/// What `--target local` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LocalFormat {
+    /// The root filesystem tarball.
+    Tar,
+    /// The tarball and an OCI image archive.
+    Oci,
 }
 
 /// `imagectl test`.
@@ -258,7 +274,8 @@ pub struct TestArgs {
     /// Keep the booted root filesystem (its journal is in var/log/journal).
     #[arg(long)]
     pub keep: bool,
-    /// The imagectl-agent binary to bake (default: next to this binary).
+    /// The imagectl-agent binary to bake (default: the build of this
+    /// checkout beside this binary, the `release-agent` one first).
     #[arg(long, value_name = "PATH", env = "IMAGECTL_AGENT_BIN")]
     pub agent: Option<PathBuf>,
 }
@@ -288,8 +305,8 @@ pub struct StageArgs {
     /// Directory to write; must not exist yet, or be empty.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// The imagectl-agent binary to bake (default: `imagectl-agent` next to
-    /// this binary, or `IMAGECTL_AGENT_BIN`).
+    /// The imagectl-agent binary to bake (default: the build of this
+    /// checkout beside this binary, the `release-agent` one first).
     #[arg(long, value_name = "PATH", env = "IMAGECTL_AGENT_BIN")]
     pub agent: Option<PathBuf>,
 }
@@ -335,11 +352,18 @@ pub struct PlanArgs {
     /// Exit 0 when nothing needs building, 2 when something does, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
-    /// `github-matrix`: the roles to build, as GitHub Actions' `strategy.matrix`.
-    #[arg(long, value_parser = ["github-matrix"])]
-    pub format: Option<String>,
+    /// Print the plan in another shape.
+    #[arg(long, value_enum)]
+    pub format: Option<PlanFormat>,
     /// Roles (default: every role that is not abstract).
     pub roles: Vec<String>,
+}
+
+/// Other shapes of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// The roles to build, as GitHub Actions' `strategy.matrix`.
+    GithubMatrix,
 }
 
 #[cfg(test)]

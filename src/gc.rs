@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use imagectl_core::names::tags;
+use imagectl_core::project::Project;
+
 use crate::aws::{self, ImageInfo, Session};
-use crate::build::tags;
-use crate::project::Project;
 use crate::publish;
 
 /// One image: one build of a role, in every region it was copied to.
@@ -31,16 +32,44 @@ pub struct Image {
     infos: Vec<(String, ImageInfo)>,
 }
 
+/// Images by (role, build).
+type Images = BTreeMap<(String, String), Image>;
+
 /// Every imagectl image of `roles` (all when empty), with what references it.
 pub async fn inventory(
     project: &Project,
     session: &Session,
     roles: &[String],
 ) -> Result<Vec<Image>, aws::Error> {
-    let settings = &project.settings;
-    let regions = publish::regions(project);
-    let mut images: BTreeMap<(String, String), Image> = BTreeMap::new();
-    for region in &regions {
+    let mut images = collect(project, session, roles).await?;
+    let mut refs = References::of(&images);
+    for region in project.settings.aws.regions() {
+        refs.in_region(project, session, region).await?;
+    }
+    let mut out: Vec<Image> = images
+        .iter_mut()
+        .map(|(key, img)| {
+            img.references = refs
+                .found
+                .remove(key)
+                .map(|s| s.into_iter().collect())
+                .unwrap_or_default();
+            img.clone()
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.role, &b.created).cmp(&(&b.role, &a.created)));
+    Ok(out)
+}
+
+/// Every imagectl image of `roles` in every region, one per build.
+async fn collect(
+    project: &Project,
+    session: &Session,
+    roles: &[String],
+) -> Result<Images, aws::Error> {
+    let home = &project.settings.aws.region;
+    let mut images = Images::new();
+    for region in project.settings.aws.regions() {
         for info in session.ec2(region).imagectl_images(roles).await? {
             let (Some(role), Some(hash)) = (info.tag(tags::ROLE), info.tag(tags::HASH)) else {
                 continue;
@@ -60,39 +89,68 @@ pub async fn inventory(
                     references: Vec::new(),
                     infos: Vec::new(),
                 });
-            if region == &settings.aws.region || info.created < entry.created {
+            if region == home || info.created < entry.created {
                 entry.created = info.created.clone();
             }
-            entry.amis.insert(region.clone(), info.id.clone());
-            entry.infos.push((region.clone(), info));
+            entry.amis.insert(region.to_string(), info.id.clone());
+            entry.infos.push((region.to_string(), info));
         }
     }
-    let by_ami: BTreeMap<(String, String), (String, String)> = images
-        .values()
-        .flat_map(|i| {
-            i.amis
-                .iter()
-                .map(move |(r, a)| ((r.clone(), a.clone()), (i.role.clone(), i.build.clone())))
-        })
-        .collect();
-    let mut refs: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    let mut note = |region: &str, ami: &str, why: String| {
-        if let Some(key) = by_ami.get(&(region.to_string(), ami.to_string())) {
-            refs.entry(key.clone()).or_default().insert(why);
-        }
-    };
+    Ok(images)
+}
 
-    let role_names: BTreeSet<String> = images.keys().map(|(r, _)| r.clone()).collect();
-    let depth = settings.publish.rollback_depth as usize;
-    for region in &regions {
+/// What references each image, as found so far.
+struct References {
+    /// (region, AMI) → the image's key.
+    by_ami: BTreeMap<(String, String), (String, String)>,
+    /// The roles with images.
+    roles: BTreeSet<String>,
+    /// The image's key → why it must stay.
+    found: BTreeMap<(String, String), BTreeSet<String>>,
+}
+
+impl References {
+    fn of(images: &Images) -> References {
+        let by_ami = images
+            .values()
+            .flat_map(|i| {
+                i.amis
+                    .iter()
+                    .map(move |(r, a)| ((r.clone(), a.clone()), (i.role.clone(), i.build.clone())))
+            })
+            .collect();
+        References {
+            by_ami,
+            roles: images.keys().map(|(r, _)| r.clone()).collect(),
+            found: BTreeMap::new(),
+        }
+    }
+
+    fn note(&mut self, region: &str, ami: &str, why: String) {
+        if let Some(key) = self.by_ami.get(&(region.to_string(), ami.to_string())) {
+            self.found.entry(key.clone()).or_default().insert(why);
+        }
+    }
+
+    /// Channels (current values and what rollback could restore), launch
+    /// templates and instances in `region`.
+    async fn in_region(
+        &mut self,
+        project: &Project,
+        session: &Session,
+        region: &str,
+    ) -> Result<(), aws::Error> {
+        let settings = &project.settings;
         let ssm = session.ssm(region);
         // Current values: one paged call per region for every channel.
         let current = ssm.by_path(&settings.publish.prefix).await?;
         for (name, ami) in &current {
-            note(region, ami, format!("channel {name} (current)"));
+            self.note(region, ami, format!("channel {name} (current)"));
         }
         // What rollback could restore: the last `rollback_depth` earlier values.
-        for role in &role_names {
+        let depth = settings.publish.rollback_depth as usize;
+        let roles: Vec<String> = self.roles.iter().cloned().collect();
+        for role in &roles {
             for channel in &settings.publish.channels {
                 let name = publish::parameter(project, role, channel);
                 if !current.contains_key(&name) {
@@ -100,7 +158,7 @@ pub async fn inventory(
                 }
                 let values = publish::distinct_values(&ssm.history(&name).await?);
                 for ami in values.iter().rev().skip(1).take(depth) {
-                    note(region, ami, format!("channel {name} (rollback)"));
+                    self.note(region, ami, format!("channel {name} (rollback)"));
                 }
             }
         }
@@ -115,32 +173,32 @@ pub async fn inventory(
             if let Some(t) = ec2.launch_template(lt).await? {
                 for (which, v) in [("default", t.default_version), ("latest", t.latest_version)] {
                     if let Some(ami) = t.images.get(&v) {
-                        note(region, ami, format!("launch template {lt} v{v} ({which})"));
+                        self.note(region, ami, format!("launch template {lt} v{v} ({which})"));
                     }
                 }
             }
         }
-        let ids: Vec<String> = by_ami
+        let ids: Vec<String> = self
+            .by_ami
             .keys()
             .filter(|(r, _)| r == region)
             .map(|(_, a)| a.clone())
             .collect();
         for ami in ec2.images_in_use(&ids).await? {
-            note(region, &ami, format!("instances in {region}"));
+            self.note(region, &ami, format!("instances in {region}"));
         }
+        Ok(())
     }
-    let mut out: Vec<Image> = images
-        .into_iter()
-        .map(|(key, mut img)| {
-            img.references = refs
-                .remove(&key)
-                .map(|s| s.into_iter().collect())
-                .unwrap_or_default();
-            img
-        })
-        .collect();
-    out.sort_by(|a, b| (&a.role, &b.created).cmp(&(&b.role, &a.created)));
-    Ok(out)
+}
+
+/// What `prune` does with an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// It stays.
+    Keep,
+    /// It is deregistered, with its snapshots, in every region.
+    Delete,
 }
 
 /// The decision about one image.
@@ -149,8 +207,8 @@ pub struct Decision {
     /// The image.
     #[serde(flatten)]
     pub image: Image,
-    /// `keep` or `delete`.
-    pub action: &'static str,
+    /// What happens to it.
+    pub action: Action,
     /// Why.
     pub reason: String,
 }
@@ -167,15 +225,15 @@ pub fn plan(images: Vec<Image>, keep: usize) -> Vec<Decision> {
         list.sort_by(|a, b| b.created.cmp(&a.created).then(b.hash.cmp(&a.hash)));
         for (n, image) in list.into_iter().enumerate() {
             let (action, reason) = if n < keep {
-                ("keep", format!("among the {keep} newest"))
+                (Action::Keep, format!("among the {keep} newest"))
             } else if !image.references.is_empty() {
                 (
-                    "keep",
+                    Action::Keep,
                     format!("referenced: {}", image.references.join("; ")),
                 )
             } else {
                 (
-                    "delete",
+                    Action::Delete,
                     "older than the newest and referenced by nothing".to_string(),
                 )
             };
@@ -191,7 +249,7 @@ pub fn plan(images: Vec<Image>, keep: usize) -> Vec<Decision> {
 
 /// Deregisters every image marked `delete`, with its snapshots, in every region.
 pub async fn delete(session: &Session, decisions: &[Decision]) -> Result<(), aws::Error> {
-    for d in decisions.iter().filter(|d| d.action == "delete") {
+    for d in decisions.iter().filter(|d| d.action == Action::Delete) {
         for (region, info) in &d.image.infos {
             tracing::info!(
                 "{}: deregistering {} in {region} and deleting its snapshots",
@@ -237,18 +295,18 @@ mod tests {
             ],
             1,
         );
-        let got: Vec<(&str, &str)> = decisions
+        let got: Vec<(&str, Action)> = decisions
             .iter()
             .map(|d| (d.image.hash.as_str(), d.action))
             .collect();
         assert_eq!(
             got,
             [
-                ("d", "keep"),
-                ("c", "delete"),
-                ("b", "keep"),
-                ("a", "delete"),
-                ("e", "keep")
+                ("d", Action::Keep),
+                ("c", Action::Delete),
+                ("b", Action::Keep),
+                ("a", Action::Delete),
+                ("e", Action::Keep)
             ]
         );
         assert!(decisions[2].reason.contains("/imagectl/web/prod"));

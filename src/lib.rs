@@ -1,78 +1,67 @@
 //! imagectl turns role definitions into immutable machine images.
 //!
-//! A role is a TOML file in `roles/` saying what goes into an image:
+//! The pure part of the pipeline (settings, roles, the base lock, Packer
+//! templates, the content hash, the staged context) is the
+//! [`imagectl_core`] crate; its data flows one way, from a role file to a
+//! resolved [`imagectl_core::target::Target`]. This crate takes targets from
+//! there, in layers that only point down:
 //!
-//! ```toml
-//! description = "Background job workers"
-//! extends = ["base"]
-//!
-//! [image]
-//! base = "debian-12"            # a key of [bases] in imagectl.toml
-//! instance_type = "t3.medium"
-//!
-//! [packages]
-//! apt = ["ruby", "libpq5"]
-//!
-//! [[files]]
-//! source = "files/worker/sidekiq.service"
-//! dest = "/etc/systemd/system/sidekiq.service"
-//!
-//! [[services]]
-//! name = "sidekiq.service"
-//! enabled = false               # started by the agent once config is rendered
-//!
-//! [boot]
-//! parameters = "/learn/{{env}}/worker"
-//! start = ["sidekiq.service"]
-//! ```
-//!
-//! Data flows one way: role file → validated [`role::Role`] → content hash
-//! ([`hash`]) → staged context → template → build → artifact → publication.
+//! - [`aws`]: thin calls to EC2 and SSM, with retries and readable errors;
+//! - [`bases`], [`inputs`]: the lock resolved against EC2, the inputs of
+//!   each build recorded beside its channels;
+//! - [`build`] (AMIs with Packer, through [`packer_exec`]) and [`local`]
+//!   (root filesystems with mmdebstrap, booted with systemd-nspawn beside
+//!   [`sidecar`]s): artifacts;
+//! - [`publish`], [`plan`], [`gc`], [`sweep`]: channels and launch
+//!   templates, what needs building, what can go;
+//! - [`cmd`]: one module per subcommand, which nothing else imports.
 
+pub mod artifacts;
 pub mod aws;
+pub mod bases;
 pub mod build;
 pub mod cli;
 pub mod cmd;
-pub mod diag;
-pub mod fsutil;
+pub mod failpoint;
 pub mod gc;
-pub mod hash;
-pub mod hcl;
 pub mod iam;
+pub mod inputs;
 pub mod local;
-pub mod lock;
-pub mod packer;
 pub mod packer_exec;
+pub mod plan;
 pub mod progress;
-pub mod project;
 pub mod publish;
-pub mod record;
-pub mod role;
 pub mod sidecar;
-pub mod stage;
 pub mod summary;
 pub mod sweep;
-pub mod tomlfile;
 
 use std::path::PathBuf;
 
-use cli::{Args, Command, OutputFormat};
-use diag::Diagnostics;
-use project::Project;
+use imagectl_core::diag::Diagnostics;
+use imagectl_core::project::{self, Project};
+use imagectl_core::{agent, lock, stage, target};
+
+use cli::{Args, OutputFormat};
 
 /// Everything that can go wrong, sorted by what the user should do: fix the
-/// input (exit 2) or look at what failed (exit 1).
+/// input (exit 2) or look at what failed (exit 1). Which of the two an
+/// error of a layer is, the layer's error type says (`is_usage`).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Role files or settings are invalid: every problem, with locations.
     #[error(transparent)]
     Invalid(#[from] Diagnostics),
-    /// The project could not be found or read.
-    #[error(transparent)]
-    Project(#[from] project::Error),
     /// The command line asks for something that cannot be done.
     #[error("{0}")]
     Usage(String),
+    /// An error of one of imagectl's layers.
+    #[error("{}", imagectl_image::error_chain(&**source))]
+    Layer {
+        /// Whether the user fixes it (exit 2) or it failed (exit 1).
+        usage: bool,
+        /// The error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Something failed while doing the work.
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
@@ -90,10 +79,13 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Invalid(_) | Error::Usage(_) => 2,
-            Error::Project(e) => match e {
-                project::Error::Read { .. } => 1,
-                _ => 2,
-            },
+            Error::Layer { usage, .. } => {
+                if *usage {
+                    2
+                } else {
+                    1
+                }
+            }
             Error::Failed(_) => 1,
             Error::Exit(code) => *code,
             Error::Interrupted(_, code) => *code,
@@ -104,11 +96,63 @@ impl Error {
     /// it does not already.
     pub fn report(&self) -> String {
         match self {
-            Error::Invalid(d) | Error::Project(project::Error::Invalid(d)) => d.to_string(),
-            Error::Failed(e) => format!("error: {e:#}"),
+            Error::Invalid(d) => d.to_string(),
+            Error::Failed(e) => format!("error: {}", imagectl_image::error_chain(&**e)),
             Error::Exit(_) => String::new(),
             other => format!("error: {other}"),
         }
+    }
+
+    fn layer(usage: bool, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::Layer {
+            usage,
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Errors of the layers below, each telling whether it is the user's to fix.
+macro_rules! layer_errors {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Error {
+                Error::layer(e.is_usage(), e)
+            }
+        }
+    )*};
+}
+
+layer_errors!(
+    agent::Error,
+    lock::Error,
+    stage::Error,
+    bases::Error,
+    build::Error,
+    local::Error,
+    publish::Error,
+);
+
+impl From<project::Error> for Error {
+    fn from(e: project::Error) -> Error {
+        match e {
+            project::Error::Invalid(d) => Error::Invalid(d),
+            e => Error::layer(e.is_usage(), e),
+        }
+    }
+}
+
+impl From<target::Error> for Error {
+    fn from(e: target::Error) -> Error {
+        match e {
+            target::Error::Invalid(d) => Error::Invalid(d),
+            e => Error::layer(e.is_usage(), e),
+        }
+    }
+}
+
+impl From<aws::Error> for Error {
+    fn from(e: aws::Error) -> Error {
+        Error::layer(false, e)
     }
 }
 
@@ -136,109 +180,5 @@ impl Config {
     /// Finds and reads the project.
     pub fn project(&self) -> Result<Project, Error> {
         Ok(Project::discover(&self.dir)?)
-    }
-}
-
-/// Runs one command.
-pub fn run(args: &Args) -> Result<(), Error> {
-    let config = Config::from_args(args);
-    match &args.command {
-        Command::Validate(a) => cmd::validate::run(&config, a),
-        Command::Hash(a) => cmd::hash::run(&config, a),
-        Command::Inputs(a) => cmd::inputs::run(&config, a),
-        Command::Plan(a) => cmd::plan::run(&config, a),
-        Command::Render(a) => cmd::render::run(&config, a),
-        Command::Stage(a) => cmd::stage::run(&config, a),
-        Command::Bases(cli::BasesCommand::Update(a)) => cmd::bases::update(&config, a),
-        Command::Build(a) => cmd::build::run(&config, a),
-        Command::Test(a) => cmd::test::run(&config, a),
-        Command::Publish(a) => cmd::publish::publish(&config, a),
-        Command::Promote(a) => cmd::publish::promote(&config, a),
-        Command::Rollback(a) => cmd::publish::rollback(&config, a),
-        Command::Images(a) => cmd::images::images(&config, a),
-        Command::Prune(a) => cmd::images::prune(&config, a),
-        Command::Sweep(a) => cmd::sweep::run(&config, a),
-        Command::Schema => {
-            print_json(&role::schema());
-            Ok(())
-        }
-        Command::Completions { shell } => {
-            let mut cmd = <Args as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "imagectl", &mut std::io::stdout());
-            Ok(())
-        }
-        Command::Man => {
-            let cmd = <Args as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd)
-                .render(&mut std::io::stdout())
-                .map_err(|e| Error::Failed(e.into()))
-        }
-        Command::IamPolicy(a) => {
-            let project = config.project()?;
-            let policy = iam::policy(&project, &a.job)
-                .ok_or_else(|| Error::Usage(format!("unknown job `{}`", a.job)))?;
-            print_json(&policy);
-            Ok(())
-        }
-    }
-}
-
-/// The named roles (every concrete role when none is named), each with its
-/// content hash, and the lock they were hashed with.
-pub fn load_targets(
-    project: &Project,
-    names: &[String],
-) -> Result<(lock::Lock, Vec<build::Target>), Error> {
-    let roles = if names.is_empty() {
-        role::load_all(project)?
-            .into_iter()
-            .filter(|r| !r.is_abstract)
-            .collect()
-    } else {
-        role::load(project, names)?
-    };
-    let lock = lock::Lock::load(project).map_err(lock_error)?;
-    let mut targets = Vec::new();
-    for r in roles {
-        let h = hash::compute(project, &lock, &r).map_err(hash_error)?;
-        targets.push(build::Target { role: r, hash: h });
-    }
-    Ok((lock, targets))
-}
-
-/// Loads one role and computes its hash.
-pub fn content_hash(project: &Project, name: &str) -> Result<hash::ContentHash, Error> {
-    let roles = role::load(project, &[name.to_string()])?;
-    let role = roles
-        .first()
-        .ok_or_else(|| Error::Usage(format!("unknown role `{name}`")))?;
-    let lock = lock::Lock::load(project).map_err(lock_error)?;
-    hash::compute(project, &lock, role).map_err(hash_error)
-}
-
-/// An abstract role, a missing setting or a missing pin is something the
-/// user fixes (exit 2); an unreadable file is a failure.
-pub fn hash_error(e: hash::Error) -> Error {
-    match e {
-        hash::Error::Read { .. } => Error::Failed(e.into()),
-        hash::Error::Lock(l) => lock_error(l),
-        other => Error::Usage(other.to_string()),
-    }
-}
-
-/// Lock problems the user fixes by running a command are usage errors;
-/// failed AWS calls and writes are failures.
-pub fn lock_error(e: lock::Error) -> Error {
-    match e {
-        lock::Error::Aws(_) | lock::Error::Write(_) => Error::Failed(e.into()),
-        other => Error::Usage(other.to_string()),
-    }
-}
-
-/// Prints one JSON document on stdout.
-pub fn print_json<T: serde::Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
-        Err(e) => tracing::error!("cannot encode output as JSON: {e}"),
     }
 }

@@ -30,7 +30,7 @@ fn main() {
         .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .init();
-    if let Err(e) = imagectl::run(&args) {
+    if let Err(e) = imagectl::cmd::run(&args) {
         let report = e.report();
         if !report.is_empty() {
             eprintln!("{report}");

@@ -11,6 +11,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::progress::Progress;
+
 /// Errors running Packer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -115,10 +117,26 @@ pub async fn version() -> Result<Version, Error> {
     parse_version(&text).ok_or(Error::Version(text.trim().to_string()))
 }
 
-/// What the progress display is told.
-pub trait Progress: Send + Sync {
-    /// The role's build reached a new step.
-    fn step(&self, role: &str, message: &str);
+/// Runs `packer init` on `template` in `dir`: current Packer installs the
+/// amazon plugin named in `required_plugins`.
+pub async fn init(role: &str, dir: &Path, template: &str) -> Result<(), Error> {
+    let status = Command::new("packer")
+        .arg("init")
+        .arg(template)
+        .current_dir(dir)
+        .env("CHECKPOINT_DISABLE", "1")
+        .status()
+        .await
+        .map_err(Error::NotFound)?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(Error::Failed {
+        role: role.to_string(),
+        code: status.code().unwrap_or(-1),
+        errors: vec!["packer init failed".into()],
+        log: dir.join("packer.log"),
+    })
 }
 
 /// One Packer build to run.

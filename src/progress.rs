@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::packer_exec::Progress;
+/// What the progress display is told.
+pub trait Progress: Send + Sync {
+    /// The role's build reached a new step.
+    fn step(&self, role: &str, message: &str);
+}
 
 /// The display for a set of roles.
 pub struct Display {

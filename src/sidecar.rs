@@ -33,7 +33,7 @@ pub enum Error {
 
 fn hint(command: &str) -> String {
     let program = command.split_whitespace().next().unwrap_or_default();
-    if crate::fsutil::on_path(program) {
+    if imagectl_core::fsutil::on_path(program) {
         String::new()
     } else {
         format!(" (`{program}` is not installed on this machine: install it, e.g. `apt-get install {program}`)")

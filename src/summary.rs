@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use crate::build::Outcome;
+use crate::plan::Row;
 
 fn append(markdown: &str) {
     let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") else {
@@ -40,8 +41,8 @@ pub fn append_builds(outcomes: &[Outcome]) {
         md.push_str(&format!(
             "| {} | {} | `{}` | {} | {:.1} s |\n",
             cell(&o.role),
-            o.status,
-            &o.hash[..12],
+            o.status.as_str(),
+            o.hash.short(),
             if amis.is_empty() { "-".into() } else { amis },
             o.duration_secs
         ));
@@ -51,7 +52,7 @@ pub fn append_builds(outcomes: &[Outcome]) {
 }
 
 /// Appends a plan.
-pub fn append_plan(rows: &[crate::cmd::plan::Row]) {
+pub fn append_plan(rows: &[Row]) {
     let mut md = String::from(
         "### imagectl plan\n\n| role | status | hash | reasons |\n| --- | --- | --- | --- |\n",
     );
@@ -68,8 +69,8 @@ pub fn append_plan(rows: &[crate::cmd::plan::Row]) {
         md.push_str(&format!(
             "| {} | {} | `{}` | {} |\n",
             cell(&r.role),
-            r.status,
-            &r.hash[..12],
+            r.status.as_str(),
+            r.hash.short(),
             reasons
         ));
     }

@@ -4,7 +4,7 @@
 //! image (that is [`crate::gc`]'s business, which keeps referenced ones).
 //!
 //! What a build creates, and how each is recognised (see
-//! [`crate::packer::template`]):
+//! [`imagectl_core::packer::template`]):
 //! - the build instance and its volumes: `run_tags` / `run_volume_tags`,
 //!   `Name = imagectl-build-ROLE-BUILD` and `imagectl:build`;
 //! - the AMI and its snapshots: named `imagectl-ROLE-BUILD` at once, tagged
@@ -16,17 +16,20 @@
 //!   (`security_group_filter`), so Packer creates none. Groups tagged
 //!   `imagectl:build` are still swept, in case a template ever makes one.
 //!
-//! `BUILD` is `HASH12-YYYYMMDDhhmmss` (see [`crate::build::utc_stamp`]).
+//! `BUILD` is `HASH12-YYYYMMDDhhmmss` (see [`imagectl_core::names::build_id`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Serialize;
 
+use imagectl_core::names::{
+    build_of_name, build_secs, tags, IMAGE_NAME_PREFIX, INSTANCE_NAME_PREFIX,
+};
+use imagectl_core::project::Project;
+use imagectl_core::time::iso_secs;
+
 use crate::aws::{self, ImageInfo, Resource, Session};
-use crate::build::{self, tags};
-use crate::project::Project;
-use crate::publish;
 
 /// What a leftover is. Deletion goes in this order: instances first (and
 /// waited for), images before their snapshots, volumes, key pairs and
@@ -62,6 +65,31 @@ impl Kind {
     }
 }
 
+/// What became of an orphan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Status {
+    /// Found; nothing done yet (`--dry-run`).
+    #[serde(rename = "would remove")]
+    WouldRemove,
+    /// Removed.
+    #[serde(rename = "removed")]
+    Removed,
+    /// Removing it failed.
+    #[serde(rename = "failed")]
+    Failed,
+}
+
+impl Status {
+    /// The name in tables (`would remove`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::WouldRemove => "would remove",
+            Status::Removed => "removed",
+            Status::Failed => "failed",
+        }
+    }
+}
+
 /// One leftover to remove.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Orphan {
@@ -82,8 +110,8 @@ pub struct Orphan {
     /// For a snapshot of an orphan image: that image, deregistered first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// `would remove`, `removed` or `failed`.
-    pub status: &'static str,
+    /// What became of it.
+    pub status: Status,
     /// Why removing it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -109,77 +137,18 @@ pub struct Inventory {
     pub groups: Vec<Resource>,
 }
 
-/// The build ID in a name imagectl gives a build's resources:
-/// `PREFIX` `ROLE-` `HASH12-YYYYMMDDhhmmss`, with ROLE non-empty. Anything
-/// else is not imagectl's.
-pub fn build_of_name<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
-    let rest = name.strip_prefix(prefix)?;
-    let mut parts = rest.rsplitn(3, '-');
-    let stamp = parts.next()?;
-    let hash = parts.next()?;
-    let role = parts.next()?;
-    let hex = hash.len() == 12
-        && hash
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let role_ok = !role.is_empty()
-        && role
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    (hex && role_ok && build::stamp_secs(stamp).is_some())
-        .then(|| &rest[rest.len() - stamp.len() - hash.len() - 1..])
-}
-
-/// The time a build ID's stamp names.
-fn build_secs(build: &str) -> Option<i64> {
-    build::build_stamp(build).and_then(build::stamp_secs)
-}
-
-/// The tags every complete image carries (besides `Name`).
-const COMPLETE: [&str; 3] = [tags::ROLE, tags::HASH, tags::BUILD];
-
 /// Decides what in `inv` is an orphan at time `now` (seconds since the
 /// epoch): only what is at least `older_than` old, so that builds still
 /// running are left alone. `build_group` is the group builds run in (by
 /// Name tag), never removed.
 pub fn plan(inv: &Inventory, now: i64, older_than: Duration, build_group: &str) -> Vec<Orphan> {
-    let min = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
-    let old = |created: Option<i64>| created.is_some_and(|c| now - c >= min);
-    let age = |created: Option<i64>| created.map(|c| (now - c).max(0));
-    let orphan =
-        |kind, id: &str, name: &str, build: Option<&str>, created, reason: String| Orphan {
-            kind,
-            region: inv.region.clone(),
-            id: id.to_string(),
-            name: name.to_string(),
-            build: build.map(String::from),
-            age_secs: age(created),
-            reason,
-            image: None,
-            status: "would remove",
-            error: None,
-        };
-    let mut out = Vec::new();
-
-    // Build instances: Packer's run tags, however far the build got.
-    let mut gone_instances = BTreeSet::new();
-    for i in &inv.instances {
-        let Some(b) = i.tag(tags::BUILD) else {
-            continue;
-        };
-        if build_of_name(&i.name, "imagectl-build-").is_none() || !old(i.created) {
-            continue;
-        }
-        gone_instances.insert(i.id.clone());
-        out.push(orphan(
-            Kind::Instance,
-            &i.id,
-            &i.name,
-            Some(b),
-            i.created,
-            format!("build instance left {}", i.state),
-        ));
-    }
+    let mut p = Planner {
+        inv,
+        now,
+        min: i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX),
+        out: Vec::new(),
+    };
+    let gone_instances = p.instances();
     // What instances that stay hold on to.
     let in_use: BTreeSet<&str> = inv
         .instances
@@ -187,149 +156,211 @@ pub fn plan(inv: &Inventory, now: i64, older_than: Duration, build_group: &str) 
         .filter(|i| !gone_instances.contains(&i.id))
         .flat_map(|i| i.uses.iter().map(String::as_str))
         .collect();
+    let gone_images = p.images(&in_use);
+    p.snapshots(&gone_images);
+    p.volumes();
+    p.key_pairs(&in_use);
+    p.groups(&in_use, build_group);
+    p.out
+}
 
-    // Images: imagectl's by tag or by name, but not complete.
-    let mut gone_images = BTreeSet::new();
-    for i in &inv.images {
-        let by_name = build_of_name(&i.name, "imagectl-");
-        if i.tag(tags::ROLE).is_none() && by_name.is_none() {
-            continue;
-        }
-        let missing: Vec<&str> = COMPLETE
-            .iter()
-            .copied()
-            .filter(|t| i.tag(t).is_none())
-            .collect();
-        let reason = match (i.state.as_str(), missing.len()) {
-            ("available", 0) => continue,
-            ("failed" | "error", _) => format!("image {}", i.state),
-            (_, n) if n == COMPLETE.len() => {
-                "never tagged: the build died before completing it".to_string()
-            }
-            (_, 0) => format!("still {}", i.state),
-            _ => format!("half-tagged: no {}", missing.join(", ")),
-        };
-        let created = aws::iso_secs(&i.created);
-        if !old(created) || in_use.contains(i.id.as_str()) {
-            continue;
-        }
-        gone_images.insert(i.id.clone());
-        let build = i.tag(tags::BUILD).or(by_name);
-        out.push(orphan(Kind::Image, &i.id, &i.name, build, created, reason));
+/// One region's orphans, found kind by kind.
+struct Planner<'a> {
+    inv: &'a Inventory,
+    now: i64,
+    /// The least age, seconds, of an orphan.
+    min: i64,
+    out: Vec<Orphan>,
+}
+
+impl Planner<'_> {
+    fn old(&self, created: Option<i64>) -> bool {
+        created.is_some_and(|c| self.now - c >= self.min)
     }
 
-    // Snapshots: those of the images above that no other image uses, and
-    // imagectl's tagged ones whose image is gone.
-    let kept_snapshots: BTreeSet<&str> = inv
-        .images
-        .iter()
-        .filter(|i| !gone_images.contains(&i.id))
-        .flat_map(|i| i.snapshots.iter().map(String::as_str))
-        .collect();
-    let tagged: BTreeMap<&str, &Resource> =
-        inv.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
-    let mut snapshots = BTreeSet::new();
-    for i in inv.images.iter().filter(|i| gone_images.contains(&i.id)) {
-        for s in &i.snapshots {
-            if kept_snapshots.contains(s.as_str()) || !snapshots.insert(s.clone()) {
+    fn push(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        name: &str,
+        build: Option<&str>,
+        created: Option<i64>,
+        reason: String,
+    ) -> &mut Orphan {
+        self.out.push(Orphan {
+            kind,
+            region: self.inv.region.clone(),
+            id: id.to_string(),
+            name: name.to_string(),
+            build: build.map(String::from),
+            age_secs: created.map(|c| (self.now - c).max(0)),
+            reason,
+            image: None,
+            status: Status::WouldRemove,
+            error: None,
+        });
+        let last = self.out.len() - 1;
+        &mut self.out[last]
+    }
+
+    /// Build instances: Packer's run tags, however far the build got.
+    /// Returns their IDs.
+    fn instances(&mut self) -> BTreeSet<String> {
+        let mut gone = BTreeSet::new();
+        for i in &self.inv.instances {
+            let Some(b) = i.tag(tags::BUILD) else {
+                continue;
+            };
+            if build_of_name(&i.name, INSTANCE_NAME_PREFIX).is_none() || !self.old(i.created) {
                 continue;
             }
-            let name = tagged.get(s.as_str()).map_or("", |r| r.name.as_str());
-            let build = i.tag(tags::BUILD).or(build_of_name(&i.name, "imagectl-"));
-            let mut o = orphan(
+            gone.insert(i.id.clone());
+            let reason = format!("build instance left {}", i.state);
+            self.push(Kind::Instance, &i.id, &i.name, Some(b), i.created, reason);
+        }
+        gone
+    }
+
+    /// Images: imagectl's by tag or by name, but not complete, and used by
+    /// no instance. Returns their IDs.
+    fn images(&mut self, in_use: &BTreeSet<&str>) -> BTreeSet<String> {
+        let mut gone = BTreeSet::new();
+        for i in &self.inv.images {
+            let by_name = build_of_name(&i.name, IMAGE_NAME_PREFIX);
+            if i.tag(tags::ROLE).is_none() && by_name.is_none() {
+                continue;
+            }
+            let missing: Vec<&str> = tags::COMPLETE
+                .iter()
+                .copied()
+                .filter(|t| i.tag(t).is_none())
+                .collect();
+            let reason = match (i.state.as_str(), missing.len()) {
+                ("available", 0) => continue,
+                ("failed" | "error", _) => format!("image {}", i.state),
+                (_, n) if n == tags::COMPLETE.len() => {
+                    "never tagged: the build died before completing it".to_string()
+                }
+                (_, 0) => format!("still {}", i.state),
+                _ => format!("half-tagged: no {}", missing.join(", ")),
+            };
+            let created = iso_secs(&i.created);
+            if !self.old(created) || in_use.contains(i.id.as_str()) {
+                continue;
+            }
+            gone.insert(i.id.clone());
+            let build = i.tag(tags::BUILD).or(by_name);
+            self.push(Kind::Image, &i.id, &i.name, build, created, reason);
+        }
+        gone
+    }
+
+    /// Snapshots: those of the orphan images that no other image uses, and
+    /// imagectl's tagged ones whose image is gone.
+    fn snapshots(&mut self, gone_images: &BTreeSet<String>) {
+        let inv = self.inv;
+        let kept: BTreeSet<&str> = inv
+            .images
+            .iter()
+            .filter(|i| !gone_images.contains(&i.id))
+            .flat_map(|i| i.snapshots.iter().map(String::as_str))
+            .collect();
+        let tagged: BTreeMap<&str, &Resource> =
+            inv.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
+        let mut seen = BTreeSet::new();
+        for i in inv.images.iter().filter(|i| gone_images.contains(&i.id)) {
+            for s in &i.snapshots {
+                if kept.contains(s.as_str()) || !seen.insert(s.clone()) {
+                    continue;
+                }
+                let name = tagged.get(s.as_str()).map_or("", |r| r.name.as_str());
+                let build = i
+                    .tag(tags::BUILD)
+                    .or(build_of_name(&i.name, IMAGE_NAME_PREFIX));
+                let reason = format!("snapshot of orphan image {}", i.id);
+                let o = self.push(Kind::Snapshot, s, name, build, iso_secs(&i.created), reason);
+                o.image = Some(i.id.clone());
+            }
+        }
+        for s in &inv.snapshots {
+            if s.tag(tags::ROLE).is_none()
+                || kept.contains(s.id.as_str())
+                || seen.contains(&s.id)
+                || !self.old(s.created)
+            {
+                continue;
+            }
+            seen.insert(s.id.clone());
+            let reason = "its image is gone".to_string();
+            self.push(
                 Kind::Snapshot,
-                s,
-                name,
-                build,
-                aws::iso_secs(&i.created),
-                format!("snapshot of orphan image {}", i.id),
+                &s.id,
+                &s.name,
+                s.tag(tags::BUILD),
+                s.created,
+                reason,
             );
-            o.image = Some(i.id.clone());
-            out.push(o);
-        }
-    }
-    for s in &inv.snapshots {
-        if s.tag(tags::ROLE).is_none()
-            || kept_snapshots.contains(s.id.as_str())
-            || snapshots.contains(&s.id)
-            || !old(s.created)
-        {
-            continue;
-        }
-        snapshots.insert(s.id.clone());
-        out.push(orphan(
-            Kind::Snapshot,
-            &s.id,
-            &s.name,
-            s.tag(tags::BUILD),
-            s.created,
-            "its image is gone".to_string(),
-        ));
-    }
-
-    // Volumes a build instance left behind, attached to nothing.
-    for v in &inv.volumes {
-        if let Some(b) = v.tag(tags::BUILD).filter(|_| old(v.created)) {
-            out.push(orphan(
-                Kind::Volume,
-                &v.id,
-                &v.name,
-                Some(b),
-                v.created,
-                "build volume attached to nothing".to_string(),
-            ));
         }
     }
 
-    // Packer's temporary key pairs, by name: EC2 gives them no tags.
-    for k in &inv.key_pairs {
-        let Some(b) = build_of_name(&k.name, "imagectl-") else {
-            continue;
-        };
-        let created = k.created.or_else(|| build_secs(b));
-        if old(created) && !in_use.contains(k.id.as_str()) {
-            out.push(orphan(
-                Kind::KeyPair,
-                &k.id,
-                &k.name,
+    /// Volumes a build instance left behind, attached to nothing.
+    fn volumes(&mut self) {
+        for v in &self.inv.volumes {
+            if let Some(b) = v.tag(tags::BUILD).filter(|_| self.old(v.created)) {
+                let reason = "build volume attached to nothing".to_string();
+                self.push(Kind::Volume, &v.id, &v.name, Some(b), v.created, reason);
+            }
+        }
+    }
+
+    /// Packer's temporary key pairs, by name: EC2 gives them no tags.
+    fn key_pairs(&mut self, in_use: &BTreeSet<&str>) {
+        for k in &self.inv.key_pairs {
+            let Some(b) = build_of_name(&k.name, IMAGE_NAME_PREFIX) else {
+                continue;
+            };
+            let created = k.created.or_else(|| build_secs(b));
+            if self.old(created) && !in_use.contains(k.id.as_str()) {
+                let reason = "temporary key pair of a build".to_string();
+                self.push(Kind::KeyPair, &k.id, &k.name, Some(b), created, reason);
+            }
+        }
+    }
+
+    /// Groups tagged by a build (their age is the build's), never the
+    /// default group or the one builds run in.
+    fn groups(&mut self, in_use: &BTreeSet<&str>, build_group: &str) {
+        for g in &self.inv.groups {
+            let Some(b) = g.tag(tags::BUILD) else {
+                continue;
+            };
+            let created = build_secs(b);
+            if g.name == "default"
+                || g.tag(tags::NAME) == Some(build_group)
+                || g.name == build_group
+                || !self.old(created)
+                || in_use.contains(g.id.as_str())
+            {
+                continue;
+            }
+            let reason = "security group of a build".to_string();
+            self.push(
+                Kind::SecurityGroup,
+                &g.id,
+                &g.name,
                 Some(b),
                 created,
-                "temporary key pair of a build".to_string(),
-            ));
+                reason,
+            );
         }
     }
-
-    // Groups tagged by a build: their age is the build's.
-    for g in &inv.groups {
-        let Some(b) = g.tag(tags::BUILD) else {
-            continue;
-        };
-        let created = build_secs(b);
-        if g.name == "default"
-            || g.tag("Name") == Some(build_group)
-            || g.name == build_group
-            || !old(created)
-            || in_use.contains(g.id.as_str())
-        {
-            continue;
-        }
-        out.push(orphan(
-            Kind::SecurityGroup,
-            &g.id,
-            &g.name,
-            Some(b),
-            created,
-            "security group of a build".to_string(),
-        ));
-    }
-    out
 }
 
 /// Reads every region's inventory.
 pub async fn inventory(project: &Project, session: &Session) -> Result<Vec<Inventory>, aws::Error> {
     let mut out = Vec::new();
-    for region in publish::regions(project) {
-        let ec2 = session.ec2(&region);
+    for region in project.settings.aws.regions() {
+        let ec2 = session.ec2(region);
         out.push(Inventory {
             instances: ec2.live_instances().await?,
             images: ec2.describe_images(&["self".to_string()], &[]).await?,
@@ -337,7 +368,7 @@ pub async fn inventory(project: &Project, session: &Session) -> Result<Vec<Inven
             volumes: ec2.detached_volumes_tagged(tags::BUILD).await?,
             key_pairs: ec2.key_pairs_named("imagectl-*").await?,
             groups: ec2.security_groups_tagged(tags::BUILD).await?,
-            region,
+            region: region.to_string(),
         });
     }
     Ok(out)
@@ -389,7 +420,7 @@ pub async fn remove(session: &Session, orphans: &mut [Orphan], wait: Duration) -
             }
             if let Some(image) = &o.image {
                 if failed_images.contains(image) {
-                    o.status = "failed";
+                    o.status = Status::Failed;
                     o.error = Some(format!("its image {image} could not be deregistered"));
                     continue;
                 }
@@ -410,13 +441,13 @@ pub async fn remove(session: &Session, orphans: &mut [Orphan], wait: Duration) -
             };
             match result {
                 Ok(()) => {
-                    o.status = "removed";
+                    o.status = Status::Removed;
                     if o.kind == Kind::Instance {
                         terminated.push(o.id.clone());
                     }
                 }
                 Err(e) => {
-                    o.status = "failed";
+                    o.status = Status::Failed;
                     o.error = Some(e.to_string());
                     if o.kind == Kind::Image {
                         failed_images.insert(o.id.clone());

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use imagectl_image::error_chain as chain;
+
 use aws_config::imds::client::error::{ImdsError, TokenError};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -211,22 +213,6 @@ async fn imds_get(client: &aws_config::imds::Client, path: &str) -> Result<Strin
             reason: chain(&e),
         }),
     }
-}
-
-/// An error and its sources on one line (`a: b: c`), without the SDK's
-/// debug dump of its internals; a message already contained in the one
-/// before it is left out. (imagectl's own AWS errors use it too.)
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(e);
-    while let Some(err) = next {
-        let msg = err.to_string();
-        if !msg.is_empty() && !parts.last().is_some_and(|p| p.contains(&msg)) {
-            parts.push(msg);
-        }
-        next = err.source();
-    }
-    parts.join(": ")
 }
 
 /// Reads the instance identity document.

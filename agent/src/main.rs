@@ -72,11 +72,31 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(args)
 }
 
+/// The agent's identity marker (see `imagectl_image::identity`): the digest
+/// of the sources this binary was built from, which `imagectl` reads from
+/// the file before it bakes it. `--version` prints it, so it is never
+/// optimised away.
+#[used]
+static IDENTITY: [u8; imagectl_agent::identity::MARKER_LEN] = imagectl_agent::identity::marker();
+
+/// The identity this binary carries, read from its marker.
+fn identity() -> String {
+    // SAFETY: a plain read of an initialised static of bytes; volatile so
+    // that the bytes printed are the bytes in the file.
+    let marker = unsafe { std::ptr::read_volatile(&IDENTITY) };
+    let digits = &marker[marker.len() - 65..marker.len() - 1];
+    String::from_utf8_lossy(digits).into_owned()
+}
+
 fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1).peekable();
     match argv.peek().map(String::as_str) {
         Some("--version" | "version") => {
-            println!("imagectl-agent {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "imagectl-agent {} (identity {})",
+                env!("CARGO_PKG_VERSION"),
+                identity()
+            );
             return ExitCode::SUCCESS;
         }
         Some("--help" | "-h" | "help") => {

@@ -1,13 +1,7 @@
-//! The role loader of `imagectl`, compiled from its own source files
-//! without the rest of the crate (see `../Cargo.toml` for why): the same
-//! paths (`imagectl::role`, `imagectl::diag`, ...) as in the real crate, so
-//! `check.rs` compiles against either.
+//! The fuzz target's checks (`check`), a module of their own so that the
+//! stable replay test (`tests/integration/fuzz_corpus.rs`) runs the very
+//! same code without nightly or libFuzzer. The role loader comes from
+//! `imagectl-core`, which has no AWS SDK and no async runtime: instrumented
+//! builds stay small.
 
-#[path = "../../src/diag.rs"]
-pub mod diag;
-#[path = "../../src/project.rs"]
-pub mod project;
-#[path = "../../src/role.rs"]
-pub mod role;
-#[path = "../../src/tomlfile.rs"]
-pub mod tomlfile;
+pub mod check;

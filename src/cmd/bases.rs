@@ -2,27 +2,29 @@
 
 use serde_json::json;
 
+use imagectl_core::fsutil;
+use imagectl_core::lock::{self, Lock, LOCK_FILE};
+
+use super::{aws_runtime, print_json};
 use crate::cli::{BasesUpdateArgs, OutputFormat};
-use crate::lock::{self, Lock, LOCK_FILE};
-use crate::{aws, fsutil, Config, Error};
+use crate::{aws, bases, Config, Error};
 
 /// Resolves every base and writes the lock (or, with `--check`, compares).
 pub fn update(config: &Config, args: &BasesUpdateArgs) -> Result<(), Error> {
     let project = config.project()?;
-    let rt = aws::runtime().map_err(|e| Error::Failed(e.into()))?;
+    let rt = aws_runtime()?;
     let fresh = rt.block_on(async {
         let session = aws::Session::load(&project.settings.aws.region).await;
-        lock::resolve_all(&project, &session).await
-    });
-    let fresh = fresh.map_err(crate::lock_error)?;
+        bases::resolve_all(&project, &session).await
+    })?;
     let current = match Lock::load(&project) {
         Ok(l) => Some(l),
         Err(lock::Error::Missing) | Err(lock::Error::Invalid(_)) => None,
-        Err(e) => return Err(crate::lock_error(e)),
+        Err(e) => return Err(e.into()),
     };
     let changes = diff(current.as_ref(), &fresh);
     match config.output {
-        OutputFormat::Json => crate::print_json(&json!({
+        OutputFormat::Json => print_json(&json!({
             "changes": changes.iter().map(|c| json!({
                 "base": c.base, "region": c.region, "from": c.from, "to": c.to, "name": c.name,
             })).collect::<Vec<_>>(),
@@ -52,7 +54,7 @@ pub fn update(config: &Config, args: &BasesUpdateArgs) -> Result<(), Error> {
     }
     if !changes.is_empty() || current.is_none() {
         fsutil::write_atomic(&project.root.join(LOCK_FILE), fresh.render().as_bytes())
-            .map_err(|e| crate::lock_error(lock::Error::Write(e)))?;
+            .map_err(lock::Error::Write)?;
         tracing::info!("wrote {LOCK_FILE}");
     }
     Ok(())

@@ -5,34 +5,37 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::build::{self, Options, Outcome, Target};
-use crate::cli::{BuildArgs, OutputFormat};
-use crate::lock::Lock;
-use crate::{aws, publish, stage, Config, Error};
+use imagectl_core::agent::Agent;
+use imagectl_core::project::Project;
+use imagectl_core::target::{self, Target};
+
+use super::{aws_runtime, print_json};
+use crate::build::{self, Options, Outcome, Status};
+use crate::cli::{BuildArgs, BuildTarget, LocalFormat, OutputFormat};
+use crate::progress::Display;
+use crate::{aws, local, publish, summary, Config, Error};
 
 /// Builds the requested roles.
 pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
     let project = config.project()?;
     if let Some(channel) = &args.publish {
-        publish::check_channel(&project, channel).map_err(|e| Error::Usage(e.to_string()))?;
+        publish::check_channel(&project, channel)?;
     }
-    // --all and --changed name no role: every concrete one.
-    let (lock, targets) = crate::load_targets(&project, &args.roles)?;
-    let agent =
-        stage::find_agent(args.agent.as_deref()).map_err(|e| Error::Usage(e.to_string()))?;
-    if args.format == "oci" && args.target != "local" {
+    if args.format == LocalFormat::Oci && args.target != BuildTarget::Local {
         return Err(Error::Usage(
             "`--format oci` is for `--target local`; AMIs have no other format".into(),
         ));
     }
-    if args.target == "local" {
+    // --all and --changed name no role: every concrete one.
+    let targets = target::resolve(&project, &args.roles)?;
+    let agent = super::agent(args.agent.as_deref())?;
+    if args.target == BuildTarget::Local {
         return local(
             config,
             &project,
-            &lock,
-            targets,
+            &targets,
             &agent,
-            args.format == "oci",
+            args.format == LocalFormat::Oci,
         );
     }
     let options = Options {
@@ -42,18 +45,13 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
         jobs: usize::from(args.jobs),
         agent,
     };
-
-    let rt = aws::runtime().map_err(|e| Error::Failed(e.into()))?;
-    let display = Arc::new(crate::progress::Display::new(config.quiet));
-    let result = rt.block_on(async {
+    let display = Arc::new(Display::new(config.quiet));
+    let result = aws_runtime()?.block_on(async {
         let session = aws::Session::load(&project.settings.aws.region).await;
         let outcomes = build::run(&project, &session, targets, &options, display.clone()).await?;
         let mut published = Vec::new();
         if let (Some(channel), false) = (&args.publish, args.dry_run) {
-            for o in outcomes
-                .iter()
-                .filter(|o| o.status == "built" || o.status == "reused")
-            {
+            for o in outcomes.iter().filter(|o| o.status.has_image()) {
                 let change =
                     publish::publish(&project, &session, &o.role, channel, &o.amis, false).await;
                 published.push((o.role.clone(), change));
@@ -62,21 +60,14 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
         Ok::<_, build::Error>((outcomes, published))
     });
     display.finish();
-    let (outcomes, published) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(match e.signal() {
-                Some(sig) => {
-                    Error::Interrupted(e.to_string(), if sig == "SIGINT" { 130 } else { 143 })
-                }
-                None => Error::Failed(e.into()),
-            })
-        }
-    };
+    let (outcomes, published) = result.map_err(|e| match e.signal() {
+        Some(sig) => Error::Interrupted(e.to_string(), if sig == "SIGINT" { 130 } else { 143 }),
+        None => e.into(),
+    })?;
     print(config, &outcomes);
     let mut failed: Vec<String> = outcomes
         .iter()
-        .filter(|o| o.status == "failed")
+        .filter(|o| o.status == Status::Failed)
         .map(|o| format!("{}: {}", o.role, o.error.as_deref().unwrap_or("failed")))
         .collect();
     for (role, change) in published {
@@ -85,7 +76,7 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
             Err(e) => failed.push(format!("{role}: publishing failed: {e}")),
         }
     }
-    crate::summary::append_builds(&outcomes);
+    summary::append_builds(&outcomes);
     if failed.is_empty() {
         Ok(())
     } else {
@@ -95,7 +86,7 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
 
 fn print(config: &Config, outcomes: &[Outcome]) {
     match config.output {
-        OutputFormat::Json => crate::print_json(&json!({ "builds": outcomes })),
+        OutputFormat::Json => print_json(&json!({ "builds": outcomes })),
         OutputFormat::Text => {
             if outcomes.is_empty() {
                 println!("nothing to build");
@@ -118,8 +109,8 @@ fn print(config: &Config, outcomes: &[Outcome]) {
                 println!(
                     "{:<12} {:<12} {:<12} {:>7.1}s  {amis}",
                     o.role,
-                    o.status,
-                    &o.hash[..12],
+                    o.status.as_str(),
+                    o.hash.short(),
                     o.duration_secs
                 );
             }
@@ -130,26 +121,23 @@ fn print(config: &Config, outcomes: &[Outcome]) {
 /// `--target local`: a root filesystem tarball per role, in images/local/.
 fn local(
     config: &Config,
-    project: &crate::project::Project,
-    lock: &Lock,
-    targets: Vec<Target>,
-    agent: &std::path::Path,
+    project: &Project,
+    targets: &[Target],
+    agent: &Agent,
     oci: bool,
 ) -> Result<(), Error> {
-    let display = crate::progress::Display::new(config.quiet);
+    let display = Display::new(config.quiet);
     let mut images = Vec::new();
-    for t in &targets {
-        let image = crate::local::build(project, lock, &t.role, &t.hash, agent, &display)
-            .map_err(local_error)?;
+    for t in targets {
+        let image = local::build(project, t, agent, &display)?;
         if oci {
-            let out =
-                crate::local::write_oci(project, lock, &t.role, &image).map_err(local_error)?;
-            tracing::info!("{}: OCI image archive {}", t.role.name, out.display());
+            let out = local::oci::write(t, &image)?;
+            tracing::info!("{}: OCI image archive {}", t.name(), out.display());
         }
         if !image.built {
             tracing::info!(
                 "{}: {} exists: the same hash is not built twice",
-                t.role.name,
+                t.name(),
                 image.tar.display()
             );
         }
@@ -157,7 +145,7 @@ fn local(
     }
     display.finish();
     match config.output {
-        OutputFormat::Json => crate::print_json(&json!({ "images": images })),
+        OutputFormat::Json => print_json(&json!({ "images": images })),
         OutputFormat::Text => {
             println!(
                 "{:<12} {:<8} {:<12} {:>8}  TARBALL",
@@ -169,7 +157,7 @@ fn local(
                 println!(
                     "{:<12} {status:<8} {:<12} {:>7.1}s  {}",
                     i.role,
-                    &i.hash[..12],
+                    i.hash.short(),
                     i.duration_secs,
                     tar.display()
                 );
@@ -177,15 +165,4 @@ fn local(
         }
     }
     Ok(())
-}
-
-/// Missing tools, root or a suite are for the user to fix (exit 2).
-pub fn local_error(e: crate::local::Error) -> Error {
-    use crate::local::Error as L;
-    match e {
-        L::NotRoot | L::Missing { .. } | L::NoSuite(_) | L::Arch { .. } => {
-            Error::Usage(e.to_string())
-        }
-        other => Error::Failed(other.into()),
-    }
 }

@@ -2,16 +2,19 @@
 
 use serde_json::json;
 
+use imagectl_core::target;
+
+use super::print_json;
 use crate::cli::{OutputFormat, RoleArg};
 use crate::{Config, Error};
 
 /// Prints the hash of one role.
 pub fn run(config: &Config, args: &RoleArg) -> Result<(), Error> {
     let project = config.project()?;
-    let h = crate::content_hash(&project, &args.role)?;
+    let t = target::resolve_one(&project, &args.role)?;
     match config.output {
-        OutputFormat::Json => crate::print_json(&json!({"role": h.role, "hash": h.hash})),
-        OutputFormat::Text => println!("{}", h.hash),
+        OutputFormat::Json => print_json(&json!({"role": t.name(), "hash": t.hash.hash})),
+        OutputFormat::Text => println!("{}", t.hash.hash),
     }
     Ok(())
 }

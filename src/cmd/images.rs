@@ -3,7 +3,11 @@
 
 use serde_json::json;
 
+use imagectl_core::hash::short;
+
+use super::{aws_runtime, print_json};
 use crate::cli::{ImagesArgs, OutputFormat, PruneArgs};
+use crate::gc::Action;
 use crate::{aws, gc, Config, Error};
 
 fn amis(i: &gc::Image) -> String {
@@ -17,15 +21,13 @@ fn amis(i: &gc::Image) -> String {
 /// Lists every imagectl image with its references.
 pub fn images(config: &Config, args: &ImagesArgs) -> Result<(), Error> {
     let project = config.project()?;
-    let rt = aws::runtime().map_err(|e| Error::Failed(e.into()))?;
-    let list = rt
-        .block_on(async {
-            let session = aws::Session::load(&project.settings.aws.region).await;
-            gc::inventory(&project, &session, &args.roles).await
-        })
-        .map_err(|e| Error::Failed(e.into()))?;
+    let rt = aws_runtime()?;
+    let list = rt.block_on(async {
+        let session = aws::Session::load(&project.settings.aws.region).await;
+        gc::inventory(&project, &session, &args.roles).await
+    })?;
     match config.output {
-        OutputFormat::Json => crate::print_json(&json!({ "images": list })),
+        OutputFormat::Json => print_json(&json!({ "images": list })),
         OutputFormat::Text => {
             println!(
                 "{:<12} {:<12} {:<24} {:<60} REFERENCED BY",
@@ -40,7 +42,7 @@ pub fn images(config: &Config, args: &ImagesArgs) -> Result<(), Error> {
                 println!(
                     "{:<12} {:<12} {:<24} {:<60} {refs}",
                     i.role,
-                    &i.hash[..12.min(i.hash.len())],
+                    short(&i.hash),
                     i.created,
                     amis(i)
                 );
@@ -53,33 +55,29 @@ pub fn images(config: &Config, args: &ImagesArgs) -> Result<(), Error> {
 /// Deletes old, unreferenced images (or, with `--dry-run`, says which).
 pub fn prune(config: &Config, args: &PruneArgs) -> Result<(), Error> {
     let project = config.project()?;
-    let rt = aws::runtime().map_err(|e| Error::Failed(e.into()))?;
-    let decisions = rt
-        .block_on(async {
-            let session = aws::Session::load(&project.settings.aws.region).await;
-            let list = gc::inventory(&project, &session, &args.roles).await?;
-            let decisions = gc::plan(list, usize::from(args.keep));
-            if !args.dry_run {
-                gc::delete(&session, &decisions).await?;
-            }
-            Ok::<_, aws::Error>(decisions)
-        })
-        .map_err(|e| Error::Failed(e.into()))?;
-    match config.output {
-        OutputFormat::Json => {
-            crate::print_json(&json!({ "dry_run": args.dry_run, "images": decisions }))
+    let rt = aws_runtime()?;
+    let decisions = rt.block_on(async {
+        let session = aws::Session::load(&project.settings.aws.region).await;
+        let list = gc::inventory(&project, &session, &args.roles).await?;
+        let decisions = gc::plan(list, usize::from(args.keep));
+        if !args.dry_run {
+            gc::delete(&session, &decisions).await?;
         }
+        Ok::<_, aws::Error>(decisions)
+    })?;
+    match config.output {
+        OutputFormat::Json => print_json(&json!({ "dry_run": args.dry_run, "images": decisions })),
         OutputFormat::Text => {
             for d in &decisions {
                 let action = match (d.action, args.dry_run) {
-                    ("delete", true) => "would delete",
-                    ("delete", false) => "deleted",
+                    (Action::Delete, true) => "would delete",
+                    (Action::Delete, false) => "deleted",
                     _ => "keep",
                 };
                 println!(
                     "{action:<12} {:<12} {:<12} {:<24} {}  ({})",
                     d.image.role,
-                    &d.image.hash[..12.min(d.image.hash.len())],
+                    short(&d.image.hash),
                     d.image.created,
                     amis(&d.image),
                     d.reason

@@ -1,14 +1,18 @@
 //! `imagectl inputs ROLE`: everything the hash covers, to see why it moved.
 
+use imagectl_core::hash::short;
+use imagectl_core::target;
+
+use super::print_json;
 use crate::cli::{OutputFormat, RoleArg};
 use crate::{Config, Error};
 
 /// Prints the inputs of one role's hash.
 pub fn run(config: &Config, args: &RoleArg) -> Result<(), Error> {
     let project = config.project()?;
-    let h = crate::content_hash(&project, &args.role)?;
+    let h = target::resolve_one(&project, &args.role)?.hash;
     match config.output {
-        OutputFormat::Json => crate::print_json(&h),
+        OutputFormat::Json => print_json(&h),
         OutputFormat::Text => {
             println!("{}  {}", h.hash, h.role);
             for i in &h.inputs {
@@ -18,7 +22,7 @@ pub fn run(config: &Config, args: &RoleArg) -> Result<(), Error> {
                     (Some(d), None, Some(o)) => format!("  -> {d}/ {o}"),
                     _ => String::new(),
                 };
-                println!("{:<8} {}  {what}{dest}", i.kind, &i.sha256[..12]);
+                println!("{:<8} {}  {what}{dest}", i.kind, short(&i.sha256));
             }
         }
     }

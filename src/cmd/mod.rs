@@ -1,4 +1,6 @@
-//! One module per subcommand, each with `run(&Config, &Args)`.
+//! The command layer: one module per subcommand, each with `run(&Config,
+//! &Args)` (or one function per verb), parsing nothing and printing results.
+//! Nothing below this layer imports from it.
 
 pub mod bases;
 pub mod build;
@@ -12,3 +14,76 @@ pub mod stage;
 pub mod sweep;
 pub mod test;
 pub mod validate;
+
+use crate::cli::{self, Args, Command};
+use crate::{iam, Config, Error};
+
+/// Runs one command.
+pub fn run(args: &Args) -> Result<(), Error> {
+    let config = Config::from_args(args);
+    match &args.command {
+        Command::Validate(a) => validate::run(&config, a),
+        Command::Hash(a) => hash::run(&config, a),
+        Command::Inputs(a) => inputs::run(&config, a),
+        Command::Plan(a) => plan::run(&config, a),
+        Command::Render(a) => render::run(&config, a),
+        Command::Stage(a) => stage::run(&config, a),
+        Command::Bases(cli::BasesCommand::Update(a)) => bases::update(&config, a),
+        Command::Build(a) => build::run(&config, a),
+        Command::Test(a) => test::run(&config, a),
+        Command::Publish(a) => publish::publish(&config, a),
+        Command::Promote(a) => publish::promote(&config, a),
+        Command::Rollback(a) => publish::rollback(&config, a),
+        Command::Images(a) => images::images(&config, a),
+        Command::Prune(a) => images::prune(&config, a),
+        Command::Sweep(a) => sweep::run(&config, a),
+        Command::Schema => {
+            print_json(&imagectl_core::role::schema());
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Args as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "imagectl", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <Args as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(|e| Error::Failed(e.into()))
+        }
+        Command::IamPolicy(a) => {
+            let project = config.project()?;
+            print_json(&iam::policy(&project, a.job));
+            Ok(())
+        }
+    }
+}
+
+/// A runtime for one command's AWS calls.
+pub fn aws_runtime() -> Result<tokio::runtime::Runtime, Error> {
+    crate::aws::runtime()
+        .map_err(|e| Error::Failed(anyhow::anyhow!("cannot start the async runtime: {e}")))
+}
+
+/// The agent to bake: `--agent` (or `IMAGECTL_AGENT_BIN`), else the build
+/// of this checkout beside `imagectl`; says on stderr which one it took.
+pub fn agent(explicit: Option<&std::path::Path>) -> Result<imagectl_core::agent::Agent, Error> {
+    let exe = std::env::current_exe().ok();
+    let agent = imagectl_core::agent::Agent::discover(explicit, exe.as_deref())?;
+    tracing::info!(
+        "agent: {} ({}, identity {})",
+        agent.path.display(),
+        agent.origin,
+        agent.short_identity()
+    );
+    Ok(agent)
+}
+
+/// Prints one JSON document on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => tracing::error!("cannot encode output as JSON: {e}"),
+    }
+}

@@ -1,9 +1,12 @@
 //! `imagectl sweep`: remove what builds that died left behind.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::json;
 
+use imagectl_core::time::now_secs;
+
+use super::{aws_runtime, print_json};
 use crate::cli::{OutputFormat, SweepArgs};
 use crate::{aws, sweep, Config, Error};
 
@@ -20,26 +23,22 @@ fn age(secs: u64) -> String {
 /// Finds the orphans and removes them (or, with `--dry-run`, says which).
 pub fn run(config: &Config, args: &SweepArgs) -> Result<(), Error> {
     let project = config.project()?;
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = now_secs();
     let wait = Duration::from_secs(project.settings.build.wait_minutes * 60);
-    let rt = aws::runtime().map_err(|e| Error::Failed(e.into()))?;
-    let (orphans, errors) = rt
-        .block_on(async {
-            let session = aws::Session::load(&project.settings.aws.region).await;
-            let mut orphans = sweep::find(&project, &session, now, args.older_than).await?;
-            let errors = if args.dry_run {
-                Vec::new()
-            } else {
-                sweep::remove(&session, &mut orphans, wait).await
-            };
-            Ok::<_, aws::Error>((orphans, errors))
-        })
-        .map_err(|e| Error::Failed(e.into()))?;
+    let rt = aws_runtime()?;
+    let (orphans, errors) = rt.block_on(async {
+        let session = aws::Session::load(&project.settings.aws.region).await;
+        let mut orphans = sweep::find(&project, &session, now, args.older_than).await?;
+        let errors = if args.dry_run {
+            Vec::new()
+        } else {
+            sweep::remove(&session, &mut orphans, wait).await
+        };
+        Ok::<_, aws::Error>((orphans, errors))
+    })?;
     let older_than = age(args.older_than.as_secs());
     match config.output {
-        OutputFormat::Json => crate::print_json(&json!({
+        OutputFormat::Json => print_json(&json!({
             "dry_run": args.dry_run,
             "older_than_secs": args.older_than.as_secs(),
             "orphans": orphans,
@@ -57,7 +56,7 @@ pub fn run(config: &Config, args: &SweepArgs) -> Result<(), Error> {
                 };
                 println!(
                     "{:<12} {:<14} {:<12} {:<40} {age:>4}  {name}({})",
-                    o.status,
+                    o.status.as_str(),
                     o.kind.as_str(),
                     o.region,
                     o.id,

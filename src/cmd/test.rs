@@ -5,20 +5,23 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::build::Target;
+use imagectl_core::target;
+
+use super::print_json;
 use crate::cli::{OutputFormat, TestArgs};
-use crate::{local, stage, Config, Error};
+use crate::local::boot::{Boot, TestReport};
+use crate::progress::Display;
+use crate::{local, Config, Error};
 
 /// Tests one role; exit 0 only when everything passed.
 pub fn run(config: &Config, args: &TestArgs) -> Result<(), Error> {
     let project = config.project()?;
-    let (lock, mut targets) = crate::load_targets(&project, std::slice::from_ref(&args.role))?;
-    let Target { role, hash: h } = targets.remove(0);
+    let t = target::resolve_one(&project, &args.role)?;
     let params = args.params.clone().unwrap_or_else(|| {
         project
             .roles_dir()
             .join("params")
-            .join(format!("{}.toml", role.name))
+            .join(format!("{}.toml", t.name()))
     });
     if !params.is_file() {
         return Err(Error::Usage(format!(
@@ -26,24 +29,43 @@ pub fn run(config: &Config, args: &TestArgs) -> Result<(), Error> {
             params.display()
         )));
     }
-    let agent =
-        stage::find_agent(args.agent.as_deref()).map_err(|e| Error::Usage(e.to_string()))?;
-    let display = crate::progress::Display::new(config.quiet);
-    let image = local::build(&project, &lock, &role, &h, &agent, &display)
-        .map_err(crate::cmd::build::local_error)?;
-    let report = local::test(
-        &role,
-        &image,
-        &params,
-        &args.env,
-        Duration::from_secs(args.timeout),
-        args.keep,
-        &display,
-    )
-    .map_err(crate::cmd::build::local_error)?;
+    let agent = super::agent(args.agent.as_deref())?;
+    let display = Display::new(config.quiet);
+    let image = local::build(&project, &t, &agent, &display)?;
+    let report = Boot {
+        role: &t.role,
+        image: &image,
+        params: &params,
+        env: &args.env,
+        timeout: Duration::from_secs(args.timeout),
+        keep: args.keep,
+    }
+    .test(&display)?;
     display.finish();
+    print(config, &report);
+    if report.passed {
+        return Ok(());
+    }
+    let failed: Vec<String> = report
+        .results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| format!("{} `{}`", r.kind, r.name))
+        .collect();
+    let what = if failed.is_empty() {
+        "the boot did not finish its checks".to_string()
+    } else {
+        failed.join(", ")
+    };
+    Err(Error::Failed(anyhow::anyhow!(
+        "test of `{}` failed: {what}",
+        t.name()
+    )))
+}
+
+fn print(config: &Config, report: &TestReport) {
     match config.output {
-        OutputFormat::Json => crate::print_json(&json!(report)),
+        OutputFormat::Json => print_json(&json!(report)),
         OutputFormat::Text => {
             if !report.booted {
                 println!("boot skipped: systemd-nspawn cannot run here; only the checks ran, in a chroot");
@@ -68,30 +90,11 @@ pub fn run(config: &Config, args: &TestArgs) -> Result<(), Error> {
             }
             println!(
                 "{}: {} of {} passed, boot to checks {:.2} s",
-                role.name,
+                report.role,
                 report.results.iter().filter(|r| r.passed).count(),
                 report.results.len(),
                 report.boot_to_checks_secs
             );
         }
-    }
-    if report.passed {
-        Ok(())
-    } else {
-        let failed: Vec<String> = report
-            .results
-            .iter()
-            .filter(|r| !r.passed)
-            .map(|r| format!("{} `{}`", r.kind, r.name))
-            .collect();
-        let what = if failed.is_empty() {
-            "the boot did not finish its checks".to_string()
-        } else {
-            failed.join(", ")
-        };
-        Err(Error::Failed(anyhow::anyhow!(
-            "test of `{}` failed: {what}",
-            role.name
-        )))
     }
 }

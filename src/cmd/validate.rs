@@ -2,8 +2,11 @@
 
 use serde_json::json;
 
+use imagectl_core::role;
+
+use super::print_json;
 use crate::cli::{OutputFormat, RolesArgs};
-use crate::{role, Config, Error};
+use crate::{Config, Error};
 
 /// Loads the named roles (or all) and prints one line per valid role.
 pub fn run(config: &Config, args: &RolesArgs) -> Result<(), Error> {
@@ -19,7 +22,7 @@ pub fn run(config: &Config, args: &RolesArgs) -> Result<(), Error> {
                 .iter()
                 .map(|r| json!({"role": r.name, "abstract": r.is_abstract, "valid": true}))
                 .collect();
-            crate::print_json(&json!({ "roles": list }));
+            print_json(&json!({ "roles": list }));
         }
         OutputFormat::Text => {
             for r in &roles {

@@ -1,14 +1,14 @@
 //! The fuzz target's checks on the stable toolchain: every seed of the
 //! fuzzer (the repository's roles, each case of `tests/bad-roles`, where
 //! every crash the fuzzer found is added as a case) is replayed through
-//! `fuzz/check.rs`, the very code the fuzz target runs. CI catches a
+//! `fuzz/src/check.rs`, the very code the fuzz target runs. CI catches a
 //! regression here without nightly or libFuzzer.
 
-#[path = "../../fuzz/check.rs"]
+#[path = "../../fuzz/src/check.rs"]
 mod check;
 
-use imagectl::project::Project;
-use imagectl::role::{load, load_in_memory, MemoryRoles};
+use imagectl_core::project::Project;
+use imagectl_core::role::{load, load_in_memory, MemoryRoles};
 
 use crate::support::repo_root;
 

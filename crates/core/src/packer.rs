@@ -5,10 +5,11 @@
 //! context path, manifest path) is a variable, so the template is stable,
 //! reviewed in pull requests and hashed as an input of the image.
 
+use crate::arch::Arch;
 use crate::hcl::{Body, Expr, Part};
 use crate::lock::Entry;
-use crate::project::{Arch, Settings};
 use crate::role::Role;
+use crate::settings::Settings;
 
 /// Settings current Packer (with the amazon plugin) understands but Debian's
 /// Packer 1.6.6 rejects. The committed templates use them; a build with the

@@ -23,9 +23,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use imagectl::diag::Diagnostic;
-use imagectl::project::{parse_settings, Settings};
-use imagectl::role::{load_in_memory, MemoryRoles, Role};
+use imagectl_core::diag::Diagnostic;
+use imagectl_core::role::{load_in_memory, MemoryRoles, Role};
+use imagectl_core::settings::{parse_settings, Settings};
 
 /// What introduces each file after the first.
 pub const MARKER: &[u8] = b"%%% ";
@@ -34,7 +34,7 @@ pub const MARKER: &[u8] = b"%%% ";
 fn settings() -> &'static Settings {
     static SETTINGS: OnceLock<Settings> = OnceLock::new();
     SETTINGS.get_or_init(|| {
-        parse_settings(include_str!("../tests/fixtures/project/imagectl.toml"))
+        parse_settings(include_str!("../../tests/fixtures/project/imagectl.toml"))
             .expect("the fixture's imagectl.toml is valid")
     })
 }
@@ -132,7 +132,7 @@ pub fn check(data: &[u8]) {
 
 /// A valid role holds only what validation promises.
 fn check_role(r: &Role) {
-    assert!(imagectl::project::is_name(&r.name), "{}", r.name);
+    assert!(imagectl_core::settings::is_name(&r.name), "{}", r.name);
     let files = r.files.iter().map(|f| (&f.source, &f.dest));
     let templates = r.boot.templates.iter().map(|t| (&t.source, &t.dest));
     for (source, dest) in files.chain(templates) {
@@ -144,7 +144,7 @@ fn check_role(r: &Role) {
             "source escapes: {source}"
         );
         assert!(dest.starts_with('/') && !dest.contains(".."), "{dest}");
-        assert!(!dest.starts_with(imagectl::role::AGENT_DIR), "{dest}");
+        assert!(!dest.starts_with(imagectl_core::role::AGENT_DIR), "{dest}");
     }
     // The canonical form (what the content hash covers) serializes.
     serde_json::to_string(r).expect("a role serializes");

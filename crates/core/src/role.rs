@@ -10,13 +10,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
-use imagectl_agent::config::{Boot, BootTemplate, Health};
+use imagectl_image::config::{Boot, BootTemplate, Health};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
+use crate::arch::Arch;
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics};
-use crate::project::{is_name, Arch, Base, Project, Settings};
+use crate::project::Project;
+use crate::settings::{is_name, Base, Settings};
 use crate::tomlfile::{self, Partial};
 
 /// The directory, below the project root, holding role files and everything
@@ -1560,7 +1562,7 @@ impl Loader<'_> {
                 return;
             }
         };
-        if let Err(e) = imagectl_agent::template::check(&text) {
+        if let Err(e) = imagectl_image::template::check(&text) {
             let offset = match (e.line, e.column) {
                 (Some(l), Some(c)) => offset_of(&text, l, c),
                 _ => 0,
@@ -1578,7 +1580,7 @@ impl Loader<'_> {
 
     fn check_parameters(&mut self, at: &At<String>) {
         let p = &at.v;
-        if imagectl_agent::template::check(p).is_err() {
+        if imagectl_image::template::check(p).is_err() {
             let d = self
                 .diag(at, format!("parameter path `{p}` is not a valid template"))
                 .help(PARAM_HELP);
@@ -1589,7 +1591,7 @@ impl Loader<'_> {
             "env": "prod", "role": "role",
             "instance": {"id": "i-0", "region": "eu-west-1", "az": "eu-west-1a"},
         });
-        match imagectl_agent::template::registry().render_template(p, &sample) {
+        match imagectl_image::template::registry().render_template(p, &sample) {
             Err(_) => {
                 let d = self
                     .diag(

@@ -8,6 +8,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil::write_atomic;
 
+/// Where a build's artifact is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A root filesystem tarball in `images/local/`.
+    Local,
+    /// AMIs.
+    Aws,
+}
+
+impl Kind {
+    /// Its name in the record and in plans (`local`, `aws`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Local => "local",
+            Kind::Aws => "aws",
+        }
+    }
+}
+
 /// One finished build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -15,12 +35,25 @@ pub struct Record {
     pub role: String,
     /// Its content hash.
     pub hash: String,
-    /// `local` or `aws`.
-    pub target: String,
+    /// The kind of artifact.
+    pub target: Kind,
     /// Where the result is: a path for local builds, AMI IDs for AWS.
     pub artifact: String,
     /// When, in seconds since the epoch.
     pub built_at: u64,
+}
+
+impl Record {
+    /// A build of `hash` of `role` finished now.
+    pub fn now(role: &str, hash: &str, target: Kind, artifact: String) -> Record {
+        Record {
+            role: role.to_string(),
+            hash: hash.to_string(),
+            target,
+            artifact,
+            built_at: u64::try_from(crate::time::now_secs()).unwrap_or(0),
+        }
+    }
 }
 
 /// Errors reading or writing the record.
@@ -94,7 +127,7 @@ mod tests {
         let r = Record {
             role: "worker".into(),
             hash: "ab".into(),
-            target: "local".into(),
+            target: Kind::Local,
             artifact: "x.tar".into(),
             built_at: 1,
         };

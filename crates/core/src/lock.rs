@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{self, Session};
-use crate::project::{Base, Project};
+use crate::project::Project;
+use crate::settings::{Base, Settings};
 
 /// The lock file, relative to the project root.
 pub const LOCK_FILE: &str = "images/bases.lock";
@@ -46,12 +46,18 @@ pub enum Error {
         /// The architecture.
         arch: String,
     },
-    /// A lookup failed.
-    #[error(transparent)]
-    Aws(#[from] aws::Error),
     /// The lock could not be written.
     #[error("cannot write `{LOCK_FILE}`: {0}")]
     Write(std::io::Error),
+}
+
+impl Error {
+    /// Whether the user fixes it (exit 2): by running `imagectl bases
+    /// update` or changing `[bases]`; a lock that cannot be written is a
+    /// failure.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, Error::Write(_))
+    }
 }
 
 /// One base image in one region.
@@ -127,94 +133,101 @@ pub fn filter_id(base: &Base) -> String {
     }
 }
 
-/// Resolves every base in the home region and every copy region: the newest
-/// available image matching each filter. One `DescribeImages` call (with its
-/// pages) per region covers every base.
-pub async fn resolve_all(project: &Project, session: &Session) -> Result<Lock, Error> {
-    let settings = &project.settings;
-    let mut regions = vec![settings.aws.region.clone()];
-    regions.extend(settings.aws.copy_regions.iter().cloned());
-    regions.dedup();
+/// An image a base may resolve to, as EC2 describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The AMI ID.
+    pub id: String,
+    /// The image's name.
+    pub name: String,
+    /// The owning account.
+    pub owner: String,
+    /// `x86_64` or `arm64`.
+    pub arch: String,
+    /// Creation date, ISO 8601 in UTC.
+    pub created: String,
+    /// `available`, `pending`, ...
+    pub state: String,
+}
 
-    let mut owners: Vec<String> = settings
-        .bases
-        .values()
-        .flat_map(|b| b.owners.clone())
-        .collect();
-    owners.sort();
-    owners.dedup();
-    let mut names: Vec<String> = settings
-        .bases
-        .values()
-        .filter_map(|b| b.name.clone())
-        .collect();
-    names.sort();
-    names.dedup();
-    let pinned: Vec<String> = settings
-        .bases
-        .values()
-        .filter_map(|b| b.ami.clone())
-        .collect();
+/// What to ask EC2 for to resolve every base: one `DescribeImages` by
+/// owners and name patterns, one by the pinned IDs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// Every owner of a base found by filter, sorted, once each.
+    pub owners: Vec<String>,
+    /// Every name pattern, sorted, once each.
+    pub names: Vec<String>,
+    /// Every pinned AMI ID.
+    pub pinned: Vec<String>,
+}
 
-    let mut lock = Lock::default();
-    for region in &regions {
-        let ec2 = session.ec2(region);
-        let mut found = Vec::new();
-        if !names.is_empty() {
-            let filters = [
-                ("name", names.clone()),
-                ("state", vec!["available".to_string()]),
-            ];
-            found.extend(ec2.describe_images(&owners, &filters).await?);
+impl Query {
+    /// The query covering every `[bases]` entry.
+    pub fn of(settings: &Settings) -> Query {
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v.dedup();
+            v
+        };
+        let bases = || settings.bases.values();
+        Query {
+            owners: sorted(bases().flat_map(|b| b.owners.clone()).collect()),
+            names: sorted(bases().filter_map(|b| b.name.clone()).collect()),
+            pinned: bases().filter_map(|b| b.ami.clone()).collect(),
         }
-        if !pinned.is_empty() {
-            // Pinned images are looked up by ID for their name and date.
-            let ids = pinned.clone();
-            found.extend(ec2.images_by_id(&ids).await?);
-        }
-        for (name, base) in &settings.bases {
-            let newest = found
-                .iter()
-                .filter(|i| i.state == "available" && i.arch == base.architecture.as_str())
-                .filter(|i| match (&base.ami, &base.name) {
-                    (Some(ami), _) => &i.id == ami,
-                    (None, Some(pattern)) => {
-                        base.owners.contains(&i.owner) && glob_match(pattern, &i.name)
-                    }
-                    (None, None) => false,
+    }
+}
+
+/// Adds to `lock` the entry of every base in `region`: the newest available
+/// candidate matching its filter (or its pinned ID).
+pub fn select(
+    settings: &Settings,
+    region: &str,
+    found: &[Candidate],
+    lock: &mut Lock,
+) -> Result<(), Error> {
+    for (name, base) in &settings.bases {
+        let newest = found
+            .iter()
+            .filter(|i| i.state == "available" && i.arch == base.architecture.as_str())
+            .filter(|i| match (&base.ami, &base.name) {
+                (Some(ami), _) => &i.id == ami,
+                (None, Some(pattern)) => {
+                    base.owners.contains(&i.owner) && glob_match(pattern, &i.name)
+                }
+                (None, None) => false,
+            })
+            // Creation dates are ISO 8601 in UTC: they sort as text. The ID
+            // breaks ties so the choice never depends on API order.
+            .max_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
+        match newest {
+            Some(i) => {
+                lock.bases.entry(name.clone()).or_default().insert(
+                    region.to_string(),
+                    Entry {
+                        ami: i.id.clone(),
+                        name: i.name.clone(),
+                        created: i.created.clone(),
+                        filter: filter_id(base),
+                    },
+                );
+            }
+            // A pinned AMI exists in one region only; that is fine for copy
+            // regions, which receive copies of the result.
+            None if base.ami.is_some() && region != settings.aws.region => {}
+            None => {
+                return Err(Error::NoMatch {
+                    base: name.clone(),
+                    region: region.to_string(),
+                    owners: base.owners.join(","),
+                    name: base.name.clone().or(base.ami.clone()).unwrap_or_default(),
+                    arch: base.architecture.as_str().to_string(),
                 })
-                // Creation dates are ISO 8601 in UTC: they sort as text. The
-                // ID breaks ties so the choice never depends on API order.
-                .max_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
-            match newest {
-                Some(i) => {
-                    lock.bases.entry(name.clone()).or_default().insert(
-                        region.clone(),
-                        Entry {
-                            ami: i.id.clone(),
-                            name: i.name.clone(),
-                            created: i.created.clone(),
-                            filter: filter_id(base),
-                        },
-                    );
-                }
-                None if base.ami.is_some() && region != &settings.aws.region => {
-                    // A pinned AMI exists in one region only; that is fine
-                    // for copy regions, which receive copies of the result.
-                }
-                None => {
-                    return Err(Error::NoMatch {
-                        base: name.clone(),
-                        region: region.clone(),
-                        owners: base.owners.join(","),
-                        name: base.name.clone().or(base.ami.clone()).unwrap_or_default(),
-                        arch: base.architecture.as_str().to_string(),
-                    })
-                }
             }
         }
     }
-    Ok(lock)
+    Ok(())
 }
 
 /// EC2 filter wildcards: `*` any run of characters, `?` any one character.

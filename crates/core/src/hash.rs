@@ -8,42 +8,76 @@ use std::path::Path;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::lock::{self, Lock};
-use crate::packer;
-use crate::project::Project;
-use crate::role::{Role, ROLES_DIR};
+use crate::lock;
+use crate::role::Role;
+use crate::stage::Context;
 
 /// The version of the image layout imagectl generates (staged context,
 /// provisioning script, agent configuration). Bump it whenever generated
 /// output changes, so that every image is rebuilt with the new layout.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
-/// The agent's identity: a digest of its sources and locked dependencies,
-/// computed by `build.rs`.
-pub const AGENT_DIGEST: &str = env!("IMAGECTL_AGENT_DIGEST");
+/// A content hash: 64 lowercase hex digits.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Hash(String);
 
-/// Errors computing a hash.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A referenced file could not be read.
-    #[error("cannot read `{path}` for role `{role}`: {source}")]
-    Read {
-        /// The role.
-        role: String,
-        /// The file, relative to the project root.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The role is abstract and never built.
-    #[error("role `{0}` is abstract: it is never built and has no image hash; use a role that extends it")]
-    Abstract(String),
-    /// The base image is not pinned, or its pin is stale.
-    #[error(transparent)]
-    Lock(#[from] lock::Error),
-    /// The Packer template cannot be generated.
-    #[error(transparent)]
-    Template(#[from] packer::MissingSetting),
+impl Hash {
+    /// `s` when it is 64 lowercase hex digits.
+    pub fn parse(s: &str) -> Option<Hash> {
+        (s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| Hash(s.to_string()))
+    }
+
+    /// The 64 digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 12 digits, for names and tables.
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+}
+
+impl TryFrom<String> for Hash {
+    type Error = String;
+    fn try_from(s: String) -> Result<Hash, String> {
+        Hash::parse(&s)
+            .ok_or_else(|| format!("`{s}` is not a content hash (64 lowercase hex digits)"))
+    }
+}
+
+impl From<Hash> for String {
+    fn from(h: Hash) -> String {
+        h.0
+    }
+}
+
+impl std::fmt::Display for Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hash({})", self.short())
+    }
+}
+
+impl PartialEq<str> for Hash {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+/// The first 12 characters of a hash read from elsewhere (a tag, a
+/// record), however long it is.
+pub fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
 }
 
 /// One thing that enters an image.
@@ -109,27 +143,29 @@ impl Input {
 pub struct ContentHash {
     /// The role.
     pub role: String,
-    /// 64 lowercase hex characters.
-    pub hash: String,
+    /// The hash.
+    pub hash: Hash,
     /// Everything that went into it, in hashing order.
     pub inputs: Vec<Input>,
 }
 
 impl ContentHash {
-    /// The first 12 characters, for names and tables.
+    /// The first 12 digits, for names and tables.
     pub fn short(&self) -> &str {
-        &self.hash[..12]
+        self.hash.short()
     }
 }
 
-/// Computes the content hash of a concrete role, on its locked base image.
-pub fn compute(project: &Project, lock: &Lock, role: &Role) -> Result<ContentHash, Error> {
-    if role.is_abstract {
-        return Err(Error::Abstract(role.name.clone()));
-    }
-    let base_name = role.image.base.clone().unwrap_or_default();
-    let base = lock.resolve(project, &base_name)?;
-    let template = crate::hcl::render(&packer::template(&project.settings, role, base)?);
+/// Computes the content hash of a concrete role from what resolving it
+/// found: its locked base image `base` (named `base_name`), the text of its
+/// Packer template, and the digests of the files its stage holds.
+pub fn compute(
+    role: &Role,
+    base_name: &str,
+    base: &lock::Entry,
+    template: &str,
+    context: &Context,
+) -> ContentHash {
     let mut base_input = Input::named(
         "base",
         base_name,
@@ -148,7 +184,7 @@ pub fn compute(project: &Project, lock: &Lock, role: &Role) -> Result<ContentHas
         Input::named(
             "agent",
             format!("imagectl-agent {}", env!("CARGO_PKG_VERSION")),
-            AGENT_DIGEST.to_string(),
+            imagectl_image::identity::AGENT.to_string(),
         ),
         base_input,
         Input::named(
@@ -160,64 +196,27 @@ pub fn compute(project: &Project, lock: &Lock, role: &Role) -> Result<ContentHas
     let mut role_input = Input::named("role", role.name.clone(), digest_json(role));
     role_input.path = role.sources.last().cloned();
     inputs.push(role_input);
-
-    let roles_dir = project.roles_dir();
-    let files = role.files.iter().map(|f| {
-        (
-            "file",
-            &f.source,
-            &f.dest,
-            Some(&f.mode),
-            &f.owner,
-            &f.group,
-        )
-    });
-    let templates = role.boot.templates.iter().map(|t| {
-        (
-            "template",
-            &t.source,
-            &t.dest,
-            Some(&t.mode),
-            &t.owner,
-            &t.group,
-        )
-    });
-    let archives = role
-        .archives
-        .iter()
-        .map(|a| ("archive", &a.source, &a.dest, None, &a.owner, &a.group));
-    let entries: Vec<_> = files.chain(templates).chain(archives).collect();
-    let paths: Vec<std::path::PathBuf> = entries.iter().map(|e| roles_dir.join(e.1)).collect();
-    let digests = hash_files(&paths);
-    for ((kind, source, dest, mode, owner, group), digest) in entries.into_iter().zip(digests) {
-        let path = format!("{ROLES_DIR}/{source}");
-        let sha256 = digest.map_err(|e| Error::Read {
-            role: role.name.clone(),
-            path: path.clone(),
-            source: e,
-        })?;
-        inputs.push(Input {
-            kind,
-            path: Some(path),
-            name: None,
-            sha256,
-            ami: None,
-            dest: Some(dest.clone()),
-            mode: mode.cloned(),
-            owner: Some(format!("{owner}:{group}")),
-        });
-    }
+    inputs.extend(context.sources.iter().map(|s| Input {
+        kind: s.kind.as_str(),
+        path: Some(s.shown()),
+        name: None,
+        sha256: s.sha256.clone(),
+        ami: None,
+        dest: Some(s.dest.clone()),
+        mode: s.mode.clone(),
+        owner: Some(format!("{}:{}", s.owner, s.group)),
+    }));
 
     let mut h = Sha256::new();
     h.update(b"imagectl content hash\n");
     for i in &inputs {
         h.update(i.hash_line().as_bytes());
     }
-    Ok(ContentHash {
+    ContentHash {
         role: role.name.clone(),
-        hash: hex(&h.finalize()),
+        hash: Hash(hex(&h.finalize())),
         inputs,
-    })
+    }
 }
 
 impl ContentHash {
@@ -361,11 +360,5 @@ mod tests {
     #[test]
     fn hex_is_lowercase() {
         assert_eq!(hex(&[0xab, 0x01]), "ab01");
-    }
-
-    #[test]
-    fn agent_digest_is_a_sha256() {
-        assert_eq!(AGENT_DIGEST.len(), 64);
-        assert!(AGENT_DIGEST.bytes().all(|b| b.is_ascii_hexdigit()));
     }
 }

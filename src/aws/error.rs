@@ -1,0 +1,198 @@
+//! The error of an AWS call, in one line a person can act on: the call, the
+//! region, the resource, and AWS's own code and message (never the SDK's
+//! debug dump).
+
+use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use imagectl_image::error_chain as chain;
+
+use super::retry::{attempt_timeout, max_attempts, MAX_ATTEMPTS_ENV};
+
+/// An AWS call that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("AWS {operation} in `{region}` failed{}: {message}", resource.as_deref().map(|r| format!(" for {r}")).unwrap_or_default())]
+pub struct Error {
+    /// The API operation (`DescribeImages`).
+    pub operation: &'static str,
+    /// The region it was sent to.
+    pub region: String,
+    /// What it was about, when it was about one thing, as the message
+    /// names it (``parameter `/imagectl/app/dev` ``, ``images of role `app` ``).
+    pub resource: Option<String>,
+    /// The SDK's error with its causes.
+    pub message: String,
+}
+
+impl Error {
+    pub(super) fn new<E>(
+        operation: &'static str,
+        region: &str,
+        resource: Option<&str>,
+        e: SdkError<E, HttpResponse>,
+    ) -> Error
+    where
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+    {
+        let message = match &e {
+            // The SDK's own words name a timeout kind and no call.
+            SdkError::TimeoutError(_) => format!(
+                "no answer within {} s; {}",
+                attempt_timeout().as_secs(),
+                gave_up()
+            ),
+            // No request reached AWS (connection refused, DNS, TLS).
+            SdkError::DispatchFailure(_) => format!(
+                "cannot reach AWS ({}); {}",
+                chain(&e).trim_start_matches("dispatch failure: "),
+                gave_up()
+            ),
+            // An answer the SDK could not read (moto's XML AccessDenied to
+            // a JSON API, a proxy's HTML page): what it said, briefly.
+            SdkError::ResponseError(r) => format!(
+                "{}: HTTP {}: {}",
+                chain(&e),
+                r.raw().status().as_u16(),
+                excerpt(r.raw().body().bytes().unwrap_or_default())
+            ),
+            _ => describe(&e),
+        };
+        Error {
+            operation,
+            region: region.to_string(),
+            resource: resource.map(|r| format!("`{r}`")),
+            message,
+        }
+    }
+
+    /// An error that is not the SDK's (a wait that ran out, say).
+    pub fn other(
+        operation: &'static str,
+        region: &str,
+        resource: Option<&str>,
+        message: String,
+    ) -> Error {
+        Error {
+            operation,
+            region: region.to_string(),
+            resource: resource.map(|r| format!("`{r}`")),
+            message,
+        }
+    }
+
+    /// Names the resource when the call itself named none (a search by
+    /// tag, say, that the caller knows was about one role).
+    pub fn about(mut self, resource: impl Into<String>) -> Error {
+        self.resource.get_or_insert_with(|| resource.into());
+        self
+    }
+}
+
+/// Error codes AWS answers when it throttles (EC2's query API, the JSON
+/// APIs, and the older spellings some services still use).
+const THROTTLING_CODES: &[&str] = &[
+    "RequestLimitExceeded",
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+];
+
+/// Error codes of AWS failing on its side, which the SDK retries too.
+const SERVER_CODES: &[&str] = &[
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "Unavailable",
+    "RequestTimeout",
+    "RequestTimeoutException",
+];
+
+/// What went wrong, in AWS's own words: the error code and message (not
+/// the SDK's `service error` wrapper), and for the errors the SDK retries,
+/// that it gave up after the bound.
+fn describe<E: std::error::Error + ProvideErrorMetadata>(e: &E) -> String {
+    let Some(code) = e.code() else {
+        // Not an answer from AWS: a response the SDK could not read, say.
+        // Its chain of causes says which.
+        return chain(e);
+    };
+    let said = match e.message() {
+        Some(m) if !m.is_empty() => format!("`{code}`: {m}"),
+        _ => format!("`{code}`"),
+    };
+    // The standard retry strategy tries these up to the bound (its retry
+    // quota, 100 failed retries per process, is never the limit for one
+    // command); an error coming back here means every attempt failed.
+    if THROTTLING_CODES.contains(&code) {
+        format!("throttled ({said}); {}", gave_up())
+    } else if SERVER_CODES.contains(&code) {
+        format!("AWS failed on its side ({said}); {}", gave_up())
+    } else {
+        said
+    }
+}
+
+/// The end of the message of an error the SDK retried to the bound.
+fn gave_up() -> String {
+    let n = max_attempts();
+    format!(
+        "gave up after {n} attempt{} (the bound: set {MAX_ATTEMPTS_ENV} to change it)",
+        if n == 1 { "" } else { "s" }
+    )
+}
+
+/// The start of a response body on one line: up to 300 characters, runs
+/// of whitespace and control characters as one space.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::new();
+    for word in text.split(|c: char| c.is_whitespace() || c.is_control()) {
+        if word.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.chars().count() > 300 {
+            let cut: String = out.chars().take(300).collect();
+            return format!("{cut}...");
+        }
+    }
+    out
+}
+
+pub(super) fn err<E>(
+    operation: &'static str,
+    region: &str,
+    resource: Option<&str>,
+) -> impl FnOnce(SdkError<E, HttpResponse>) -> Error
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    let region = region.to_string();
+    let resource = resource.map(String::from);
+    move |e| Error::new(operation, &region, resource.as_deref(), e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_answer_is_quoted_briefly_on_one_line() {
+        assert_eq!(
+            excerpt(b"<?xml version=\"1.0\"?>\n  <ErrorResponse>\r\n\t<Code>AccessDenied</Code>"),
+            "<?xml version=\"1.0\"?> <ErrorResponse> <Code>AccessDenied</Code>"
+        );
+        let long = excerpt("é".repeat(1000).as_bytes());
+        assert_eq!(long.chars().count(), 303);
+        assert!(long.ends_with("..."));
+        assert_eq!(excerpt(b"\xff\x00ok"), "\u{fffd} ok");
+    }
+}

@@ -1,0 +1,226 @@
+//! mmdebstrap, run the way the local target needs it: the role's Debian
+//! suite and architecture, its packages, the staged context provisioned by
+//! the same script as an AMI, a package cache shared between builds, the
+//! host's identity left out, and `SOURCE_DATE_EPOCH` for identical bytes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use imagectl_core::project::Project;
+use imagectl_core::target::Target;
+
+use super::{io, Error, LOCAL_DIR};
+use crate::progress::Progress;
+
+/// The Debian mirror, unless `IMAGECTL_DEBIAN_MIRROR` names another.
+pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+
+/// One bootstrap, decided before anything is written.
+pub struct Plan {
+    role: String,
+    suite: String,
+    arch: &'static str,
+    include: Vec<String>,
+    mirror: String,
+    cache: PathBuf,
+    log: PathBuf,
+    source_date_epoch: Option<i64>,
+    timeout: Duration,
+}
+
+impl Plan {
+    /// The bootstrap of `t`, refused when its base has no Debian suite or
+    /// this machine runs another architecture.
+    pub fn of(project: &Project, t: &Target) -> Result<Plan, Error> {
+        let role = &t.role;
+        let arch = debian_arch(t)?;
+        let base_name = role.image.base.clone().unwrap_or_default();
+        let suite = project
+            .settings
+            .bases
+            .get(&base_name)
+            .and_then(|b| b.suite(&base_name))
+            .ok_or_else(|| Error::NoSuite(base_name.clone()))?;
+        let mut include = vec![
+            "systemd".to_string(),
+            "systemd-sysv".to_string(),
+            "dbus".to_string(),
+        ];
+        include.extend(role.packages.iter().map(|p| p.apt_arg()));
+        // Downloaded packages are kept between builds: the second build of
+        // a role downloads nothing it already has.
+        let cache = std::env::var_os("IMAGECTL_APT_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_default()
+                    .join(".cache/imagectl/apt-archives")
+            });
+        Ok(Plan {
+            role: role.name.clone(),
+            suite,
+            arch,
+            include,
+            mirror: std::env::var("IMAGECTL_DEBIAN_MIRROR")
+                .unwrap_or_else(|_| DEFAULT_MIRROR.to_string()),
+            cache,
+            log: project
+                .root
+                .join(LOCAL_DIR)
+                .join(format!("{}-{}.log", role.name, t.hash.short())),
+            source_date_epoch: t.source_date_epoch(),
+            timeout: Duration::from_secs(project.settings.build.timeout_minutes * 60),
+        })
+    }
+
+    /// Bootstraps the root filesystem provisioned from `stage` into the
+    /// tarball `out`, logging to the plan's log.
+    pub fn run(&self, stage: &Path, out: &Path, progress: &dyn Progress) -> Result<(), Error> {
+        std::fs::create_dir_all(&self.cache).map_err(io("create", &self.cache))?;
+        // One build at a time uses the cache: a build syncing it in must not
+        // see a half-copied package from another syncing it out.
+        let _lock = lock_cache(&self.cache)?;
+        // mmdebstrap's special hooks (sync-in, copy-in) split their
+        // arguments at spaces: these paths must have none.
+        for p in [&self.cache, &stage.to_path_buf()] {
+            if p.display().to_string().contains(char::is_whitespace) {
+                return Err(Error::Io {
+                    action: "use",
+                    path: p.clone(),
+                    source: std::io::Error::other(
+                        "mmdebstrap hooks cannot take a path with spaces",
+                    ),
+                });
+            }
+        }
+        progress.step(
+            &self.role,
+            &format!(
+                "mmdebstrap {} ({} packages)",
+                self.suite,
+                self.include.len()
+            ),
+        );
+        let child = self
+            .command(stage, out)
+            .spawn()
+            .map_err(io("run", Path::new("mmdebstrap")))?;
+        let (status, reason) = self.follow(child, progress)?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(Error::Bootstrap {
+            role: self.role.clone(),
+            status: status.to_string(),
+            reason,
+            log: self.log.clone(),
+        })
+    }
+
+    fn command(&self, stage: &Path, out: &Path) -> Command {
+        let q = |p: &Path| p.display().to_string();
+        let mut cmd = Command::new("mmdebstrap");
+        cmd.arg("--mode=root")
+            .arg("--variant=minbase")
+            .arg(format!("--architectures={}", self.arch))
+            .arg(format!("--include={}", self.include.join(",")))
+            .arg("--skip=essential/unlink")
+            .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives")
+            .arg(format!("--setup-hook=sync-in {} /var/cache/apt/archives/", q(&self.cache)))
+            .arg(format!("--customize-hook=sync-out /var/cache/apt/archives {}", q(&self.cache)))
+            .arg(format!("--customize-hook=copy-in {} /tmp", q(stage)))
+            // The same provisioning script as the AMI build, in a chroot.
+            .arg("--customize-hook=chroot \"$1\" bash /tmp/imagectl-stage/provision.sh")
+            // Nothing of this machine's identity or network stays behind.
+            .arg("--customize-hook=rm -rf \"$1\"/tmp/imagectl-stage \"$1\"/etc/hostname \"$1\"/etc/resolv.conf")
+            .arg(&self.suite)
+            .arg(out)
+            .arg(&self.mirror)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(epoch) = self.source_date_epoch {
+            cmd.env("SOURCE_DATE_EPOCH", epoch.to_string());
+        }
+        cmd
+    }
+
+    /// Streams mmdebstrap's output into the log and its steps to
+    /// `progress`, killing it past the time limit; returns how it ended and
+    /// the provisioning script's own last word, when it said one.
+    fn follow(
+        &self,
+        mut child: Child,
+        progress: &dyn Progress,
+    ) -> Result<(std::process::ExitStatus, Option<String>), Error> {
+        let mut log = std::fs::File::create(&self.log).map_err(io("write", &self.log))?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(io("read the output of", Path::new("mmdebstrap"))(
+                std::io::Error::other("not piped"),
+            ));
+        };
+        let out_thread = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
+        });
+        let deadline = Instant::now() + self.timeout;
+        let mut reason = None;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+            if let Some(r) = line.strip_prefix("imagectl: check failed: ") {
+                reason = Some(format!("check failed: {r}"));
+            }
+            if let Some(step) = line.strip_prefix("I: ") {
+                progress.step(&self.role, step);
+            } else if let Some(step) = line.strip_prefix("imagectl: ") {
+                progress.step(&self.role, step);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+            }
+        }
+        for line in out_thread.join().unwrap_or_default() {
+            let _ = writeln!(log, "{line}");
+        }
+        let status = child
+            .wait()
+            .map_err(io("wait for", Path::new("mmdebstrap")))?;
+        Ok((status, reason))
+    }
+}
+
+/// Takes the package cache's lock, held until the returned file is dropped.
+fn lock_cache(cache: &Path) -> Result<std::fs::File, Error> {
+    let path = cache.join(".lock");
+    let file = std::fs::File::create(&path).map_err(io("create", &path))?;
+    // SAFETY: flock on a file descriptor this function owns; released when
+    // the file is dropped.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
+        return Err(io("lock", &path)(std::io::Error::last_os_error()));
+    }
+    Ok(file)
+}
+
+/// The target's Debian architecture, if this machine runs it.
+fn debian_arch(t: &Target) -> Result<&'static str, Error> {
+    let want = t.role.image.arch.debian();
+    let host = Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if host == want {
+        Ok(want)
+    } else {
+        Err(Error::Arch {
+            role: t.name().to_string(),
+            want: t.role.image.arch.as_str(),
+            host,
+        })
+    }
+}

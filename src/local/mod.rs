@@ -1,0 +1,239 @@
+//! The local target: a role built into a real Debian root filesystem on this
+//! machine (mmdebstrap, the same staged context and provisioning script as
+//! an AMI, [`bootstrap`]) and booted under systemd-nspawn to test it
+//! ([`boot`]), no AWS account needed; [`oci`] archives the result as an OCI
+//! image.
+
+pub mod boot;
+pub mod bootstrap;
+pub mod oci;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use imagectl_core::hash::{file_sha256, Hash};
+use imagectl_core::project::Project;
+use imagectl_core::target::Target;
+use imagectl_core::{agent::Agent, fsutil, record, stage};
+use serde::Serialize;
+
+use crate::failpoint;
+use crate::progress::Progress;
+
+/// Where local images go, relative to the project root.
+pub const LOCAL_DIR: &str = "images/local";
+
+/// Errors of the local target.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Not running as root.
+    #[error("local builds and tests need root: mmdebstrap bootstraps in root mode and the provisioning script runs in a chroot; run imagectl as root (or with sudo)")]
+    NotRoot,
+    /// A tool is missing.
+    #[error("`{tool}` is not installed; install it with `apt-get install {package}` (scripts/setup does)")]
+    Missing {
+        /// The command.
+        tool: &'static str,
+        /// The Debian package.
+        package: &'static str,
+    },
+    /// The role's base has no Debian suite.
+    #[error("base `{0}` has no Debian suite for local builds; set `suite = \"bookworm\"` in `[bases.{0}]`")]
+    NoSuite(String),
+    /// The role is for another architecture.
+    #[error(
+        "role `{role}` is {want}, but this machine is {host}; build it locally on a {want} machine"
+    )]
+    Arch {
+        /// The role.
+        role: String,
+        /// The role's architecture.
+        want: &'static str,
+        /// This machine's Debian architecture.
+        host: String,
+    },
+    /// mmdebstrap failed.
+    #[error("mmdebstrap failed for `{role}` ({status}){}; its log: {}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default(), log.display())]
+    Bootstrap {
+        /// The role.
+        role: String,
+        /// How it ended.
+        status: String,
+        /// The provisioning script's own last word, when it said one.
+        reason: Option<String>,
+        /// The full log.
+        log: PathBuf,
+    },
+    /// Staging failed, or the context changed before the bake.
+    #[error(transparent)]
+    Stage(#[from] stage::Error),
+    /// A sidecar did not start.
+    #[error(transparent)]
+    Sidecar(#[from] crate::sidecar::Error),
+    /// A file could not be read or written.
+    #[error("cannot {action} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Whether the user fixes it (exit 2): a missing tool, root, suite or
+    /// architecture, or an agent that does not fit.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            Error::NotRoot | Error::Missing { .. } | Error::NoSuite(_) | Error::Arch { .. } => true,
+            Error::Stage(e) => e.is_usage(),
+            _ => false,
+        }
+    }
+}
+
+impl From<fsutil::IoError> for Error {
+    fn from(e: fsutil::IoError) -> Error {
+        Error::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn need(tool: &'static str, package: &'static str) -> Result<(), Error> {
+    if fsutil::on_path(tool) {
+        Ok(())
+    } else {
+        Err(Error::Missing { tool, package })
+    }
+}
+
+fn require_root() -> Result<(), Error> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        Ok(())
+    } else {
+        Err(Error::NotRoot)
+    }
+}
+
+/// A local image.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalImage {
+    /// The role.
+    pub role: String,
+    /// Its content hash.
+    pub hash: Hash,
+    /// The root filesystem tarball.
+    pub tar: PathBuf,
+    /// SHA-256 of the tarball.
+    pub sha256: String,
+    /// Whether this run built it (false: it existed already).
+    pub built: bool,
+    /// How long the build took, seconds.
+    pub duration_secs: f64,
+}
+
+/// The tarball of a target's hash.
+pub fn tar_path(project: &Project, t: &Target) -> PathBuf {
+    project
+        .root
+        .join(LOCAL_DIR)
+        .join(format!("{}-{}.tar", t.name(), t.hash.short()))
+}
+
+/// Builds the target's root filesystem unless a tarball of its hash exists.
+pub fn build(
+    project: &Project,
+    t: &Target,
+    agent: &Agent,
+    progress: &dyn Progress,
+) -> Result<LocalImage, Error> {
+    let start = Instant::now();
+    let tar = tar_path(project, t);
+    let image = |tar: PathBuf, sha256: String, built: bool| LocalImage {
+        role: t.name().to_string(),
+        hash: t.hash.hash.clone(),
+        tar,
+        sha256,
+        built,
+        duration_secs: (start.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+    };
+    if tar.is_file() {
+        let sha256 = file_sha256(&tar).map_err(io("read", &tar))?;
+        return Ok(image(tar, sha256, false));
+    }
+    require_root()?;
+    need("mmdebstrap", "mmdebstrap")?;
+    let plan = bootstrap::Plan::of(project, t)?;
+    let dir = project.root.join(LOCAL_DIR);
+    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    let work = dir.join(format!(".work-{}-{}", t.name(), std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(io("create", &work))?;
+    let result = (|| {
+        progress.step(t.name(), "staging the build context");
+        let staged = t.stage(agent, &work.join("imagectl-stage"))?;
+        failpoint::hit("after-stage");
+        t.verify(&staged)?;
+        let partial = work.join("rootfs.tar");
+        plan.run(&staged.dir, &partial, progress)?;
+        std::fs::rename(&partial, &tar).map_err(io("rename into", &tar))
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result?;
+
+    let sha256 = file_sha256(&tar).map_err(io("read", &tar))?;
+    write_sums(&dir, &tar, &sha256)?;
+    let name = tar
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let rec = record::Record::now(
+        t.name(),
+        t.hash.hash.as_str(),
+        record::Kind::Local,
+        format!("{LOCAL_DIR}/{name}"),
+    );
+    if let Err(e) = record::add(&project.root, rec) {
+        tracing::warn!(
+            "{}: {e} (`plan --offline` will not know this build)",
+            t.name()
+        );
+    }
+    Ok(image(tar, sha256, true))
+}
+
+/// Adds or replaces the tarball's line in `SHA256SUMS` (the format
+/// `sha256sum -c` reads).
+fn write_sums(dir: &Path, tar: &Path, sha256: &str) -> Result<(), Error> {
+    let sums = dir.join("SHA256SUMS");
+    let name = tar
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut lines: BTreeMap<String, String> = std::fs::read_to_string(&sums)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.split_once("  ")
+                .map(|(h, n)| (n.to_string(), h.to_string()))
+        })
+        .collect();
+    lines.insert(name, sha256.to_string());
+    let text: String = lines.iter().map(|(n, h)| format!("{h}  {n}\n")).collect();
+    fsutil::write_atomic(&sums, text.as_bytes()).map_err(io("write", &sums))
+}
