@@ -1,0 +1,248 @@
+//! Merging: each layer of a role, parents first, laid over what came
+//! before it into a [`Merged`] role whose items still know where they were
+//! written. Entries are checked one by one as they are merged.
+
+use std::collections::BTreeMap;
+
+use imagectl_image::config::Health;
+
+use super::entries::is_unit_name;
+use super::load::{At, Layer, Loader};
+use super::raw::{RawBoot, RawPackages, RawRole, RawTest};
+use super::sources::Kind;
+use super::{Archive, Check, FileSpec, Package, Service, User};
+use crate::arch::Arch;
+
+/// A role while its layers are merged, every item still knowing where it came from.
+#[derive(Default)]
+pub(super) struct Merged {
+    pub(super) broken: bool,
+    pub(super) description: Option<At<String>>,
+    pub(super) base: Option<At<String>>,
+    pub(super) instance_type: Option<At<String>>,
+    pub(super) volume_size_gb: Option<At<u32>>,
+    pub(super) arch: Option<At<Arch>>,
+    pub(super) packages: BTreeMap<String, At<Package>>,
+    pub(super) users: Vec<At<User>>,
+    pub(super) files: Vec<At<FileSpec>>,
+    pub(super) archives: Vec<At<Archive>>,
+    pub(super) sidecars: Vec<String>,
+    pub(super) services: BTreeMap<String, At<Service>>,
+    pub(super) checks: Vec<At<Check>>,
+    pub(super) parameters: Option<At<String>>,
+    pub(super) start: Vec<At<String>>,
+    pub(super) templates: Vec<At<FileSpec>>,
+    pub(super) health: Option<Health>,
+}
+
+impl Loader<'_> {
+    /// Adds one layer on top of what its parents gave.
+    ///
+    /// Sections go in a fixed order: it is the order their problems are
+    /// reported in.
+    pub(super) fn merge(&mut self, m: &mut Merged, layer: &Layer) {
+        let f = layer.file;
+        let r = &layer.raw;
+        if let Some(d) = &r.description {
+            m.description = Some(Self::at(f, d.clone()));
+        }
+        if let Some(img) = &r.image {
+            macro_rules! over {
+                ($($k:ident),*) => { $( if let Some(v) = &img.$k { m.$k = Some(Self::at(f, v.clone())); } )* };
+            }
+            over!(base, instance_type, volume_size_gb, arch);
+        }
+        if let Some(p) = &r.packages {
+            self.merge_packages(m, f, p);
+        }
+        self.merge_users(m, f, r);
+        self.merge_files(m, f, r);
+        self.merge_archives(m, f, r);
+        if let Some(t) = &r.test {
+            self.merge_test(m, f, t);
+        }
+        self.merge_services(m, f, r);
+        self.merge_checks(m, f, r);
+        if let Some(b) = &r.boot {
+            self.merge_boot(m, f, b);
+        }
+    }
+
+    fn merge_packages(&mut self, m: &mut Merged, f: usize, p: &RawPackages) {
+        let mut here: BTreeMap<String, At<Package>> = BTreeMap::new();
+        for spec in &p.apt {
+            let at = Self::at(f, spec.clone());
+            let Some(pkg) = self.package(&at) else {
+                continue;
+            };
+            if let Some(prev) = here.get(&pkg.name) {
+                let d = self
+                    .diag(&at, format!("package `{}` is listed twice", pkg.name))
+                    .help(format!(
+                        "keep one entry; the other is at line {}",
+                        self.line_of(prev)
+                    ));
+                self.diags.push(d);
+                continue;
+            }
+            here.insert(
+                pkg.name.clone(),
+                At {
+                    v: pkg,
+                    file: f,
+                    span: at.span,
+                },
+            );
+        }
+        // A child's entry replaces its parent's: that is how a child pins
+        // a package the parent installs unpinned.
+        m.packages.extend(here);
+    }
+
+    fn merge_users(&mut self, m: &mut Merged, f: usize, r: &RawRole) {
+        for u in r.users.iter().flatten() {
+            let at = Self::at(f, u.clone());
+            if let Some(user) = self.user(&at) {
+                let pos = m.users.iter().position(|x| x.v.name == user.name);
+                let entry = At {
+                    v: user,
+                    file: f,
+                    span: at.span,
+                };
+                match pos {
+                    Some(i) => m.users[i] = entry,
+                    None => m.users.push(entry),
+                }
+            }
+        }
+    }
+
+    fn merge_files(&mut self, m: &mut Merged, f: usize, r: &RawRole) {
+        for x in r.files.iter().flatten() {
+            let at = Self::at(f, x.clone());
+            if let Some(spec) = self.file_spec(&at, "0644", Kind::File) {
+                m.files.push(At {
+                    v: spec,
+                    file: f,
+                    span: at.span,
+                });
+            }
+        }
+    }
+
+    fn merge_archives(&mut self, m: &mut Merged, f: usize, r: &RawRole) {
+        for x in r.archives.iter().flatten() {
+            let at = Self::at(f, x.clone());
+            if let Some(a) = self.archive(&at) {
+                m.archives.push(At {
+                    v: a,
+                    file: f,
+                    span: at.span,
+                });
+            }
+        }
+    }
+
+    fn merge_test(&mut self, m: &mut Merged, f: usize, t: &RawTest) {
+        m.sidecars = Vec::new();
+        for c in &t.sidecars {
+            let at = Self::at(f, c.clone());
+            if at.v.trim().is_empty() {
+                let d = self
+                    .diag(&at, "sidecar runs nothing")
+                    .help("give each sidecar a command, like `redis-server --port 6379 --save ''`");
+                self.diags.push(d);
+                continue;
+            }
+            m.sidecars.push(at.v);
+        }
+    }
+
+    fn merge_services(&mut self, m: &mut Merged, f: usize, r: &RawRole) {
+        for s in r.services.iter().flatten() {
+            let at = Self::at(f, s.clone());
+            let name = Self::at(f, at.v.name.clone());
+            if !is_unit_name(&name.v) {
+                let d = self
+                    .diag(&name, format!("`{}` is not a systemd unit name", name.v))
+                    .help("name the unit with its suffix, like `nginx.service` or `backup.timer`");
+                self.diags.push(d);
+                continue;
+            }
+            m.services.insert(
+                name.v.clone(),
+                At {
+                    v: Service {
+                        name: name.v,
+                        enabled: at.v.enabled,
+                    },
+                    file: f,
+                    span: name.span,
+                },
+            );
+        }
+    }
+
+    fn merge_checks(&mut self, m: &mut Merged, f: usize, r: &RawRole) {
+        for c in r.checks.iter().flatten() {
+            let name = Self::at(f, c.get_ref().name.clone());
+            let run = Self::at(f, c.get_ref().run.clone());
+            if let Some(prev) = m.checks.iter().find(|x| x.v.name == name.v) {
+                let d = self
+                    .diag(&name, format!("check `{}` is defined twice", name.v))
+                    .help(format!(
+                        "check names must be unique; the other is in `{}`",
+                        self.sources[prev.file].rel
+                    ));
+                self.diags.push(d);
+                continue;
+            }
+            if run.v.trim().is_empty() {
+                let d = self
+                    .diag(&run, format!("check `{}` runs nothing", name.v))
+                    .help("give `run` a command");
+                self.diags.push(d);
+                continue;
+            }
+            m.checks.push(At {
+                v: Check {
+                    name: name.v,
+                    run: run.v,
+                },
+                file: f,
+                span: name.span,
+            });
+        }
+    }
+
+    fn merge_boot(&mut self, m: &mut Merged, f: usize, b: &RawBoot) {
+        if let Some(p) = &b.parameters {
+            let at = Self::at(f, p.clone());
+            self.check_parameters(&at);
+            m.parameters = Some(at);
+        }
+        for s in &b.start {
+            let at = Self::at(f, s.clone());
+            if !m.start.iter().any(|x| x.v == at.v) {
+                m.start.push(at);
+            }
+        }
+        for t in &b.templates {
+            let at = Self::at(f, t.clone());
+            if let Some(spec) = self.file_spec(&at, "0600", Kind::Template) {
+                self.check_template(&spec, &at);
+                m.templates.push(At {
+                    v: spec,
+                    file: f,
+                    span: at.span,
+                });
+            }
+        }
+        if let Some(h) = &b.health {
+            let at = Self::at(f, h.clone());
+            if let Some(health) = self.health(&at) {
+                m.health = Some(health);
+            }
+        }
+    }
+}
