@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 
+use imagectl_core::names::tags;
 use imagectl_core::project::Project;
 
 /// The jobs a policy can be printed for.
@@ -67,7 +68,7 @@ impl Names {
         Names {
             parameters: format!("arn:aws:ssm:*:*:parameter/{prefix}/*"),
             parameter_path: format!("arn:aws:ssm:*:*:parameter/{prefix}"),
-            tagged: json!({"Null": {"ec2:ResourceTag/imagectl:role": "false"}}),
+            tagged: json!({"Null": {format!("ec2:ResourceTag/{}", tags::ROLE): "false"}}),
         }
     }
 
@@ -115,7 +116,7 @@ fn build(project: &Project, n: &Names) -> Vec<Value> {
             "Effect": "Allow",
             "Action": ["ec2:RunInstances"],
             "Resource": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*"],
-            "Condition": {"StringLike": {"aws:RequestTag/imagectl:role": "*"}},
+            "Condition": {"StringLike": {format!("aws:RequestTag/{}", tags::ROLE): "*"}},
         }),
         json!({
             "Sid": "LaunchFrom",
@@ -189,29 +190,34 @@ fn build(project: &Project, n: &Names) -> Vec<Value> {
         }),
     ];
     if let Some(key) = &s.aws.kms_key {
-        let alias_condition = key
-            .starts_with("alias/")
-            .then(|| json!({"ForAnyValue:StringEquals": {"kms:ResourceAliases": key}}));
-        let mut kms = json!({
-            "Sid": "EncryptImages",
-            "Effect": "Allow",
-            "Action": [
-                "kms:CreateGrant",
-                "kms:Decrypt",
-                "kms:DescribeKey",
-                "kms:Encrypt",
-                "kms:GenerateDataKeyWithoutPlaintext",
-                "kms:ReEncryptFrom",
-                "kms:ReEncryptTo",
-            ],
-            "Resource": "arn:aws:kms:*:*:key/*",
-        });
-        if let Some(c) = alias_condition {
-            kms["Condition"] = c;
-        }
-        st.push(kms);
+        st.push(encrypt_images(key));
     }
     st
+}
+
+/// Using the images' KMS key, only that key where its alias says which.
+fn encrypt_images(key: &str) -> Value {
+    let alias_condition = key
+        .starts_with("alias/")
+        .then(|| json!({"ForAnyValue:StringEquals": {"kms:ResourceAliases": key}}));
+    let mut kms = json!({
+        "Sid": "EncryptImages",
+        "Effect": "Allow",
+        "Action": [
+            "kms:CreateGrant",
+            "kms:Decrypt",
+            "kms:DescribeKey",
+            "kms:Encrypt",
+            "kms:GenerateDataKeyWithoutPlaintext",
+            "kms:ReEncryptFrom",
+            "kms:ReEncryptTo",
+        ],
+        "Resource": "arn:aws:kms:*:*:key/*",
+    });
+    if let Some(c) = alias_condition {
+        kms["Condition"] = c;
+    }
+    kms
 }
 
 fn publish(n: &Names) -> Vec<Value> {
@@ -278,7 +284,7 @@ fn sweep() -> Vec<Value> {
                 "ec2:TerminateInstances",
             ],
             "Resource": "*",
-            "Condition": {"Null": {"ec2:ResourceTag/imagectl:build": "false"}},
+            "Condition": {"Null": {format!("ec2:ResourceTag/{}", tags::BUILD): "false"}},
         }),
         // An image Packer had no time to tag is known only by its name,
         // which IAM cannot match: deregistering it and deleting its

@@ -163,9 +163,31 @@ pub async fn build(run: &Run<'_>, progress: &dyn Progress) -> Result<(), Error> 
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
     };
-    let mut log = tokio::fs::File::create(run.log)
+    let log = tokio::fs::File::create(run.log)
         .await
         .map_err(io(run.log))?;
+    let mut child = command(run).spawn().map_err(Error::NotFound)?;
+    let mut watch = Watch {
+        run,
+        progress,
+        log,
+        pid: child.id().and_then(|p| i32::try_from(p).ok()),
+        interrupted: None,
+        timed_out: false,
+        errors: Vec::new(),
+    };
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(io(run.log)(std::io::Error::other(
+            "packer's output is not piped",
+        )));
+    };
+    let status = watch.follow(&mut child, stdout, stderr).await?;
+    watch.outcome(status)
+}
+
+/// `packer build -machine-readable` with the run's variables, in its own
+/// process group.
+fn command(run: &Run<'_>) -> Command {
     let mut cmd = Command::new("packer");
     cmd.arg("build")
         .arg("-machine-readable")
@@ -189,98 +211,138 @@ pub async fn build(run: &Run<'_>, progress: &dyn Progress) -> Result<(), Error> 
         // quit without cleaning up.
         .process_group(0)
         .kill_on_drop(false);
-    let mut child = cmd.spawn().map_err(Error::NotFound)?;
-    let pid = child.id().map(|p| p as i32);
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io(run.log))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io(run.log))?;
-    let deadline = tokio::time::sleep(run.timeout);
-    tokio::pin!(deadline);
+    cmd
+}
 
-    let forward = |sig: i32| {
-        if let Some(pid) = pid {
+/// One Packer run being watched: its log, its errors, and what stopped it.
+struct Watch<'a> {
+    run: &'a Run<'a>,
+    progress: &'a dyn Progress,
+    log: tokio::fs::File,
+    pid: Option<i32>,
+    interrupted: Option<&'static str>,
+    timed_out: bool,
+    errors: Vec<String>,
+}
+
+impl Watch<'_> {
+    /// Streams Packer's output into the log and its steps to the progress
+    /// display until it exits, forwarding signals and enforcing the time
+    /// limit meanwhile.
+    async fn follow(
+        &mut self,
+        child: &mut tokio::process::Child,
+        stdout: tokio::process::ChildStdout,
+        stderr: tokio::process::ChildStderr,
+    ) -> Result<std::process::ExitStatus, Error> {
+        let io = |source| Error::Io {
+            path: self.run.log.to_path_buf(),
+            source,
+        };
+        let mut stdout = BufReader::new(stdout).lines();
+        let mut stderr = BufReader::new(stderr).lines();
+        let mut sigint = signal(SignalKind::interrupt()).map_err(io)?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(io)?;
+        let deadline = tokio::time::sleep(self.run.timeout);
+        tokio::pin!(deadline);
+        let (mut out_open, mut err_open) = (true, true);
+        let status = loop {
+            tokio::select! {
+                line = stdout.next_line(), if out_open => match line {
+                    Ok(Some(line)) => self.stdout(&line).await,
+                    _ => out_open = false,
+                },
+                line = stderr.next_line(), if err_open => match line {
+                    Ok(Some(line)) => {
+                        let _ = self.log.write_all(format!("stderr: {line}\n").as_bytes()).await;
+                    }
+                    _ => err_open = false,
+                },
+                status = child.wait(), if !out_open && !err_open => break status,
+                _ = sigint.recv() => self.interrupt("SIGINT", libc::SIGINT, "interrupted"),
+                _ = sigterm.recv() => self.interrupt("SIGTERM", libc::SIGTERM, "terminated"),
+                _ = &mut deadline => {
+                    let next = self.time_up();
+                    deadline.as_mut().reset(tokio::time::Instant::now() + next);
+                }
+            }
+        };
+        let _ = self.log.flush().await;
+        status.map_err(|source| Error::Io {
+            path: self.run.log.to_path_buf(),
+            source,
+        })
+    }
+
+    /// A line of Packer's machine-readable output.
+    async fn stdout(&mut self, line: &str) {
+        let _ = self.log.write_all(line.as_bytes()).await;
+        let _ = self.log.write_all(b"\n").await;
+        match parse_line(line) {
+            Some(Event::Say(m)) => self.progress.step(self.run.role, &m),
+            Some(Event::Error(m)) if !self.errors.contains(&m) => self.errors.push(m),
+            _ => {}
+        }
+    }
+
+    fn forward(&self, sig: i32) {
+        if let Some(pid) = self.pid {
             // SAFETY: kill(2) with a PID we spawned and a valid signal number.
             unsafe {
                 libc::kill(pid, sig);
             }
         }
-    };
-    let mut interrupted: Option<&'static str> = None;
-    let mut timed_out = false;
-    let mut errors = Vec::new();
-    let (mut out_open, mut err_open) = (true, true);
-    let status = loop {
-        tokio::select! {
-            line = stdout.next_line(), if out_open => match line {
-                Ok(Some(line)) => {
-                    let _ = log.write_all(line.as_bytes()).await;
-                    let _ = log.write_all(b"\n").await;
-                    if let Some(ev) = parse_line(&line) {
-                        match ev {
-                            Event::Say(m) => progress.step(run.role, &m),
-                            Event::Error(m) if !errors.contains(&m) => errors.push(m),
-                            Event::Error(_) => {}
-                        }
-                    }
-                }
-                _ => out_open = false,
-            },
-            line = stderr.next_line(), if err_open => match line {
-                Ok(Some(line)) => {
-                    let _ = log.write_all(format!("stderr: {line}\n").as_bytes()).await;
-                }
-                _ => err_open = false,
-            },
-            status = child.wait(), if !out_open && !err_open => break status,
-            _ = sigint.recv() => {
-                progress.step(run.role, "interrupted: waiting for Packer to clean up");
-                interrupted = Some("SIGINT");
-                forward(libc::SIGINT);
-            }
-            _ = sigterm.recv() => {
-                progress.step(run.role, "terminated: waiting for Packer to clean up");
-                interrupted = Some("SIGTERM");
-                forward(libc::SIGTERM);
-            }
-            _ = &mut deadline => {
-                if timed_out {
-                    forward(libc::SIGKILL);
-                    deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
-                } else {
-                    progress.step(run.role, "time limit reached: waiting for Packer to clean up");
-                    timed_out = true;
-                    forward(libc::SIGINT);
-                    // Cleanup gets a bounded time too; then Packer is killed.
-                    deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(600));
-                }
-            }
+    }
+
+    fn interrupt(&mut self, name: &'static str, sig: i32, what: &str) {
+        self.progress.step(
+            self.run.role,
+            &format!("{what}: waiting for Packer to clean up"),
+        );
+        self.interrupted = Some(name);
+        self.forward(sig);
+    }
+
+    /// The time limit passed: Packer is interrupted and gets a bounded time
+    /// to clean up, then is killed. Returns when to look again.
+    fn time_up(&mut self) -> Duration {
+        if self.timed_out {
+            self.forward(libc::SIGKILL);
+            Duration::from_secs(5)
+        } else {
+            self.progress.step(
+                self.run.role,
+                "time limit reached: waiting for Packer to clean up",
+            );
+            self.timed_out = true;
+            self.forward(libc::SIGINT);
+            Duration::from_secs(600)
         }
-    };
-    let _ = log.flush().await;
-    let status = status.map_err(io(run.log))?;
-    if let Some(signal) = interrupted {
-        return Err(Error::Interrupted {
-            role: run.role.to_string(),
-            signal,
-        });
     }
-    if timed_out {
-        return Err(Error::TimedOut {
-            role: run.role.to_string(),
-            limit: run.timeout,
-            log: run.log.to_path_buf(),
-        });
+
+    /// What the run came to.
+    fn outcome(self, status: std::process::ExitStatus) -> Result<(), Error> {
+        let role = self.run.role.to_string();
+        if let Some(signal) = self.interrupted {
+            return Err(Error::Interrupted { role, signal });
+        }
+        if self.timed_out {
+            return Err(Error::TimedOut {
+                role,
+                limit: self.run.timeout,
+                log: self.run.log.to_path_buf(),
+            });
+        }
+        if !status.success() {
+            return Err(Error::Failed {
+                role,
+                code: status.code().unwrap_or(-1),
+                errors: self.errors,
+                log: self.run.log.to_path_buf(),
+            });
+        }
+        Ok(())
     }
-    if !status.success() {
-        return Err(Error::Failed {
-            role: run.role.to_string(),
-            code: status.code().unwrap_or(-1),
-            errors,
-            log: run.log.to_path_buf(),
-        });
-    }
-    Ok(())
 }
 
 /// What a machine-readable line says that matters to people.

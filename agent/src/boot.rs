@@ -208,10 +208,7 @@ impl Run {
     }
 }
 
-/// Logs one plain line to stderr (journald adds time and unit).
-pub fn log(msg: &str) {
-    eprintln!("imagectl-agent: {msg}");
-}
+pub use crate::log::log;
 
 /// Runs the boot (or render) flow and writes the report. Returns the
 /// report; `Err` carries the report too, with the failure recorded.
@@ -275,90 +272,15 @@ fn flow(opts: &Options, run: &mut Run) -> Result<(), BootError> {
 
     // Identity, user data and parameters: over the network, or local.
     let (identity, env, params) = match &opts.source {
-        Source::Local { params, env } => {
-            let env = env.clone();
-            let identity = Identity {
-                id: "local".to_string(),
-                region: "local".to_string(),
-                az: "local".to_string(),
-            };
-            run.report.env = Some(env.clone());
-            run.report.instance = Some(identity.id.clone());
-            let tree = run.step("parameters", |_| {
-                aws::check_env(&env).map_err(BootError::Env)?;
-                Ok(params::from_toml_file(params)?)
-            })?;
-            (identity, env, tree)
-        }
-        Source::Aws => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(BootError::Runtime)?;
-            let (identity, user_data) = run.step("identity", |r| {
-                r.block_on(&rt, "identity", async {
-                    let imds = aws::imds();
-                    let identity = aws::identity(&imds).await?;
-                    let user_data = aws::user_data(&imds).await?;
-                    Ok((identity, user_data))
-                })
-            })?;
-            run.report.env = Some(user_data.env.clone());
-            run.report.instance = Some(identity.id.clone());
-            let env = user_data.env;
-            let base = base_context(&config, &env, &identity);
-            let tree = run.step("parameters", |r| {
-                let Some(path_template) = &config.boot.parameters else {
-                    return Ok(Value::Object(Default::default()));
-                };
-                let mut hb = template::registry();
-                let path = template::render(&mut hb, "[boot] parameters", path_template, &base)?;
-                let pairs = r.block_on(&rt, "parameters", async {
-                    let ssm = aws::ssm(&identity.region).await;
-                    Ok(aws::parameters_by_path(&ssm, &path).await?)
-                })?;
-                r.report.parameters = pairs.len();
-                Ok(params::nest(
-                    &path,
-                    pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-                )?)
-            })?;
-            (identity, env, tree)
-        }
+        Source::Local { params, env } => local_inputs(run, params, env)?,
+        Source::Aws => aws_inputs(run, &config)?,
     };
-    if let Source::Local { .. } = opts.source {
-        run.report.parameters = count_leaves(&params);
-    }
-
     let mut context = base_context(&config, &env, &identity);
     context["params"] = params;
 
     // Every template is rendered before any file is touched.
     let plan = run.step("render", |_| {
-        let accounts = Accounts::load(&opts.root)?;
-        let mut hb = template::registry();
-        let templates_dir = config_dir.join(TEMPLATES_DIR);
-        let mut plan = Vec::with_capacity(config.boot.templates.len());
-        for t in &config.boot.templates {
-            // The source path exactly as in the role, below the templates
-            // directory: `templates/worker/x.hbs` is at
-            // `/etc/imagectl/templates/templates/worker/x.hbs`.
-            let path = templates_dir.join(files::relative(&t.source)?);
-            let source =
-                std::fs::read_to_string(&path).map_err(|source| BootError::ReadTemplate {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            let out = template::render(&mut hb, &t.source, &source, &context)?;
-            plan.push(Planned {
-                dest: t.dest.clone(),
-                contents: out.into_bytes(),
-                mode: files::parse_mode(&t.dest, &t.mode)?,
-                uid: accounts.uid(&t.owner, &t.dest)?,
-                gid: accounts.gid(&t.group, &t.dest)?,
-            });
-        }
-        Ok(plan)
+        render_all(opts, &config, &config_dir.join(TEMPLATES_DIR), &context)
     })?;
     drop(context);
 
@@ -367,10 +289,105 @@ fn flow(opts: &Options, run: &mut Run) -> Result<(), BootError> {
         log(&format!("changed {c}"));
     }
     run.report.changed = changed;
-
-    if !opts.start {
-        return Ok(());
+    if opts.start {
+        start_and_check(run, &config)?;
     }
+    Ok(())
+}
+
+/// `--params` and `--env`: no identity to read, parameters from a file.
+fn local_inputs(
+    run: &mut Run,
+    params: &std::path::Path,
+    env: &str,
+) -> Result<(Identity, String, Value), BootError> {
+    let identity = Identity {
+        id: "local".to_string(),
+        region: "local".to_string(),
+        az: "local".to_string(),
+    };
+    run.report.env = Some(env.to_string());
+    run.report.instance = Some(identity.id.clone());
+    let tree = run.step("parameters", |_| {
+        aws::check_env(env).map_err(BootError::Env)?;
+        Ok(params::from_toml_file(params)?)
+    })?;
+    run.report.parameters = count_leaves(&tree);
+    Ok((identity, env.to_string(), tree))
+}
+
+/// On EC2: the identity and user data from IMDSv2, the parameters below
+/// the role's path from SSM.
+fn aws_inputs(run: &mut Run, config: &ImageConfig) -> Result<(Identity, String, Value), BootError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(BootError::Runtime)?;
+    let (identity, user_data) = run.step("identity", |r| {
+        r.block_on(&rt, "identity", async {
+            let imds = aws::imds();
+            let identity = aws::identity(&imds).await?;
+            let user_data = aws::user_data(&imds).await?;
+            Ok((identity, user_data))
+        })
+    })?;
+    run.report.env = Some(user_data.env.clone());
+    run.report.instance = Some(identity.id.clone());
+    let env = user_data.env;
+    let base = base_context(config, &env, &identity);
+    let tree = run.step("parameters", |r| {
+        let Some(path_template) = &config.boot.parameters else {
+            return Ok(Value::Object(Default::default()));
+        };
+        let mut hb = template::registry();
+        let path = template::render(&mut hb, "[boot] parameters", path_template, &base)?;
+        let pairs = r.block_on(&rt, "parameters", async {
+            let ssm = aws::ssm(&identity.region).await;
+            Ok(aws::parameters_by_path(&ssm, &path).await?)
+        })?;
+        r.report.parameters = pairs.len();
+        Ok(params::nest(
+            &path,
+            pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        )?)
+    })?;
+    Ok((identity, env, tree))
+}
+
+/// Renders every boot template with `context`, each with the mode and
+/// owner its file gets; nothing is written yet.
+fn render_all(
+    opts: &Options,
+    config: &ImageConfig,
+    templates_dir: &std::path::Path,
+    context: &Value,
+) -> Result<Vec<Planned>, BootError> {
+    let accounts = Accounts::load(&opts.root)?;
+    let mut hb = template::registry();
+    let mut plan = Vec::with_capacity(config.boot.templates.len());
+    for t in &config.boot.templates {
+        // The source path exactly as in the role, below the templates
+        // directory: `templates/worker/x.hbs` is at
+        // `/etc/imagectl/templates/templates/worker/x.hbs`.
+        let path = templates_dir.join(files::relative(&t.source)?);
+        let source = std::fs::read_to_string(&path).map_err(|source| BootError::ReadTemplate {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let out = template::render(&mut hb, &t.source, &source, context)?;
+        plan.push(Planned {
+            dest: t.dest.clone(),
+            contents: out.into_bytes(),
+            mode: files::parse_mode(&t.dest, &t.mode)?,
+            uid: accounts.uid(&t.owner, &t.dest)?,
+            gid: accounts.gid(&t.group, &t.dest)?,
+        });
+    }
+    Ok(plan)
+}
+
+/// Starts the units in order, then waits for health.
+fn start_and_check(run: &mut Run, config: &ImageConfig) -> Result<(), BootError> {
     let start = config.boot.start.clone();
     run.step("start", |r| {
         for unit in &start {

@@ -14,7 +14,7 @@ pub const POINTS: &[&str] = &["before-rename", "between-renames"];
 pub fn hit(point: &'static str) {
     debug_assert!(POINTS.contains(&point), "unknown failpoint `{point}`");
     if std::env::var_os("IMAGECTL_AGENT_FAILPOINT").is_some_and(|v| v == point) {
-        crate::boot::log(&format!(
+        crate::log::log(&format!(
             "failpoint `{point}` reached: waiting to be killed"
         ));
         loop {

@@ -11,6 +11,7 @@ pub mod aws;
 pub mod boot;
 pub mod failpoint;
 pub mod files;
+pub mod log;
 pub mod params;
 pub mod units;
 pub mod verify;

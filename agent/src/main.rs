@@ -109,82 +109,89 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => return usage(&e),
     };
-    let root = Root::new(&args.root);
     match args.command.as_str() {
-        "boot" | "render" => {
-            let render = args.command == "render";
-            let source = match (args.params, args.env) {
-                (Some(params), Some(env)) => Source::Local { params, env },
-                (None, None) if !render => Source::Aws,
-                (Some(_), None) => return usage("--params needs --env ENV"),
-                (None, Some(_)) => return usage("--env needs --params FILE.toml"),
-                (None, None) => return usage("render needs --params FILE.toml --env ENV"),
-            };
-            let opts = Options {
-                root,
-                source,
-                deadline: args.deadline,
-                start: !render,
-                report: !render,
-            };
-            match boot::run(&opts) {
-                Ok(report) => {
-                    boot::log(&format!(
-                        "{} ok in {:.1} ms: {} file(s) changed",
-                        args.command,
-                        report.total_ms,
-                        report.changed.len()
-                    ));
-                    ExitCode::SUCCESS
-                }
-                Err(failed) => {
-                    let (report, err) = *failed;
-                    boot::log(&format!(
-                        "error: {} failed at step `{}`: {err}",
-                        args.command,
-                        report.failed_step.unwrap_or("?")
-                    ));
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        "verify" => {
-            if args.params.is_some() || args.env.is_some() {
-                return usage("verify takes only --root");
-            }
-            let config = match root
-                .path(CONFIG_DIR)
-                .map_err(|e| e.to_string())
-                .and_then(|d| ImageConfig::load(&d.join(CONFIG_FILE)).map_err(|e| e.to_string()))
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    boot::log(&format!("error: {e}"));
-                    return ExitCode::FAILURE;
-                }
-            };
-            match verify::verify(&root, &config.manifest) {
-                Ok(drift) if drift.is_empty() => {
-                    println!("ok: {} file(s) match the manifest", config.manifest.len());
-                    ExitCode::SUCCESS
-                }
-                Ok(drift) => {
-                    for d in &drift {
-                        println!("changed: {}: {}", d.path, d.what);
-                    }
-                    boot::log(&format!(
-                        "error: {} difference(s) from the image manifest",
-                        drift.len()
-                    ));
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    boot::log(&format!("error: {e}"));
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        "boot" | "render" => boot_or_render(args),
+        "verify" => verify_image(args),
         other => usage(&format!("unknown command `{other}`")),
+    }
+}
+
+/// `boot` (configure, start, check health, report) or `render` (only
+/// render and write, from a local parameter file).
+fn boot_or_render(args: Args) -> ExitCode {
+    let render = args.command == "render";
+    let source = match (args.params, args.env) {
+        (Some(params), Some(env)) => Source::Local { params, env },
+        (None, None) if !render => Source::Aws,
+        (Some(_), None) => return usage("--params needs --env ENV"),
+        (None, Some(_)) => return usage("--env needs --params FILE.toml"),
+        (None, None) => return usage("render needs --params FILE.toml --env ENV"),
+    };
+    let opts = Options {
+        root: Root::new(&args.root),
+        source,
+        deadline: args.deadline,
+        start: !render,
+        report: !render,
+    };
+    match boot::run(&opts) {
+        Ok(report) => {
+            boot::log(&format!(
+                "{} ok in {:.1} ms: {} file(s) changed",
+                args.command,
+                report.total_ms,
+                report.changed.len()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(failed) => {
+            let (report, err) = *failed;
+            boot::log(&format!(
+                "error: {} failed at step `{}`: {err}",
+                args.command,
+                report.failed_step.unwrap_or("?")
+            ));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `verify`: every baked file against the image manifest.
+fn verify_image(args: Args) -> ExitCode {
+    if args.params.is_some() || args.env.is_some() {
+        return usage("verify takes only --root");
+    }
+    let root = Root::new(&args.root);
+    let config = match root
+        .path(CONFIG_DIR)
+        .map_err(|e| e.to_string())
+        .and_then(|d| ImageConfig::load(&d.join(CONFIG_FILE)).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            boot::log(&format!("error: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match verify::verify(&root, &config.manifest) {
+        Ok(drift) if drift.is_empty() => {
+            println!("ok: {} file(s) match the manifest", config.manifest.len());
+            ExitCode::SUCCESS
+        }
+        Ok(drift) => {
+            for d in &drift {
+                println!("changed: {}: {}", d.path, d.what);
+            }
+            boot::log(&format!(
+                "error: {} difference(s) from the image manifest",
+                drift.len()
+            ));
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            boot::log(&format!("error: {e}"));
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -154,7 +154,7 @@ fn launch_template_token(name: &str, source: i64, image: &str, description: &str
     let digest = Sha256::digest(format!(
         "imagectl launch template\0{name}\0{source}\0{image}\0{description}"
     ));
-    imagectl_core::hash::hex(&digest)
+    imagectl_core::digest::hex(&digest)
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 impl Bakery<'_> {
     /// Bakes `t`; returns AMI per region and the path of Packer's log.
     pub async fn bake(&self, t: &Target) -> Result<(BTreeMap<String, String>, String), Error> {
-        let build_id = names::build_id(&t.hash.hash, time::now_secs());
+        let build_id = names::build_id(t.hash.short(), time::now_secs());
         let dir = self
             .project
             .root

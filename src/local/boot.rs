@@ -11,7 +11,9 @@ use imagectl_core::provision::sh_quote;
 use imagectl_core::role::Role;
 use serde::Serialize;
 
-use super::{io, need, require_root, Error, LocalImage};
+use imagectl_core::fsutil::{io_error, IoError};
+
+use super::{need, require_root, Error, LocalImage};
 use crate::progress::Progress;
 
 /// The outcome of `imagectl test`.
@@ -120,7 +122,7 @@ impl Boot<'_> {
         require_root()?;
         let dir = tempfile_dir(&self.image.tar)?;
         let root = dir.join("rootfs");
-        std::fs::create_dir_all(&root).map_err(io("create", &root))?;
+        std::fs::create_dir_all(&root).map_err(io_error("create", &root))?;
         let name = &self.role.name;
         let result = self
             .prepare(&root, progress)
@@ -148,28 +150,30 @@ impl Boot<'_> {
             .args(["--numeric-owner", "-C"])
             .arg(root)
             .status()
-            .map_err(io("run", Path::new("tar")))?;
+            .map_err(io_error("run", Path::new("tar")))?;
         if !status.success() {
-            return Err(Error::Io {
+            return Err(Error::Io(IoError {
                 action: "unpack",
                 path: self.image.tar.clone(),
                 source: std::io::Error::other(status.to_string()),
-            });
+            }));
         }
         // The agent reads the parameters from a file instead of SSM.
         let etc = root.join("etc/imagectl");
         std::fs::copy(self.params, etc.join("test-params.toml"))
-            .map_err(io("copy", self.params))?;
+            .map_err(io_error("copy", self.params))?;
         let dropin = root.join("etc/systemd/system/imagectl-agent.service.d");
-        std::fs::create_dir_all(&dropin).map_err(io("create", &dropin))?;
+        std::fs::create_dir_all(&dropin).map_err(io_error("create", &dropin))?;
         let exec = format!(
             "[Service]\nExecStart=\nExecStart=/usr/local/bin/imagectl-agent boot --params /etc/imagectl/test-params.toml --env {}\n",
             sh_quote(self.env)
         );
-        std::fs::write(dropin.join("imagectl-test.conf"), exec).map_err(io("write", &dropin))?;
+        std::fs::write(dropin.join("imagectl-test.conf"), exec)
+            .map_err(io_error("write", &dropin))?;
         let script = root.join("usr/local/lib/imagectl-test/run.sh");
-        std::fs::create_dir_all(script.parent().unwrap_or(root)).map_err(io("create", &script))?;
-        std::fs::write(&script, test_script(role)).map_err(io("write", &script))?;
+        std::fs::create_dir_all(script.parent().unwrap_or(root))
+            .map_err(io_error("create", &script))?;
+        std::fs::write(&script, test_script(role)).map_err(io_error("write", &script))?;
         install_test_unit(root, role)
     }
 
@@ -216,20 +220,21 @@ fn install_test_unit(root: &Path, role: &Role) -> Result<(), Error> {
         after.join(" ")
     );
     let units = root.join("etc/systemd/system");
-    std::fs::write(units.join("imagectl-test.service"), unit).map_err(io("write", &units))?;
+    std::fs::write(units.join("imagectl-test.service"), unit).map_err(io_error("write", &units))?;
     let wants = units.join("multi-user.target.wants");
-    std::fs::create_dir_all(&wants).map_err(io("create", &wants))?;
+    std::fs::create_dir_all(&wants).map_err(io_error("create", &wants))?;
     let link = wants.join("imagectl-test.service");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink("/etc/systemd/system/imagectl-test.service", &link)
-        .map_err(io("link", &link))
+        .map_err(io_error("link", &link))?;
+    Ok(())
 }
 
 fn tempfile_dir(near: &Path) -> Result<PathBuf, Error> {
     let parent = near.parent().unwrap_or(Path::new("."));
     let dir = parent.join(format!(".test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
     Ok(dir)
 }
 
@@ -266,7 +271,7 @@ fn boot(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .map_err(io("run", Path::new("systemd-nspawn")))?;
+        .map_err(io_error("run", Path::new("systemd-nspawn")))?;
     // timeout(1) exits 124 (137 once it had to kill) when the limit passed;
     // the results then say what did not finish.
     let timed_out = matches!(status.code(), Some(124) | Some(137));
@@ -288,7 +293,7 @@ fn boot(
 /// namespaces. Units cannot run; the boot is reported as skipped.
 fn chroot_checks(root: &Path, role: &Role) -> Result<(), Error> {
     let out = root.join("var/lib/imagectl-test");
-    std::fs::create_dir_all(&out).map_err(io("create", &out))?;
+    std::fs::create_dir_all(&out).map_err(io_error("create", &out))?;
     let mut tsv = String::new();
     for c in &role.checks {
         let t = Instant::now();
@@ -309,7 +314,8 @@ fn chroot_checks(root: &Path, role: &Role) -> Result<(), Error> {
             t.elapsed().as_millis()
         ));
     }
-    std::fs::write(out.join("results.tsv"), tsv).map_err(io("write", &out))
+    std::fs::write(out.join("results.tsv"), tsv).map_err(io_error("write", &out))?;
+    Ok(())
 }
 
 fn collect(root: &Path, role: &Role, booted: bool, elapsed: Duration) -> Result<TestReport, Error> {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use imagectl_core::project::Project;
 use imagectl_core::target::Target;
 
-use super::{io, Error, LOCAL_DIR};
+use imagectl_core::fsutil::{io_error, IoError};
+
+use super::{Error, LOCAL_DIR};
 use crate::progress::Progress;
 
 /// The Debian mirror, unless `IMAGECTL_DEBIAN_MIRROR` names another.
@@ -79,7 +81,7 @@ impl Plan {
     /// Bootstraps the root filesystem provisioned from `stage` into the
     /// tarball `out`, logging to the plan's log.
     pub fn run(&self, stage: &Path, out: &Path, progress: &dyn Progress) -> Result<(), Error> {
-        std::fs::create_dir_all(&self.cache).map_err(io("create", &self.cache))?;
+        std::fs::create_dir_all(&self.cache).map_err(io_error("create", &self.cache))?;
         // One build at a time uses the cache: a build syncing it in must not
         // see a half-copied package from another syncing it out.
         let _lock = lock_cache(&self.cache)?;
@@ -87,13 +89,13 @@ impl Plan {
         // arguments at spaces: these paths must have none.
         for p in [&self.cache, &stage.to_path_buf()] {
             if p.display().to_string().contains(char::is_whitespace) {
-                return Err(Error::Io {
+                return Err(Error::Io(IoError {
                     action: "use",
                     path: p.clone(),
                     source: std::io::Error::other(
                         "mmdebstrap hooks cannot take a path with spaces",
                     ),
-                });
+                }));
             }
         }
         progress.step(
@@ -107,7 +109,7 @@ impl Plan {
         let child = self
             .command(stage, out)
             .spawn()
-            .map_err(io("run", Path::new("mmdebstrap")))?;
+            .map_err(io_error("run", Path::new("mmdebstrap")))?;
         let (status, reason) = self.follow(child, progress)?;
         if status.success() {
             return Ok(());
@@ -156,11 +158,12 @@ impl Plan {
         mut child: Child,
         progress: &dyn Progress,
     ) -> Result<(std::process::ExitStatus, Option<String>), Error> {
-        let mut log = std::fs::File::create(&self.log).map_err(io("write", &self.log))?;
+        let mut log = std::fs::File::create(&self.log).map_err(io_error("write", &self.log))?;
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            return Err(io("read the output of", Path::new("mmdebstrap"))(
+            return Err(io_error("read the output of", Path::new("mmdebstrap"))(
                 std::io::Error::other("not piped"),
-            ));
+            )
+            .into());
         };
         let out_thread = std::thread::spawn(move || {
             BufReader::new(stdout)
@@ -189,7 +192,7 @@ impl Plan {
         }
         let status = child
             .wait()
-            .map_err(io("wait for", Path::new("mmdebstrap")))?;
+            .map_err(io_error("wait for", Path::new("mmdebstrap")))?;
         Ok((status, reason))
     }
 }
@@ -197,11 +200,11 @@ impl Plan {
 /// Takes the package cache's lock, held until the returned file is dropped.
 fn lock_cache(cache: &Path) -> Result<std::fs::File, Error> {
     let path = cache.join(".lock");
-    let file = std::fs::File::create(&path).map_err(io("create", &path))?;
+    let file = std::fs::File::create(&path).map_err(io_error("create", &path))?;
     // SAFETY: flock on a file descriptor this function owns; released when
     // the file is dropped.
     if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
-        return Err(io("lock", &path)(std::io::Error::last_os_error()));
+        return Err(io_error("lock", &path)(std::io::Error::last_os_error()).into());
     }
     Ok(file)
 }

@@ -12,10 +12,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use imagectl_core::hash::{file_sha256, Hash};
+use imagectl_core::digest::file_sha256;
+use imagectl_core::fsutil::{self, io_error, IoError};
+use imagectl_core::hash::Hash;
 use imagectl_core::project::Project;
 use imagectl_core::target::Target;
-use imagectl_core::{agent::Agent, fsutil, record, stage};
+use imagectl_core::{agent::Agent, record, stage};
 use serde::Serialize;
 
 use crate::failpoint;
@@ -71,16 +73,9 @@ pub enum Error {
     /// A sidecar did not start.
     #[error(transparent)]
     Sidecar(#[from] crate::sidecar::Error),
-    /// A file could not be read or written.
-    #[error("cannot {action} `{}`: {source}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// Reading or writing a file failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 impl Error {
@@ -92,24 +87,6 @@ impl Error {
             Error::Stage(e) => e.is_usage(),
             _ => false,
         }
-    }
-}
-
-impl From<fsutil::IoError> for Error {
-    fn from(e: fsutil::IoError) -> Error {
-        Error::Io {
-            action: e.action,
-            path: e.path,
-            source: e.source,
-        }
-    }
-}
-
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
     }
 }
 
@@ -173,30 +150,31 @@ pub fn build(
         duration_secs: (start.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     };
     if tar.is_file() {
-        let sha256 = file_sha256(&tar).map_err(io("read", &tar))?;
+        let sha256 = file_sha256(&tar).map_err(io_error("read", &tar))?;
         return Ok(image(tar, sha256, false));
     }
     require_root()?;
     need("mmdebstrap", "mmdebstrap")?;
     let plan = bootstrap::Plan::of(project, t)?;
     let dir = project.root.join(LOCAL_DIR);
-    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
     let work = dir.join(format!(".work-{}-{}", t.name(), std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(io("create", &work))?;
-    let result = (|| {
+    std::fs::create_dir_all(&work).map_err(io_error("create", &work))?;
+    let result = (|| -> Result<(), Error> {
         progress.step(t.name(), "staging the build context");
         let staged = t.stage(agent, &work.join("imagectl-stage"))?;
         failpoint::hit("after-stage");
         t.verify(&staged)?;
         let partial = work.join("rootfs.tar");
         plan.run(&staged.dir, &partial, progress)?;
-        std::fs::rename(&partial, &tar).map_err(io("rename into", &tar))
+        std::fs::rename(&partial, &tar).map_err(io_error("rename into", &tar))?;
+        Ok(())
     })();
     let _ = std::fs::remove_dir_all(&work);
     result?;
 
-    let sha256 = file_sha256(&tar).map_err(io("read", &tar))?;
+    let sha256 = file_sha256(&tar).map_err(io_error("read", &tar))?;
     write_sums(&dir, &tar, &sha256)?;
     let name = tar
         .file_name()
@@ -235,5 +213,6 @@ fn write_sums(dir: &Path, tar: &Path, sha256: &str) -> Result<(), Error> {
         .collect();
     lines.insert(name, sha256.to_string());
     let text: String = lines.iter().map(|(n, h)| format!("{h}  {n}\n")).collect();
-    fsutil::write_atomic(&sums, text.as_bytes()).map_err(io("write", &sums))
+    fsutil::write_atomic(&sums, text.as_bytes()).map_err(io_error("write", &sums))?;
+    Ok(())
 }

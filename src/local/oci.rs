@@ -6,13 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use imagectl_core::hash::hex;
+use imagectl_core::digest::sha256;
 use imagectl_core::target::Target;
 use imagectl_core::time;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use super::{io, Error, LocalImage};
+use imagectl_core::fsutil::{io_error, IoError};
+
+use super::{Error, LocalImage};
 
 /// Writes `ROLE-HASH12.oci.tar` next to `image`'s tarball; returns its path.
 pub fn write(t: &Target, image: &LocalImage) -> Result<PathBuf, Error> {
@@ -29,7 +30,8 @@ pub fn write(t: &Target, image: &LocalImage) -> Result<PathBuf, Error> {
     let result = lay_out(t, image, &layout, epoch).and_then(|()| {
         let partial = dir.join(format!(".{stem}.oci.tar.partial"));
         archive(&layout, &partial, epoch)?;
-        std::fs::rename(&partial, &out).map_err(io("rename into", &out))
+        std::fs::rename(&partial, &out).map_err(io_error("rename into", &out))?;
+        Ok(())
     });
     let _ = std::fs::remove_dir_all(&layout);
     result?;
@@ -40,19 +42,19 @@ pub fn write(t: &Target, image: &LocalImage) -> Result<PathBuf, Error> {
 /// its one layer (linked, not copied), its config, manifest and index.
 fn lay_out(t: &Target, image: &LocalImage, layout: &Path, epoch: i64) -> Result<(), Error> {
     let blobs = layout.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).map_err(io("create", &blobs))?;
+    std::fs::create_dir_all(&blobs).map_err(io_error("create", &blobs))?;
     let layer_size = std::fs::metadata(&image.tar)
-        .map_err(io("read", &image.tar))?
+        .map_err(io_error("read", &image.tar))?
         .len();
     let layer_blob = blobs.join(&image.sha256);
     if std::fs::hard_link(&image.tar, &layer_blob).is_err() {
-        std::fs::copy(&image.tar, &layer_blob).map_err(io("copy", &image.tar))?;
+        std::fs::copy(&image.tar, &layer_blob).map_err(io_error("copy", &image.tar))?;
     }
     let blob = |json: Value| -> Result<(String, u64), Error> {
         let bytes = serde_json::to_vec(&json).unwrap_or_default();
-        let digest = hex(&Sha256::digest(&bytes));
+        let digest = sha256(&bytes);
         let path = blobs.join(&digest);
-        std::fs::write(&path, &bytes).map_err(io("write", &path))?;
+        std::fs::write(&path, &bytes).map_err(io_error("write", &path))?;
         Ok((digest, bytes.len() as u64))
     };
     let created = time::iso(epoch);
@@ -85,9 +87,11 @@ fn lay_out(t: &Target, image: &LocalImage, layout: &Path, epoch: i64) -> Result<
     });
     let index_path = layout.join("index.json");
     std::fs::write(&index_path, serde_json::to_vec(&index).unwrap_or_default())
-        .map_err(io("write", &index_path))?;
+        .map_err(io_error("write", &index_path))?;
     let marker = layout.join("oci-layout");
-    std::fs::write(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io("write", &marker))
+    std::fs::write(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(io_error("write", &marker))?;
+    Ok(())
 }
 
 /// Archives `layout` into `out`: names sorted, owners and times fixed, so
@@ -108,14 +112,14 @@ fn archive(layout: &Path, out: &Path, epoch: i64) -> Result<(), Error> {
         .arg(layout)
         .args(["oci-layout", "index.json", "blobs"])
         .status()
-        .map_err(io("run", Path::new("tar")))?;
+        .map_err(io_error("run", Path::new("tar")))?;
     if status.success() {
         Ok(())
     } else {
-        Err(Error::Io {
+        Err(Error::Io(IoError {
             action: "archive",
             path: out.to_path_buf(),
             source: std::io::Error::other(status.to_string()),
-        })
+        }))
     }
 }

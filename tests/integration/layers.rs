@@ -247,7 +247,7 @@ fn the_cycle_finder_finds_cycles() {
         "use crate::{\n    a::{self, Y},\n    cmd,\n};",
     )
     .unwrap();
-    std::fs::write(src.join("cmd/mod.rs"), "use crate::a;").unwrap();
+    std::fs::write(src.join("cmd/mod.rs"), "use crate::Config;").unwrap();
     let g = graph(src);
     assert_eq!(cycles(&g), [vec!["a".to_string(), "b".into(), "c".into()]]);
     assert!(g.edges["c"].contains_key("cmd"));

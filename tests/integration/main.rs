@@ -7,6 +7,7 @@ mod docs;
 mod faults;
 mod fuzz_corpus;
 mod hash;
+mod identity;
 mod layers;
 mod local;
 mod moto;

@@ -14,28 +14,106 @@ pub fn agent_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let bin = PathBuf::from(env!("CARGO_BIN_EXE_imagectl"));
-            let target_dir = bin
-                .parent()
-                .and_then(Path::parent)
-                .expect("target/debug/imagectl");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .args([
+            cargo(
+                &repo_root(),
+                &[
                     "build",
                     "--quiet",
                     "-p",
                     "imagectl-agent",
                     "--bin",
                     "imagectl-agent",
-                    "--target-dir",
-                ])
-                .arg(target_dir)
-                .current_dir(repo_root())
-                .status()
-                .expect("run cargo build -p imagectl-agent");
-            assert!(status.success(), "cargo build -p imagectl-agent failed");
-            bin.with_file_name("imagectl-agent")
+                ],
+            );
+            target_dir().join("debug/imagectl-agent")
+        })
+        .clone()
+}
+
+/// The target directory the tests' binaries are in (`target/`).
+pub fn target_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_imagectl"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/debug/imagectl")
+        .to_path_buf()
+}
+
+/// `cargo` with `args`, run from `dir` into the tests' target directory;
+/// panics with its output when it fails.
+pub fn cargo(dir: &Path, args: &[&str]) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(args)
+        .arg("--target-dir")
+        .arg(target_dir())
+        .current_dir(dir)
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo {args:?} in {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `imagectl-agent` binary built from this checkout with cargo
+/// profile `profile` (`release`, `release-agent`), as CI and people build
+/// it: `cargo build --profile PROFILE -p imagectl-agent`.
+pub fn agent_built_with(profile: &str) -> PathBuf {
+    cargo(
+        &repo_root(),
+        &[
+            "build",
+            "--quiet",
+            "--profile",
+            profile,
+            "-p",
+            "imagectl-agent",
+            "--bin",
+            "imagectl-agent",
+        ],
+    );
+    target_dir().join(profile).join("imagectl-agent")
+}
+
+/// A real `imagectl-agent` built from other sources: this checkout's agent
+/// with one comment added, built in a copy of its crates (its binary named
+/// `imagectl-agent-other`, so that it replaces nothing in the target
+/// directory).
+pub fn foreign_agent() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path();
+            for c in ["agent", "crates/image"] {
+                copy_tree(&repo_root().join(c), &dir.join(c));
+            }
+            std::fs::copy(repo_root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+            // The workspace's own settings, so that the dependencies built
+            // for the other tests are reused.
+            std::fs::write(
+                dir.join("Cargo.toml"),
+                "[workspace]\nmembers = [\"agent\", \"crates/image\"]\nresolver = \"2\"\n\n\
+                 [workspace.package]\nedition = \"2021\"\nlicense = \"Apache-2.0\"\nrust-version = \"1.88\"\n\n\
+                 [profile.dev.package.\"*\"]\ndebug = false\n",
+            )
+            .unwrap();
+            let manifest = dir.join("agent/Cargo.toml");
+            let text = std::fs::read_to_string(&manifest).unwrap().replace(
+                "name = \"imagectl-agent\"\npath = \"src/main.rs\"",
+                "name = \"imagectl-agent-other\"\npath = \"src/main.rs\"",
+            );
+            assert!(text.contains("imagectl-agent-other"), "the [[bin]] of agent/Cargo.toml moved");
+            std::fs::write(&manifest, text).unwrap();
+            let main = dir.join("agent/src/main.rs");
+            let mut code = std::fs::read_to_string(&main).unwrap();
+            code.push_str("\n// Built from other sources.\n");
+            std::fs::write(&main, code).unwrap();
+            cargo(dir, &["build", "--quiet", "-p", "imagectl-agent", "--bin", "imagectl-agent-other"]);
+            target_dir().join("debug/imagectl-agent-other")
         })
         .clone()
 }
@@ -63,6 +141,7 @@ pub struct Test {
     args: Vec<String>,
     cwd: PathBuf,
     env: Vec<(String, String)>,
+    unset: Vec<String>,
 }
 
 /// What a run printed and how it ended.
@@ -111,6 +190,7 @@ impl Test {
             args: Vec::new(),
             cwd,
             env: Vec::new(),
+            unset: Vec::new(),
         }
     }
 
@@ -143,6 +223,13 @@ impl Test {
         self
     }
 
+    /// Runs without environment variable `key` (`IMAGECTL_AGENT_BIN`, say,
+    /// which runs otherwise name the agent built for the tests).
+    pub fn env_remove(mut self, key: &str) -> Test {
+        self.unset.push(key.to_string());
+        self
+    }
+
     /// Replaces the arguments.
     pub fn with_args(mut self, args: &[&str]) -> Test {
         self.args = args.iter().map(|s| s.to_string()).collect();
@@ -170,14 +257,16 @@ impl Test {
     /// Runs the binary and returns what happened, with the project's
     /// temporary path replaced by `[ROOT]`.
     pub fn run(&self) -> Run {
-        let out: Output = Command::new(env!("CARGO_BIN_EXE_imagectl"))
-            .args(&self.args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagectl"));
+        cmd.args(&self.args)
             .current_dir(&self.cwd)
             .env_remove("RUST_LOG")
             .env("IMAGECTL_AGENT_BIN", agent_bin())
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .unwrap();
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for k in &self.unset {
+            cmd.env_remove(k);
+        }
+        let out: Output = cmd.output().unwrap();
         let root = self.dir.path().canonicalize().unwrap();
         let clean = |b: &[u8]| {
             String::from_utf8_lossy(b)

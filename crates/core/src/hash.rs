@@ -2,15 +2,14 @@
 //! the list of those inputs so a person can see why a hash moved.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::Path;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::context::Context;
+use crate::digest::hex;
 use crate::lock;
 use crate::role::Role;
-use crate::stage::Context;
 
 /// The version of the image layout imagectl generates (staged context,
 /// provisioning script, agent configuration). Bump it whenever generated
@@ -290,67 +289,10 @@ impl ContentHash {
     }
 }
 
-/// The SHA-256 of each file, in order, computed on every core: each file is
-/// one stream (SHA-256 cannot be split), so many files make the speed-up.
-pub fn hash_files(paths: &[std::path::PathBuf]) -> Vec<std::io::Result<String>> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(paths.len().max(1));
-    if workers <= 1 {
-        return paths.iter().map(|p| file_sha256(p)).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<std::io::Result<String>>> =
-        (0..paths.len()).map(|_| None).collect();
-    let done = std::sync::Mutex::new(&mut results);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(path) = paths.get(i) else { break };
-                let digest = file_sha256(path);
-                if let Ok(mut r) = done.lock() {
-                    r[i] = Some(digest);
-                }
-            });
-        }
-    });
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(std::io::Error::other("not hashed"))))
-        .collect()
-}
-
-/// SHA-256 of a file's bytes, streamed.
-pub fn file_sha256(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
-
 fn digest_json<T: Serialize>(value: &T) -> String {
     // Serializing plain data structs to a string cannot fail.
     let json = serde_json::to_string(value).unwrap_or_default();
     hex(&Sha256::digest(json.as_bytes()))
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 #[cfg(test)]
@@ -358,7 +300,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hex_is_lowercase() {
-        assert_eq!(hex(&[0xab, 0x01]), "ab01");
+    fn a_hash_is_64_lowercase_hex_digits() {
+        let h = Hash::parse(&"0123456789abcdef".repeat(4)).unwrap();
+        assert_eq!(h.short(), "0123456789ab");
+        assert_eq!(h.to_string().len(), 64);
+        for bad in ["", "abc", &"0123456789ABCDEF".repeat(4), &"g".repeat(64)] {
+            assert_eq!(Hash::parse(bad), None, "{bad}");
+        }
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json, format!("\"{h}\""));
+        assert_eq!(serde_json::from_str::<Hash>(&json).unwrap(), h);
+        assert!(serde_json::from_str::<Hash>("\"abc\"").is_err());
+        assert_eq!(short("abc"), "abc");
     }
 }

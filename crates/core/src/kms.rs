@@ -1,7 +1,7 @@
 //! KMS keys in `[aws] kms_key`: what kind of key a setting names, and so in
 //! which regions it can encrypt images.
 
-use crate::settings::is_region;
+use crate::names::is_region;
 
 /// What a `kms_key` setting names, and so where it can be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,7 +35,9 @@
 
 pub mod agent;
 pub mod arch;
+pub mod context;
 pub mod diag;
+pub mod digest;
 pub mod fsutil;
 pub mod hash;
 pub mod hcl;

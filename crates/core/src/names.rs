@@ -2,7 +2,6 @@
 //! creates, the names of its parameters, and the build IDs that name each
 //! build's image, instance and key pair.
 
-use crate::hash::Hash;
 use crate::time;
 
 /// Tag keys imagectl puts on images, snapshots and build resources.
@@ -49,10 +48,12 @@ pub const IMAGE_NAME_PREFIX: &str = "imagectl-";
 /// The prefix of the names of build instances (`imagectl-build-ROLE-BUILD`).
 pub const INSTANCE_NAME_PREFIX: &str = "imagectl-build-";
 
-/// A build's ID, `HASH12-YYYYMMDDhhmmss`: it names the image, the build
-/// instance and its key pair, and is the `imagectl:build` tag.
-pub fn build_id(hash: &Hash, secs: i64) -> String {
-    format!("{}-{}", hash.short(), time::stamp(secs))
+/// A build's ID, `HASH12-YYYYMMDDhhmmss` (from the first 12 digits of the
+/// content hash, [`crate::hash::Hash::short`], and the time): it names the
+/// image, the build instance and its key pair, and is the `imagectl:build`
+/// tag.
+pub fn build_id(hash12: &str, secs: i64) -> String {
+    format!("{hash12}-{}", time::stamp(secs))
 }
 
 /// The `YYYYMMDDhhmmss` stamp of a build ID ([`build_id`]).
@@ -86,14 +87,36 @@ pub fn build_of_name<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &rest[rest.len() - stamp.len() - hash.len() - 1..])
 }
 
+/// An AWS region name (`eu-west-1`, `us-gov-west-1`).
+pub fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `ami-` followed by 8 or 17 hex digits.
+pub fn is_ami_id(s: &str) -> bool {
+    s.strip_prefix("ami-").is_some_and(|h| {
+        (h.len() == 8 || h.len() == 17)
+            && h.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn build_ids_name_the_hash_and_the_time() {
-        let h = Hash::parse(&"0123456789ab".repeat(6)[..64]).unwrap();
-        let id = build_id(&h, 1_795_690_494);
+        let id = build_id("0123456789ab", 1_795_690_494);
         assert_eq!(id, "0123456789ab-20261126105454");
         assert_eq!(build_stamp(&id), Some("20261126105454"));
         assert_eq!(build_secs(&id), Some(1_795_690_494));
@@ -130,5 +153,20 @@ mod tests {
         );
         assert!(tags::is_imagectl(tags::HASH) && tags::is_imagectl("Name"));
         assert!(!tags::is_imagectl("team"));
+    }
+
+    #[test]
+    fn ami_ids() {
+        assert!(is_ami_id("ami-0123456789abcdef0"));
+        assert!(is_ami_id("ami-12345678"));
+        assert!(!is_ami_id("ami-123"));
+        assert!(!is_ami_id("ami-0123456789ABCDEF0"));
+    }
+
+    #[test]
+    fn regions() {
+        assert!(is_region("eu-west-1"));
+        assert!(is_region("us-gov-west-1"));
+        assert!(!is_region("eu-west"));
     }
 }

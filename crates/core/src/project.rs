@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use crate::diag::Diagnostics;
 use crate::settings::{parse_settings, Settings, SETTINGS_FILE};
 
+/// The directory, below the project root, holding role files and everything
+/// they reference.
+pub const ROLES_DIR: &str = "roles";
+
 /// Errors finding or reading the project.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -66,7 +70,7 @@ impl Project {
 
     /// The directory of the role files.
     pub fn roles_dir(&self) -> PathBuf {
-        self.root.join(crate::role::ROLES_DIR)
+        self.root.join(ROLES_DIR)
     }
 
     /// The directory of generated, committed files (templates, lock).

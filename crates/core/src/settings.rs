@@ -9,6 +9,7 @@ use toml::Spanned;
 use crate::arch::Arch;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::kms;
+use crate::names::{is_ami_id, is_region};
 use crate::tomlfile::{self, Partial};
 
 /// The settings file every project has at its root.
@@ -396,28 +397,6 @@ pub fn is_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-pub fn is_region(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() >= 3
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
-        && parts
-            .last()
-            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// `ami-` followed by 8 or 17 hex digits.
-pub fn is_ami_id(s: &str) -> bool {
-    s.strip_prefix("ami-").is_some_and(|h| {
-        (h.len() == 8 || h.len() == 17)
-            && h.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,20 +473,5 @@ mod tests {
         );
         s.aws.kms_key = None;
         assert_eq!(s.aws.kms_key_in("eu-central-1"), None);
-    }
-
-    #[test]
-    fn ami_ids() {
-        assert!(is_ami_id("ami-0123456789abcdef0"));
-        assert!(is_ami_id("ami-12345678"));
-        assert!(!is_ami_id("ami-123"));
-        assert!(!is_ami_id("ami-0123456789ABCDEF0"));
-    }
-
-    #[test]
-    fn regions() {
-        assert!(is_region("eu-west-1"));
-        assert!(is_region("us-gov-west-1"));
-        assert!(!is_region("eu-west"));
     }
 }

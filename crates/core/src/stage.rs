@@ -32,11 +32,12 @@ use imagectl_image::config::{
 use sha2::{Digest, Sha256};
 
 use crate::agent::Agent;
-use crate::fsutil;
-use crate::hash::{hash_files, hex, Hash};
-use crate::project::Project;
+use crate::context::{Context, Source, SourceKind};
+use crate::digest::{hash_files, hex};
+use crate::fsutil::{self, io_error, IoError};
+use crate::hash::Hash;
 use crate::provision::{self, Install};
-use crate::role::{Role, ROLES_DIR};
+use crate::role::Role;
 
 /// Where the agent binary lives in every image.
 pub const AGENT_BIN: &str = "/usr/local/bin/imagectl-agent";
@@ -46,16 +47,6 @@ pub const AGENT_UNIT: &str = "/etc/systemd/system/imagectl-agent.service";
 /// Errors resolving, staging or verifying a build context.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A source file could not be read.
-    #[error("cannot read `{path}` for role `{role}`: {source}")]
-    Read {
-        /// The role.
-        role: String,
-        /// The file, relative to the project root.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
     /// A source file's bytes are no longer those its digest was taken of.
     #[error("`{path}` changed after it was hashed (hashed {}, now {}); nothing was baked: run the command again to hash and stage what is there now", crate::hash::short(hashed), crate::hash::short(now))]
     Changed {
@@ -81,15 +72,8 @@ pub enum Error {
     #[error("`{}` exists and is not empty; stage writes a new directory", .0.display())]
     Exists(PathBuf),
     /// Reading or writing a file failed.
-    #[error("cannot {action} `{}`: {source}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 impl Error {
@@ -101,159 +85,6 @@ impl Error {
             Error::Exists(_) => true,
             _ => false,
         }
-    }
-}
-
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-impl From<fsutil::IoError> for Error {
-    fn from(e: fsutil::IoError) -> Error {
-        Error::Io {
-            action: e.action,
-            path: e.path,
-            source: e.source,
-        }
-    }
-}
-
-/// What a role file becomes in the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceKind {
-    /// A `[[files]]` entry, baked at its destination.
-    File,
-    /// A `[[boot.templates]]` entry, baked below `/etc/imagectl/templates`
-    /// and rendered at boot.
-    Template,
-    /// An `[[archives]]` tar, unpacked at build time.
-    Archive,
-}
-
-impl SourceKind {
-    /// The name in the list of inputs (`file`, `template`, `archive`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::File => "file",
-            SourceKind::Template => "template",
-            SourceKind::Archive => "archive",
-        }
-    }
-}
-
-/// A file of `roles/` that enters the image, with the digest of its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
-    /// What it becomes.
-    pub kind: SourceKind,
-    /// Its path inside `roles/`.
-    pub source: String,
-    /// Its path on this machine.
-    pub path: PathBuf,
-    /// Where it lands: a file's destination, a template's rendering, an
-    /// archive's directory.
-    pub dest: String,
-    /// Octal mode (none for archives, whose entries keep theirs).
-    pub mode: Option<String>,
-    /// Owning user.
-    pub owner: String,
-    /// Owning group.
-    pub group: String,
-    /// SHA-256 of its bytes, taken once when the target was resolved.
-    pub sha256: String,
-}
-
-impl Source {
-    /// Its path relative to the project root (`roles/files/...`).
-    pub fn shown(&self) -> String {
-        format!("{ROLES_DIR}/{}", self.source)
-    }
-}
-
-/// A role's build context before it is written: every source with its
-/// digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Context {
-    /// Files, then templates, then archives, each in the role's order.
-    pub sources: Vec<Source>,
-}
-
-impl Context {
-    /// Reads every file `role` bakes and takes its digest (on every core).
-    pub fn resolve(project: &Project, role: &Role) -> Result<Context, Error> {
-        let roles_dir = project.roles_dir();
-        let source =
-            |kind, src: &str, dest: &str, mode: Option<&String>, o: &str, g: &str| Source {
-                kind,
-                source: src.to_string(),
-                path: roles_dir.join(src),
-                dest: dest.to_string(),
-                mode: mode.cloned(),
-                owner: o.to_string(),
-                group: g.to_string(),
-                sha256: String::new(),
-            };
-        let files = role.files.iter().map(|f| {
-            source(
-                SourceKind::File,
-                &f.source,
-                &f.dest,
-                Some(&f.mode),
-                &f.owner,
-                &f.group,
-            )
-        });
-        let templates = role.boot.templates.iter().map(|t| {
-            source(
-                SourceKind::Template,
-                &t.source,
-                &t.dest,
-                Some(&t.mode),
-                &t.owner,
-                &t.group,
-            )
-        });
-        let archives = role.archives.iter().map(|a| {
-            source(
-                SourceKind::Archive,
-                &a.source,
-                &a.dest,
-                None,
-                &a.owner,
-                &a.group,
-            )
-        });
-        let mut sources: Vec<Source> = files.chain(templates).chain(archives).collect();
-        let paths: Vec<PathBuf> = sources.iter().map(|s| s.path.clone()).collect();
-        for (s, digest) in sources.iter_mut().zip(hash_files(&paths)) {
-            s.sha256 = digest.map_err(|e| Error::Read {
-                role: role.name.clone(),
-                path: s.shown(),
-                source: e,
-            })?;
-        }
-        Ok(Context { sources })
-    }
-
-    /// The archives as staged: `archives/<n>-<file name>`, in the role's
-    /// order.
-    fn archives(&self) -> Vec<(String, &Source)> {
-        self.sources
-            .iter()
-            .filter(|s| s.kind == SourceKind::Archive)
-            .enumerate()
-            .map(|(i, s)| {
-                let name = Path::new(&s.source)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                (format!("{i}-{name}"), s)
-            })
-            .collect()
     }
 }
 
@@ -405,7 +236,7 @@ pub fn stage(
             "provision.sh".into(),
             write_new(&script_path, script.as_bytes())?,
         );
-        fsutil::set_mode(&script_path, 0o755).map_err(io("set the mode of", &script_path))?;
+        fsutil::set_mode(&script_path, 0o755).map_err(io_error("set the mode of", &script_path))?;
         Ok::<_, Error>(files)
     })?;
     Ok(Staged {
@@ -420,22 +251,22 @@ pub fn stage(
 fn prepare_out(out: &Path) -> Result<(), Error> {
     if out.exists() {
         let empty = std::fs::read_dir(out)
-            .map_err(io("read", out))?
+            .map_err(io_error("read", out))?
             .next()
             .is_none();
         if !empty {
             return Err(Error::Exists(out.to_path_buf()));
         }
-        std::fs::remove_dir(out).map_err(io("replace", out))?;
+        std::fs::remove_dir(out).map_err(io_error("replace", out))?;
     }
     Ok(())
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> Result<String, Error> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
     }
-    std::fs::write(path, bytes).map_err(io("write", path))?;
+    std::fs::write(path, bytes).map_err(io_error("write", path))?;
     Ok(hex(&Sha256::digest(bytes)))
 }
 
@@ -443,19 +274,19 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<String, Error> {
 /// bytes are not the ones its digest was taken of is refused.
 fn copy_checked(s: &Source, to: &Path) -> Result<String, Error> {
     if let Some(dir) = to.parent() {
-        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
     }
-    let mut from = std::fs::File::open(&s.path).map_err(io("read", &s.path))?;
-    let mut into = std::fs::File::create(to).map_err(io("write", to))?;
+    let mut from = std::fs::File::open(&s.path).map_err(io_error("read", &s.path))?;
+    let mut into = std::fs::File::create(to).map_err(io_error("write", to))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = from.read(&mut buf).map_err(io("read", &s.path))?;
+        let n = from.read(&mut buf).map_err(io_error("read", &s.path))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
-        into.write_all(&buf[..n]).map_err(io("write", to))?;
+        into.write_all(&buf[..n]).map_err(io_error("write", to))?;
     }
     let now = hex(&h.finalize());
     if now != s.sha256 {
@@ -478,7 +309,7 @@ pub fn verify(context: &Context, staged: &Staged) -> Result<(), Error> {
         what,
     };
     let mut present = Vec::new();
-    fsutil::walk_files(&staged.dir, &mut present).map_err(io("read", &staged.dir))?;
+    fsutil::walk_files(&staged.dir, &mut present).map_err(io_error("read", &staged.dir))?;
     for rel in &present {
         if !staged.files.contains_key(rel) {
             return Err(tampered(format!("`{rel}` was added")));
@@ -493,12 +324,12 @@ pub fn verify(context: &Context, staged: &Staged) -> Result<(), Error> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(tampered(format!("`{rel}` was removed")))
             }
-            Err(e) => return Err(io("read", path)(e)),
+            Err(e) => return Err(io_error("read", path)(e).into()),
         }
     }
     let sources: Vec<PathBuf> = context.sources.iter().map(|s| s.path.clone()).collect();
     for (s, digest) in context.sources.iter().zip(hash_files(&sources)) {
-        let now = digest.map_err(io("read", &s.path))?;
+        let now = digest.map_err(io_error("read", &s.path))?;
         if now != s.sha256 {
             return Err(Error::Changed {
                 path: s.shown(),
@@ -508,4 +339,97 @@ pub fn verify(context: &Context, staged: &Staged) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(bytes: &[u8]) -> String {
+        hex(&Sha256::digest(bytes))
+    }
+
+    /// A context of one file source and a stage holding its copy.
+    fn fixture(dir: &Path) -> (Context, Staged) {
+        let src = dir.join("roles/files/a.conf");
+        std::fs::create_dir_all(src.parent().unwrap()).unwrap();
+        std::fs::write(&src, b"a = 1\n").unwrap();
+        let source = Source {
+            kind: SourceKind::File,
+            source: "files/a.conf".into(),
+            path: src,
+            dest: "/etc/a.conf".into(),
+            mode: Some("0644".into()),
+            owner: "root".into(),
+            group: "root".into(),
+            sha256: sha(b"a = 1\n"),
+        };
+        let out = dir.join("stage");
+        let copied = copy_checked(&source, &out.join("rootfs/etc/a.conf")).unwrap();
+        std::fs::write(out.join("provision.sh"), b"#!/bin/bash\n").unwrap();
+        let files = BTreeMap::from([
+            ("rootfs/etc/a.conf".to_string(), copied),
+            ("provision.sh".to_string(), sha(b"#!/bin/bash\n")),
+        ]);
+        let staged = Staged {
+            dir: out,
+            manifest: Vec::new(),
+            files,
+        };
+        (
+            Context {
+                sources: vec![source],
+            },
+            staged,
+        )
+    }
+
+    #[test]
+    fn a_stage_that_holds_what_was_hashed_verifies() {
+        let d = tempfile::tempdir().unwrap();
+        let (context, staged) = fixture(d.path());
+        verify(&context, &staged).unwrap();
+    }
+
+    #[test]
+    fn a_staged_file_added_removed_or_changed_is_named() {
+        for (change, what) in [
+            ("edit", "`rootfs/etc/a.conf` has other bytes"),
+            ("add", "`rootfs/etc/b.conf` was added"),
+            ("remove", "`provision.sh` was removed"),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            let (context, staged) = fixture(d.path());
+            match change {
+                "edit" => std::fs::write(staged.dir.join("rootfs/etc/a.conf"), b"a = 2\n").unwrap(),
+                "add" => std::fs::write(staged.dir.join("rootfs/etc/b.conf"), b"").unwrap(),
+                _ => std::fs::remove_file(staged.dir.join("provision.sh")).unwrap(),
+            }
+            let e = verify(&context, &staged).unwrap_err();
+            assert!(
+                matches!(&e, Error::Tampered { what: w, .. } if w == what),
+                "{change}: {e}"
+            );
+            assert!(!e.is_usage());
+        }
+    }
+
+    #[test]
+    fn a_source_that_changed_after_it_was_hashed_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (context, staged) = fixture(d.path());
+        std::fs::write(&context.sources[0].path, b"a = 3\n").unwrap();
+        let e = verify(&context, &staged).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "`roles/files/a.conf` changed after it was hashed (hashed {}, now {}); nothing was baked: run the command again to hash and stage what is there now",
+                &sha(b"a = 1\n")[..12],
+                &sha(b"a = 3\n")[..12]
+            )
+        );
+        // Staging refuses it too: the copy is not what was hashed.
+        let e = copy_checked(&context.sources[0], &d.path().join("copy")).unwrap_err();
+        assert!(matches!(e, Error::Changed { .. }), "{e}");
+    }
 }

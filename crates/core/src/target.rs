@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use crate::agent::Agent;
+use crate::context::{Context, ReadError};
 use crate::diag::Diagnostics;
 use crate::hash::{self, ContentHash};
 use crate::hcl::{self, Body};
@@ -15,7 +16,7 @@ use crate::lock::{self, Lock};
 use crate::packer;
 use crate::project::Project;
 use crate::role::{self, Role};
-use crate::stage::{self, Context, Staged};
+use crate::stage::{self, Staged};
 
 /// Errors resolving a target.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +39,7 @@ pub enum Error {
     Template(#[from] packer::MissingSetting),
     /// A file of the role cannot be read.
     #[error(transparent)]
-    Stage(#[from] stage::Error),
+    Read(#[from] ReadError),
 }
 
 impl Error {
@@ -47,7 +48,7 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         match self {
             Error::Lock(e) => e.is_usage(),
-            Error::Stage(e) => e.is_usage(),
+            Error::Read(_) => false,
             _ => true,
         }
     }

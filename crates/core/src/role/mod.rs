@@ -28,9 +28,7 @@ pub use load::{load, load_all, load_in_memory, role_names};
 pub use raw::schema;
 pub use store::MemoryRoles;
 
-/// The directory, below the project root, holding role files and everything
-/// they reference.
-pub const ROLES_DIR: &str = "roles";
+pub use crate::project::ROLES_DIR;
 
 /// Where the agent's own files live in every image; roles may not write there.
 pub const AGENT_DIR: &str = "/etc/imagectl";
