@@ -287,7 +287,7 @@ fn deep_chain(t: &Test, n: usize) {
 }
 
 /// Every path below `dir` with its size, to show a run wrote nothing.
-fn listing(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+pub fn listing(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {

@@ -1,5 +1,6 @@
 //! The content hash covers exactly what enters the image.
 
+use crate::hostile::release;
 use crate::support::{copy_tree, Test};
 
 fn edit(t: &Test, rel: &str, from: &str, to: &str) {
@@ -227,11 +228,11 @@ fn an_archive_moves_the_hash_with_its_bytes_and_the_test_section_does_not() {
         )
     };
     let plain = Test::new().hash("app");
-    let t = archive(b"release one");
+    let t = archive(&release(b"release one"));
     let one = t.hash("app");
     assert_ne!(one, plain, "an archive did not change the hash");
     assert_ne!(
-        archive(b"release two").hash("app"),
+        archive(&release(b"release two")).hash("app"),
         one,
         "a changed byte in the archive did not change the hash"
     );

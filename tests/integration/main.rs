@@ -7,6 +7,7 @@ mod docs;
 mod faults;
 mod fuzz_corpus;
 mod hash;
+mod hostile;
 mod identity;
 mod layers;
 mod local;

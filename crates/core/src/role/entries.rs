@@ -167,20 +167,7 @@ impl Loader<'_> {
         let f = at.file;
         let raw = &at.v;
         let source = Self::at(f, raw.source.clone());
-        let mut ok = true;
-        if let Some(d) = self.check_source(&source, Kind::Archive) {
-            self.diags.push(d);
-            ok = false;
-        } else if ![".tar", ".tar.gz", ".tgz"]
-            .iter()
-            .any(|ext| source.v.ends_with(ext))
-        {
-            let d = self
-                .diag(&source, format!("archive `{}` is not a tar archive", source.v))
-                .help("name a `.tar`, `.tar.gz` or `.tgz` file, as the application's CI packs its release");
-            self.diags.push(d);
-            ok = false;
-        }
+        let mut ok = self.archive_source(&source);
         let mut path = |p: &Spanned<String>, what: &str| -> String {
             let p = Self::at(f, p.clone());
             let bad = match check_dest(&p.v) {
@@ -320,6 +307,27 @@ impl Loader<'_> {
             command: h.command.as_ref().map(|s| s.get_ref().clone()),
             timeout_secs: timeout.map_or(60, |t| t.v),
         })
+    }
+
+    /// Whether an archive's `source` names a tar that may be unpacked: a
+    /// file inside `roles/`, named like a tar, holding nothing refused.
+    /// Problems are reported.
+    fn archive_source(&mut self, source: &At<String>) -> bool {
+        if let Some(d) = self.check_source(source, Kind::Archive) {
+            self.diags.push(d);
+            return false;
+        }
+        if ![".tar", ".tar.gz", ".tgz"]
+            .iter()
+            .any(|ext| source.v.ends_with(ext))
+        {
+            let d = self
+                .diag(source, format!("archive `{}` is not a tar archive", source.v))
+                .help("name a `.tar`, `.tar.gz` or `.tgz` file, as the application's CI packs its release");
+            self.diags.push(d);
+            return false;
+        }
+        self.check_archive_entries(source)
     }
 }
 

@@ -7,6 +7,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
+use super::archive::Scan;
 use super::merge::Merged;
 use super::raw::RawRole;
 use super::store::{disk, human_size, not_text, Store, Unusable};
@@ -48,6 +49,8 @@ pub(super) struct Loader<'p> {
     pub(super) diags: Diagnostics,
     /// Every role name that has a file, for lookups and suggestions.
     known: BTreeSet<String>,
+    /// Archives read so far, by path: each is read once per run.
+    pub(super) scans: HashMap<String, Scan>,
 }
 
 /// Lists the roles that have a file in `roles/`, sorted.
@@ -96,6 +99,7 @@ fn load_from(
         layers: HashMap::new(),
         diags: Diagnostics::default(),
         known: store.role_names().into_iter().collect(),
+        scans: HashMap::new(),
     };
     let mut roles = Vec::new();
     for name in names {

@@ -15,7 +15,9 @@ use crate::arch::Arch;
 // describes), `store` reads files from `roles/` or memory, `load` parses
 // layers and linearises `extends`, `merge` lays each layer over its
 // parents, and `entries`, `sources` and `validate` check single entries,
-// the files they reference, and the merged role as a whole.
+// the files they reference, and the merged role as a whole; `archive`
+// reads the archives entries bake, entry by entry.
+mod archive;
 mod entries;
 mod load;
 mod merge;
@@ -23,6 +25,11 @@ mod raw;
 mod sources;
 mod store;
 mod validate;
+
+#[cfg(test)]
+mod archive_tests;
+#[cfg(test)]
+mod tests;
 
 pub use load::{load, load_all, load_in_memory, role_names};
 pub use raw::schema;

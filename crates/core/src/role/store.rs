@@ -2,6 +2,7 @@
 //! on disk or memory, never past a size limit, never out of `roles/`.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::PathBuf;
 
 use super::ROLES_DIR;
@@ -49,6 +50,8 @@ pub(super) trait Store {
     fn stat(&self, rel: &str) -> Result<u64, Unusable>;
     /// The bytes of a regular file inside `roles/`, at most `max` of them.
     fn read(&self, rel: &str, max: u64) -> Result<Vec<u8>, Unusable>;
+    /// A regular file inside `roles/`, to read as a stream (an archive).
+    fn open(&self, rel: &str) -> Result<Box<dyn Read + '_>, Unusable>;
 }
 
 /// `roles/` on disk.
@@ -103,7 +106,6 @@ impl Store for Disk {
     }
 
     fn read(&self, rel: &str, max: u64) -> Result<Vec<u8>, Unusable> {
-        use std::io::Read;
         let len = self.stat(rel)?;
         if len > max {
             return Err(Unusable::TooBig(len));
@@ -118,6 +120,12 @@ impl Store for Disk {
             return Err(Unusable::TooBig(bytes.len() as u64));
         }
         Ok(bytes)
+    }
+
+    fn open(&self, rel: &str) -> Result<Box<dyn Read + '_>, Unusable> {
+        self.stat(rel)?;
+        let f = std::fs::File::open(self.dir.join(rel)).map_err(|e| Unusable::Io(e.to_string()))?;
+        Ok(Box::new(f))
     }
 }
 
@@ -169,6 +177,11 @@ impl Store for MemoryRoles {
             return Err(Unusable::TooBig(len));
         }
         Ok(self.files.get(rel).cloned().unwrap_or_default())
+    }
+
+    fn open(&self, rel: &str) -> Result<Box<dyn Read + '_>, Unusable> {
+        self.stat(rel)?;
+        Ok(Box::new(self.files.get(rel).map_or(&[][..], Vec::as_slice)))
     }
 }
 
