@@ -14,7 +14,7 @@ use crate::role::Role;
 /// The version of the image layout imagectl generates (staged context,
 /// provisioning script, agent configuration). Bump it whenever generated
 /// output changes, so that every image is rebuilt with the new layout.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// A content hash: 64 lowercase hex digits.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]

@@ -159,13 +159,19 @@ fn unpack_archives(s: &mut Script, archives: &[Archive], names: &[String]) {
     if !archives.is_empty() {
         s.lines(&[
             "# Unpacked beside the destination, then moved into place: a build",
-            "# never leaves half a release behind.",
+            "# never leaves half a release behind. As root, tar restores the",
+            "# archive's owners and modes, setuid bits included, unless told not",
+            "# to: --no-same-owner, and --no-same-permissions (modes go through",
+            "# the umask; setuid, setgid and sticky bits are dropped). chmod, which",
+            "# does not follow symbolic links, then makes sure of it.",
             "unpack() {",
             "  local archive=$1 dest=$2 owner=$3 group=$4 link=$5",
             "  local new=\"$dest.imagectl-new\"",
             "  rm -rf -- \"$new\"",
             "  mkdir -p -- \"$new\"",
-            "  tar --extract --file=\"$stage/archives/$archive\" --directory=\"$new\" --no-same-owner",
+            "  tar --extract --file=\"$stage/archives/$archive\" --directory=\"$new\" \\",
+            "    --no-same-owner --no-same-permissions",
+            "  chmod -R u-s,g-s,o-w -- \"$new\"",
             "  chown -R -h -- \"$owner:$group\" \"$new\"",
             "  rm -rf -- \"$dest\"",
             "  mv -T -- \"$new\" \"$dest\"",
@@ -253,6 +259,43 @@ fn inventory_and_cleanup(s: &mut Script) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archives_unpack_without_owners_special_bits_or_world_write() {
+        let app = "extends = [\"base\"]\n[[archives]]\nsource = \"releases/app.tar\"\ndest = \"/srv/app/releases/1\"\nowner = \"app\"\ngroup = \"app\"\n";
+        let mut roles = crate::role::MemoryRoles::default();
+        for (path, body) in [
+            (
+                "base.toml",
+                "abstract = true\n[image]\nbase = \"debian-12\"\n[[users]]\nname = \"app\"\n"
+                    .as_bytes(),
+            ),
+            ("app.toml", app.as_bytes()),
+            ("releases/app.tar", &[0; 1024]),
+        ] {
+            roles.files.insert(path.into(), body.to_vec());
+        }
+        let settings = crate::settings::parse_settings(include_str!(
+            "../../../tests/fixtures/project/imagectl.toml"
+        ))
+        .unwrap();
+        let role = &crate::role::load_in_memory(&settings, &roles, &["app".into()]).unwrap()[0];
+        let hash = Hash::parse(&"0".repeat(64)).unwrap();
+        let s = script(role, &hash, &[], &["0-app.tar".into()]);
+        let unpack = &s[s.find("unpack() {").unwrap()..s.find("step 'files'").unwrap()];
+        let tar = unpack
+            .find("--no-same-owner --no-same-permissions")
+            .unwrap();
+        let chmod = unpack.find("chmod -R u-s,g-s,o-w -- \"$new\"").unwrap();
+        let chown = unpack
+            .find("chown -R -h -- \"$owner:$group\" \"$new\"")
+            .unwrap();
+        assert!(tar < chmod && chmod < chown, "{unpack}");
+        assert!(
+            unpack.ends_with("unpack '0-app.tar' '/srv/app/releases/1' 'app' 'app' ''\n\n"),
+            "{unpack}"
+        );
+    }
 
     #[test]
     fn quotes_for_bash() {
