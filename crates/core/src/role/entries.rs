@@ -9,8 +9,10 @@ use toml::Spanned;
 
 use super::load::{At, Loader};
 use super::raw::{RawArchive, RawFile, RawHealth, RawUser};
+use super::sandbox::{abbreviate, is_under, NAME_MAX};
 use super::sources::Kind;
 use super::{Archive, FileSpec, Package, User, AGENT_DIR};
+use crate::diag::Diagnostic;
 
 impl Loader<'_> {
     pub(super) fn package(&mut self, at: &At<String>) -> Option<Package> {
@@ -75,8 +77,11 @@ impl Loader<'_> {
             let p = Self::at(at.file, p.clone());
             if let Err(why) = check_dest(&p.v) {
                 let d = self
-                    .diag(&p, format!("`{}` {why}", p.v))
-                    .help("write an absolute path such as `/srv/learn`");
+                    .diag(&p, format!("`{}` {why}", shown(&p.v, why)))
+                    .help(dest_help(
+                        why,
+                        "write an absolute path such as `/srv/learn`",
+                    ));
                 self.diags.push(d);
                 ok = false;
             }
@@ -106,22 +111,9 @@ impl Loader<'_> {
             self.diags.push(d);
             ok = false;
         }
-        match check_dest(&dest.v) {
-            Err(why) => {
-                let d = self
-                    .diag(&dest, format!("destination `{}` {why}", dest.v))
-                    .help("write the absolute path the file takes in the image, like `/etc/learn/app.env`");
-                self.diags.push(d);
-                ok = false;
-            }
-            Ok(()) if dest.v == AGENT_DIR || dest.v.starts_with(&format!("{AGENT_DIR}/")) => {
-                let d = self
-                    .diag(&dest, format!("destination `{}` is inside `{AGENT_DIR}`, which imagectl owns", dest.v))
-                    .help("put the file somewhere else; imagectl writes the agent's configuration there");
-                self.diags.push(d);
-                ok = false;
-            }
-            Ok(()) => {}
+        if let Some(d) = self.dest_problem(&dest, kind) {
+            self.diags.push(d);
+            ok = false;
         }
         let owner = self.account(f, &raw.owner, "owner");
         let group = self.account(f, &raw.group, "group");
@@ -132,6 +124,12 @@ impl Loader<'_> {
                 Default::default()
             }
         };
+        if let (Kind::Template, Some(m)) = (kind, &raw.mode) {
+            if let Some(d) = self.template_mode_problem(&Self::at(f, m.clone())) {
+                self.diags.push(d);
+                ok = false;
+            }
+        }
         let mode = raw
             .mode
             .as_ref()
@@ -143,6 +141,23 @@ impl Loader<'_> {
             owner,
             group,
         })
+    }
+
+    /// What is wrong with the destination of a file or template, if
+    /// anything.
+    fn dest_problem(&self, dest: &At<String>, kind: Kind) -> Option<Diagnostic> {
+        match check_dest(&dest.v) {
+            Err(why) => Some(
+                self.diag(dest, format!("destination `{}` {why}", shown(&dest.v, why)))
+                    .help(dest_help(why, "write the absolute path the file takes in the image, like `/etc/learn/app.env`")),
+            ),
+            Ok(()) if is_under(&dest.v, AGENT_DIR) => Some(
+                self.diag(dest, format!("destination `{}` is inside `{AGENT_DIR}`, which imagectl owns", dest.v))
+                    .help("put the file somewhere else; imagectl writes the agent's configuration there"),
+            ),
+            Ok(()) if matches!(kind, Kind::Template) => self.template_dest_problem(dest),
+            Ok(()) => None,
+        }
     }
 
     /// An owner or group name (root when not given); None, with the problem
@@ -173,19 +188,22 @@ impl Loader<'_> {
             let bad = match check_dest(&p.v) {
                 Err(why) => Some(why),
                 Ok(()) if p.v == "/" => Some("is the root directory"),
-                Ok(()) if p.v == AGENT_DIR || p.v.starts_with(&format!("{AGENT_DIR}/")) => {
+                Ok(()) if is_under(&p.v, AGENT_DIR) => {
                     Some("is inside `/etc/imagectl`, which imagectl owns")
                 }
                 Ok(()) => None,
             };
             if let Some(why) = bad {
                 let d = self
-                    .diag(&p, format!("archive {what} `{}` {why}", p.v))
-                    .help(if what == "link" {
-                        "write the absolute path of the link, like `/srv/learn/current`"
-                    } else {
-                        "write an absolute directory of its own, like `/srv/learn/releases/2026.11.1`"
-                    });
+                    .diag(&p, format!("archive {what} `{}` {why}", shown(&p.v, why)))
+                    .help(dest_help(
+                        why,
+                        if what == "link" {
+                            "write the absolute path of the link, like `/srv/learn/current`"
+                        } else {
+                            "write an absolute directory of its own, like `/srv/learn/releases/2026.11.1`"
+                        },
+                    ));
                 self.diags.push(d);
                 ok = false;
             }
@@ -270,11 +288,7 @@ impl Loader<'_> {
                 ok = false;
             }
             (Some(url), None) => {
-                let u = Self::at(at.file, url.clone());
-                if !(u.v.starts_with("http://") || u.v.starts_with("https://")) || u.v.len() < 10 {
-                    let d = self
-                        .diag(&u, format!("`{}` is not an http(s) URL", u.v))
-                        .help("write it like `http://127.0.0.1:8080/health`");
+                if let Some(d) = self.health_url_problem(&Self::at(at.file, url.clone())) {
                     self.diags.push(d);
                     ok = false;
                 }
@@ -309,6 +323,21 @@ impl Loader<'_> {
         })
     }
 
+    /// What is wrong with a health URL, if anything: the agent checks
+    /// health with one plain HTTP request.
+    fn health_url_problem(&self, u: &At<String>) -> Option<Diagnostic> {
+        if !(u.v.starts_with("http://") || u.v.starts_with("https://")) || u.v.len() < 10 {
+            let d = self
+                .diag(u, format!("`{}` is not an http(s) URL", u.v))
+                .help("write it like `http://127.0.0.1:8080/health`");
+            return Some(d);
+        }
+        u.v.starts_with("https://").then(|| {
+            self.diag(u, format!("health URL `{}` uses https, but the agent checks health over plain http", u.v))
+                .help("check the application's own port on the instance, like `http://127.0.0.1:8080/health`, or use `command = \"...\"` for anything else")
+        })
+    }
+
     /// Whether an archive's `source` names a tar that may be unpacked: a
     /// file inside `roles/`, named like a tar, holding nothing refused.
     /// Problems are reported.
@@ -333,6 +362,30 @@ impl Loader<'_> {
 
 const PARAM_HELP: &str = "write an SSM path such as `/learn/{{env}}/worker`; it may use `env`, `role`, `instance.id`, `instance.region` and `instance.az`";
 
+/// Why a path has a name too long for Linux.
+const NAME_TOO_LONG: &str =
+    "has a file or directory name longer than 255 bytes, the most Linux allows";
+
+/// A path [`check_dest`] refused for `why`, for its message: as written,
+/// unless a name in it is too long to show whole.
+fn shown<'a>(path: &'a str, why: &str) -> std::borrow::Cow<'a, str> {
+    if why == NAME_TOO_LONG {
+        abbreviate(path).into()
+    } else {
+        path.into()
+    }
+}
+
+/// The advice for a path [`check_dest`] refused for `why`: `usual`, unless
+/// a name in it is too long.
+fn dest_help(why: &str, usual: &'static str) -> &'static str {
+    if why == NAME_TOO_LONG {
+        "shorten each file and directory name in it to at most 255 bytes"
+    } else {
+        usual
+    }
+}
+
 /// Why `dest` is not an absolute, normal path, if it is not.
 fn check_dest(dest: &str) -> Result<(), &'static str> {
     let p = Path::new(dest);
@@ -350,6 +403,9 @@ fn check_dest(dest: &str) -> Result<(), &'static str> {
     }
     if dest.chars().any(|c| c.is_control()) {
         return Err("contains a control character");
+    }
+    if dest.split('/').any(|name| name.len() > NAME_MAX) {
+        return Err(NAME_TOO_LONG);
     }
     Ok(())
 }
@@ -383,6 +439,11 @@ mod tests {
         assert!(check_dest("/etc/../x").is_err());
         assert!(check_dest("/etc/x/").is_err());
         assert!(check_dest("/etc//x").is_err());
+        assert!(check_dest(&format!("/etc/{}/x", "n".repeat(255))).is_ok());
+        assert_eq!(
+            check_dest(&format!("/etc/{}/x", "n".repeat(256))),
+            Err(NAME_TOO_LONG)
+        );
     }
 
     #[test]

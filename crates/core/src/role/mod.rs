@@ -16,12 +16,14 @@ use crate::arch::Arch;
 // layers and linearises `extends`, `merge` lays each layer over its
 // parents, and `entries`, `sources` and `validate` check single entries,
 // the files they reference, and the merged role as a whole; `archive`
-// reads the archives entries bake, entry by entry.
+// reads the archives entries bake, entry by entry; `sandbox` knows
+// what the agent can write at boot.
 mod archive;
 mod entries;
 mod load;
 mod merge;
 mod raw;
+mod sandbox;
 mod sources;
 mod store;
 mod validate;

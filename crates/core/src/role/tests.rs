@@ -52,6 +52,16 @@ pub(super) fn problems(app_toml: &str, files: &[(&str, &[u8])]) -> Vec<String> {
     }
 }
 
+const ENV: &[(&str, &[u8])] = &[("templates/app/app.env.hbs", b"A={{params.a}}\n")];
+
+fn template(dest: &str, mode: &str) -> String {
+    format!("extends = [\"base\"]\n\n[[boot.templates]]\nsource = \"templates/app/app.env.hbs\"\ndest = \"{dest}\"\nmode = \"{mode}\"\n")
+}
+
+fn health(url: &str) -> String {
+    format!("extends = [\"base\"]\n\n[boot.health]\nhttp = \"{url}\"\n")
+}
+
 #[test]
 fn the_repositorys_roles_are_valid() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -61,4 +71,145 @@ fn the_repositorys_roles_are_valid() {
     assert_eq!(names, ["base", "pushstream", "rails", "web", "worker"]);
     let web = &roles[3];
     assert_eq!(web.archives[0].source, "releases/learn-sample.tar.gz");
+}
+
+#[test]
+fn an_https_health_check_is_refused() {
+    assert_eq!(
+        report(&health("https://127.0.0.1:8443/health"), &[]),
+        "error: health URL `https://127.0.0.1:8443/health` uses https, but the agent checks health over plain http
+ --> roles/app.toml:4:8
+  |
+4 | http = \"https://127.0.0.1:8443/health\"
+  |        ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+  = help: check the application's own port on the instance, like `http://127.0.0.1:8080/health`, or use `command = \"...\"` for anything else
+
+error: 1 problem found; nothing was written"
+    );
+    assert_eq!(report(&health("http://127.0.0.1:8080/health"), &[]), "ok");
+    // Not a URL at all: the message it always had.
+    assert_eq!(
+        problems(&health("127.0.0.1:8080"), &[]),
+        ["`127.0.0.1:8080` is not an http(s) URL | write it like `http://127.0.0.1:8080/health`"]
+    );
+}
+
+#[test]
+fn templates_the_agents_unit_cannot_write_are_refused() {
+    let cases = [
+        (
+            "/usr/local/etc/app.env",
+            "`/usr`, which the agent's unit makes read-only (`ProtectSystem=yes`)",
+        ),
+        (
+            "/boot/app.env",
+            "`/boot`, which the agent's unit makes read-only (`ProtectSystem=yes`)",
+        ),
+        (
+            "/home/app/.env",
+            "`/home`, which the agent's unit hides (`ProtectHome=yes`)",
+        ),
+        (
+            "/root/.app.env",
+            "`/root`, which the agent's unit hides (`ProtectHome=yes`)",
+        ),
+    ];
+    for (dest, why) in cases {
+        assert_eq!(
+            problems(&template(dest, "0600"), ENV),
+            [format!("template destination `{dest}` is under {why} | the agent could not write it and every boot would fail: render it elsewhere, like `/etc/learn/app.env`, and point the service at it")],
+            "{dest}"
+        );
+    }
+    for (dest, dir) in [
+        ("/tmp/app.env", "/tmp"),
+        ("/var/tmp/app/app.env", "/var/tmp"),
+    ] {
+        assert_eq!(
+            problems(&template(dest, "0600"), ENV),
+            [format!("template destination `{dest}` is under `{dir}`, which is private to the agent's unit (`PrivateTmp=yes`): no service would see the file | render it where the service reads it, like `/etc/learn/app.env`")],
+        );
+    }
+    for dest in [
+        "/etc/app/app.env",
+        "/srv/app/shared/app.env",
+        "/var/lib/app/env",
+        "/usrx/app.env",
+    ] {
+        assert_eq!(report(&template(dest, "0600"), ENV), "ok", "{dest}");
+    }
+}
+
+#[test]
+fn template_modes_with_special_bits_are_refused() {
+    let help = "the agent writes templates as plain files: its unit refuses setuid and setgid (`RestrictSUIDSGID=yes`), which would fail every boot, and a sticky bit means nothing on a file; use a mode like \"0640\"";
+    for (mode, bits) in [
+        ("4600", "the setuid bit"),
+        ("2640", "the setgid bit"),
+        ("1644", "the sticky bit"),
+        ("6600", "the setuid and setgid bits"),
+        ("7777", "the setuid, setgid and sticky bits"),
+    ] {
+        assert_eq!(
+            problems(&template("/etc/app/app.env", mode), ENV),
+            [format!("template mode `{mode}` has {bits} | {help}")]
+        );
+    }
+    assert!(report(&template("/etc/app/app.env", "4600"), ENV)
+        .contains(" --> roles/app.toml:6:8\n  |\n6 | mode = \"4600\"\n  |        ^^^^^^\n"));
+    assert_eq!(report(&template("/etc/app/app.env", "0640"), ENV), "ok");
+    assert_eq!(report(&template("/etc/app/app.env", "644"), ENV), "ok");
+    // Baked files are installed at build time, not by the agent.
+    let file = "extends = [\"base\"]\n\n[[files]]\nsource = \"files/app.conf\"\ndest = \"/usr/local/bin/app\"\nmode = \"4755\"\n";
+    assert_eq!(report(file, &[("files/app.conf", b"x\n")]), "ok");
+}
+
+#[test]
+fn a_template_name_must_leave_room_for_the_agents_temporary_file() {
+    let longest = format!("/etc/app/{}", "n".repeat(235));
+    assert_eq!(report(&template(&longest, "0600"), ENV), "ok");
+    let long = format!("/etc/app/{}", "n".repeat(236));
+    let cut = format!("/etc/app/{}…{}", "n".repeat(20), "n".repeat(10));
+    assert_eq!(
+        problems(&template(&long, "0600"), ENV),
+        [format!("template destination `{cut}` has a file name of 236 bytes, too long for the agent's temporary file beside it (`.NAME.imagectl-agent.tmp`, at most 255 bytes) | shorten the file name to at most 235 bytes")]
+    );
+    // A baked file has no temporary name: only the limit of Linux.
+    let file = |dest: &str| {
+        format!(
+            "extends = [\"base\"]\n\n[[files]]\nsource = \"files/app.conf\"\ndest = \"{dest}\"\n"
+        )
+    };
+    let conf: &[(&str, &[u8])] = &[("files/app.conf", b"x\n")];
+    assert_eq!(report(&file(&long), conf), "ok");
+    assert_eq!(
+        report(&file(&format!("/etc/{}", "n".repeat(255))), conf),
+        "ok"
+    );
+}
+
+#[test]
+fn a_name_longer_than_linux_allows_is_refused_in_every_path() {
+    let long = "n".repeat(256);
+    let cut = format!("{}…{}", "n".repeat(20), "n".repeat(10));
+    let help = "shorten each file and directory name in it to at most 255 bytes";
+    let why = "has a file or directory name longer than 255 bytes, the most Linux allows";
+    let file = format!("extends = [\"base\"]\n\n[[files]]\nsource = \"files/app.conf\"\ndest = \"/etc/{long}/app.conf\"\n");
+    assert_eq!(
+        problems(&file, &[("files/app.conf", b"x\n")]),
+        [format!("destination `/etc/{cut}/app.conf` {why} | {help}")]
+    );
+    assert_eq!(
+        problems(&template(&format!("/etc/{long}"), "0600"), ENV),
+        [format!("destination `/etc/{cut}` {why} | {help}")]
+    );
+    let archive = format!("extends = [\"base\"]\n\n[[archives]]\nsource = \"releases/app.tar\"\ndest = \"/srv/{long}\"\nlink = \"/srv/app/{long}\"\n");
+    let tar = super::archive_tests::tar(&[super::archive_tests::file("app.rb", 0o644)]);
+    assert_eq!(
+        problems(&archive, &[("releases/app.tar", &tar)]),
+        [
+            format!("archive destination `/srv/{cut}` {why} | {help}"),
+            format!("archive link `/srv/app/{cut}` {why} | {help}"),
+        ]
+    );
 }
