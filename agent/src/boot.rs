@@ -256,17 +256,26 @@ pub fn run(opts: &Options) -> Result<Report, Box<(Report, BootError)>> {
 }
 
 fn write_report(root: &Root, report: &Report) -> Result<(), FileError> {
-    let path = root.path(REPORT_PATH)?;
     let mut text = serde_json::to_vec_pretty(report).unwrap_or_default();
     text.push(b'\n');
-    files::write_one(&path, &text, 0o644)
+    files::write_one(root, REPORT_PATH, &text, 0o644)
+}
+
+/// Reads the image configuration below `root`, through the same resolver
+/// as every file the agent writes: no link another user planted, and no
+/// absolute link of the image, leads it out of the root.
+pub fn load_config(root: &Root) -> Result<ImageConfig, BootError> {
+    let abs = format!("{CONFIG_DIR}/{CONFIG_FILE}");
+    let shown = root.path(&abs)?.display().to_string();
+    let text = files::read(root, &abs)?.map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    Ok(ImageConfig::parse(&shown, &text)?)
 }
 
 fn flow(opts: &Options, run: &mut Run) -> Result<(), BootError> {
-    let config_dir = opts.root.path(CONFIG_DIR)?;
-    let config = run.step("config", |_| {
-        Ok(ImageConfig::load(&config_dir.join(CONFIG_FILE))?)
-    })?;
+    let config = run.step("config", |_| load_config(&opts.root))?;
     run.report.role = Some(config.role.clone());
     run.report.hash = Some(config.hash.clone());
 
@@ -279,9 +288,7 @@ fn flow(opts: &Options, run: &mut Run) -> Result<(), BootError> {
     context["params"] = params;
 
     // Every template is rendered before any file is touched.
-    let plan = run.step("render", |_| {
-        render_all(opts, &config, &config_dir.join(TEMPLATES_DIR), &context)
-    })?;
+    let plan = run.step("render", |_| render_all(opts, &config, &context))?;
     drop(context);
 
     let changed = run.step("write", |_| Ok(files::write_all(&opts.root, &plan)?))?;
@@ -359,7 +366,6 @@ fn aws_inputs(run: &mut Run, config: &ImageConfig) -> Result<(Identity, String, 
 fn render_all(
     opts: &Options,
     config: &ImageConfig,
-    templates_dir: &std::path::Path,
     context: &Value,
 ) -> Result<Vec<Planned>, BootError> {
     let accounts = Accounts::load(&opts.root)?;
@@ -369,10 +375,21 @@ fn render_all(
         // The source path exactly as in the role, below the templates
         // directory: `templates/worker/x.hbs` is at
         // `/etc/imagectl/templates/templates/worker/x.hbs`.
-        let path = templates_dir.join(files::relative(&t.source)?);
-        let source = std::fs::read_to_string(&path).map_err(|source| BootError::ReadTemplate {
-            path: path.display().to_string(),
+        let abs = format!(
+            "{CONFIG_DIR}/{TEMPLATES_DIR}/{}",
+            files::relative(&t.source)?.display()
+        );
+        let shown = opts.root.path(&abs)?.display().to_string();
+        let read_err = |source| BootError::ReadTemplate {
+            path: shown.clone(),
             source,
+        };
+        let bytes = files::read(&opts.root, &abs)?.map_err(read_err)?;
+        let source = String::from_utf8(bytes).map_err(|e| {
+            read_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.utf8_error(),
+            ))
         })?;
         let out = template::render(&mut hb, &t.source, &source, context)?;
         plan.push(Planned {

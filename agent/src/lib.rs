@@ -1,6 +1,6 @@
 //! The on-boot agent's library: the boot flow, reading the instance's
-//! identity and parameters, writing files, starting units, verifying the
-//! baked files.
+//! identity and parameters, writing files (through directory handles that
+//! no planted link redirects), starting units, verifying the baked files.
 //!
 //! The image contract it shares with `imagectl` (the configuration format,
 //! template rendering, the unit, the identity) lives in `imagectl-image`;
@@ -13,6 +13,7 @@ pub mod failpoint;
 pub mod files;
 pub mod log;
 pub mod params;
+pub mod safepath;
 pub mod units;
 pub mod verify;
 

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use imagectl_agent::boot::{self, Options, Source};
-use imagectl_agent::config::{ImageConfig, CONFIG_DIR, CONFIG_FILE};
 use imagectl_agent::files::Root;
 use imagectl_agent::verify;
 
@@ -162,11 +161,7 @@ fn verify_image(args: Args) -> ExitCode {
         return usage("verify takes only --root");
     }
     let root = Root::new(&args.root);
-    let config = match root
-        .path(CONFIG_DIR)
-        .map_err(|e| e.to_string())
-        .and_then(|d| ImageConfig::load(&d.join(CONFIG_FILE)).map_err(|e| e.to_string()))
-    {
+    let config = match boot::load_config(&root) {
         Ok(c) => c,
         Err(e) => {
             boot::log(&format!("error: {e}"));

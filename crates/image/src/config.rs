@@ -138,13 +138,21 @@ impl ImageConfig {
             path: shown.clone(),
             source,
         })?;
+        Self::parse(&shown, &text)
+    }
+
+    /// Checks and parses the contents of `image.json`, read elsewhere (the
+    /// agent reads it through its own resolver); `shown` names the file in
+    /// errors.
+    pub fn parse(shown: &str, text: &[u8]) -> Result<Self, ConfigError> {
+        let shown = shown.to_string();
         // The format first, so a newer file says so instead of failing on
         // a field this agent does not know.
         #[derive(Deserialize)]
         struct Format {
             format: u32,
         }
-        if let Ok(Format { format }) = serde_json::from_slice::<Format>(&text) {
+        if let Ok(Format { format }) = serde_json::from_slice::<Format>(text) {
             if format > FORMAT_VERSION {
                 return Err(ConfigError::TooNew {
                     path: shown,
@@ -152,7 +160,7 @@ impl ImageConfig {
                 });
             }
         }
-        serde_json::from_slice(&text).map_err(|e| ConfigError::Invalid {
+        serde_json::from_slice(text).map_err(|e| ConfigError::Invalid {
             path: shown,
             reason: e.to_string(),
         })
