@@ -2,13 +2,16 @@
 //! parameters in `NN_name.toml` must give `NN_name.expected` exactly, and
 //! handlebars.js must give the same bytes (or `NN_name.js-expected`, which
 //! documents a difference); `templates/fails/NN_name.template` must fail
-//! with the error in `NN_name.error`. `IMAGECTL_BLESS=1` rewrites the
+//! with the error in `NN_name.error`. `NN_name.entry.toml`, when there is
+//! one, holds the keys of the template's `[[boot.templates]]` entry that
+//! change rendering (`multiline = ...`). `IMAGECTL_BLESS=1` rewrites the
 //! expected files from the agent's output.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use imagectl_agent::template::Multiline;
 use imagectl_agent::{params, template};
 use serde_json::{json, Value};
 
@@ -16,7 +19,16 @@ struct Case {
     name: String,
     template: String,
     context: Value,
+    multiline: Multiline,
     dir: PathBuf,
+}
+
+/// `NN_name.entry.toml`: what of a `[[boot.templates]]` entry rendering uses.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    #[serde(default)]
+    multiline: Multiline,
 }
 
 fn cases(kind: &str) -> Vec<Case> {
@@ -42,10 +54,17 @@ fn cases(kind: &str) -> Vec<Case> {
             } else {
                 json!({})
             };
+            let entry_path = dir.join(format!("{name}.entry.toml"));
+            let entry: Entry = match fs::read_to_string(&entry_path) {
+                Ok(text) => toml::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", entry_path.display())),
+                Err(_) => Entry::default(),
+            };
             Case {
                 context: context(params),
                 name,
                 template,
+                multiline: entry.multiline,
                 dir: dir.clone(),
             }
         })
@@ -74,6 +93,7 @@ fn render(c: &Case) -> Result<String, template::RenderError> {
         &format!("{}.template", c.name),
         &c.template,
         &c.context,
+        &c.multiline,
     )
 }
 
