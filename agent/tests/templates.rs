@@ -229,3 +229,78 @@ fn golden_templates_match_handlebars_js() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The repository's own boot templates render with its example parameters
+/// (`roles/params/ROLE.toml`, what `imagectl test` boots with), print no
+/// value unquoted, and the env files read back in `sh` as the parameters.
+#[test]
+fn the_repository_templates_render_with_their_example_parameters() {
+    let roles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../roles");
+    for (source, role, expect) in [
+        (
+            "templates/base/forward.conf.hbs",
+            "worker",
+            "*.* action(type=\"omfwd\" target=\"127.0.0.1\" port=\"10514\" protocol=\"tcp\"\n",
+        ),
+        (
+            "templates/pushstream/origin.conf.hbs",
+            "pushstream",
+            "nchan_access_control_allow_origin \"https://learn.example.test\";\n",
+        ),
+        ("templates/web/web.env.hbs", "web", "RAILS_ENV='prod'\n"),
+        (
+            "templates/worker/sidekiq.env.hbs",
+            "worker",
+            "RAILS_ENV='prod'\n",
+        ),
+    ] {
+        let params = params::from_toml_file(&roles.join(format!("params/{role}.toml"))).unwrap();
+        let ctx = context(params);
+        let text = fs::read_to_string(roles.join(source)).unwrap();
+        let out = template::render(
+            &mut template::registry(),
+            source,
+            &text,
+            &ctx,
+            &Multiline::Off,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.contains(expect), "{source}:\n{out}");
+        for line in text.lines().filter(|l| l.contains("{{")) {
+            if line.starts_with('#') {
+                continue;
+            }
+            // Every parameter goes through a quoting helper.
+            assert!(
+                !line.contains("{{params.") && !line.contains("{{{"),
+                "{source}: unquoted: {line}"
+            );
+        }
+        if !source.ends_with(".env.hbs") {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env");
+        fs::write(&file, &out).unwrap();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (key, rest) = line
+                .split_once("={{shell ")
+                .unwrap_or_else(|| panic!("{line}"));
+            let path = rest.trim_end_matches("}}");
+            let pointer = format!("/{}", path.replace('.', "/"));
+            let want = ctx.pointer(&pointer).and_then(Value::as_str).unwrap();
+            let got = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!(". \"$1\" && printf %s \"${key}\""))
+                .arg("sh")
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8(got.stdout).unwrap(),
+                want,
+                "{source}: {key}"
+            );
+        }
+    }
+}
