@@ -347,7 +347,13 @@ fn aws_inputs(run: &mut Run, config: &ImageConfig) -> Result<(Identity, String, 
             return Ok(Value::Object(Default::default()));
         };
         let mut hb = template::registry();
-        let path = template::render(&mut hb, "[boot] parameters", path_template, &base)?;
+        let path = template::render(
+            &mut hb,
+            "[boot] parameters",
+            path_template,
+            &base,
+            &template::Multiline::Off,
+        )?;
         let pairs = r.block_on(&rt, "parameters", async {
             let ssm = aws::ssm(&identity.region).await;
             Ok(aws::parameters_by_path(&ssm, &path).await?)
@@ -391,7 +397,7 @@ fn render_all(
                 e.utf8_error(),
             ))
         })?;
-        let out = template::render(&mut hb, &t.source, &source, context)?;
+        let out = template::render(&mut hb, &t.source, &source, context, &t.multiline)?;
         plan.push(Planned {
             dest: t.dest.clone(),
             contents: out.into_bytes(),

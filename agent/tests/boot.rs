@@ -7,7 +7,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 use common::*;
-use imagectl_agent::config::Boot;
+use imagectl_agent::config::{Boot, BootTemplate};
+use imagectl_agent::template::Multiline;
 
 /// Values that must come out byte for byte and never show in logs.
 const SECRET: &str = "s3cr&t<pa>\"ss\"'word'\nsecond line \u{e9}\u{4e16}\u{1f680}";
@@ -28,12 +29,16 @@ fn worker_boot(start: &[&str]) -> Boot {
         parameters: Some("/learn/{{env}}/{{role}}".to_string()),
         start: start.iter().map(|s| s.to_string()).collect(),
         templates: vec![
-            template(
-                "templates/worker/app.env.hbs",
-                "/etc/learn/app.env",
-                "0600",
-                "learn",
-            ),
+            // RAW prints the secret's line break: allowed for that one.
+            BootTemplate {
+                multiline: Multiline::Keys(vec!["app.secret".to_string()]),
+                ..template(
+                    "templates/worker/app.env.hbs",
+                    "/etc/learn/app.env",
+                    "0600",
+                    "learn",
+                )
+            },
             template(
                 "templates/worker/public.conf.hbs",
                 "/etc/learn/public.conf",
@@ -485,6 +490,126 @@ fn directories_are_created_0755_even_under_umask_0077() {
         .mode()
         & 0o7777;
     assert_eq!(public, 0o644);
+}
+
+/// The rsyslog injection of the issue: a collector host that closes the
+/// string and adds an action of its own, written by root on every role.
+const INJECTED_HOST: &str = "127.0.0.1\")\n*.* action(type=\"omfile\" file=\"/root/.ssh/authorized_keys\" template=\"key\")";
+
+fn forward_image() -> Image {
+    let source = "templates/base/forward.conf.hbs";
+    let text = fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../roles")
+            .join(source),
+    )
+    .unwrap();
+    Image::new(
+        Boot {
+            parameters: Some("/learn/{{env}}/{{role}}".to_string()),
+            start: vec!["rsyslog.service".to_string()],
+            templates: vec![
+                template(
+                    source,
+                    "/etc/rsyslog.d/50-learn-forward.conf",
+                    "0644",
+                    "root",
+                ),
+                template(
+                    "templates/worker/public.conf.hbs",
+                    "/etc/learn/public.conf",
+                    "0644",
+                    "root",
+                ),
+            ],
+            health: None,
+        },
+        &[
+            (source, text.as_str()),
+            ("templates/worker/public.conf.hbs", "env={{env}}\n"),
+        ],
+    )
+}
+
+#[test]
+fn a_parameter_that_would_add_a_line_fails_the_render_and_writes_nothing() {
+    let image = forward_image();
+    let dir = image.path("/etc/rsyslog.d");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("50-learn-forward.conf"), "previous\n").unwrap();
+    let params = image.root().join("params.toml");
+    fs::write(
+        &params,
+        format!(
+            "[logs]\nhost = {}\nport = \"10514\"\n",
+            toml_string(INJECTED_HOST)
+        ),
+    )
+    .unwrap();
+    let out = image
+        .agent(
+            &[
+                "render",
+                "--params",
+                params.to_str().unwrap(),
+                "--env",
+                "dev",
+            ],
+            None,
+            None,
+        )
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("template `templates/base/forward.conf.hbs`: the value printed from `params.logs.host` holds a control character"),
+        "{err}"
+    );
+    for leaked in ["authorized_keys", "omfile", "127.0.0.1"] {
+        assert!(!err.contains(leaked), "the value leaked: {err}");
+    }
+    // Nothing written: the previous file stays, no other file appears.
+    assert_eq!(
+        image.read("/etc/rsyslog.d/50-learn-forward.conf"),
+        "previous\n"
+    );
+    let names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["50-learn-forward.conf"]);
+    assert!(!image.path("/etc/learn/public.conf").exists());
+    assert_eq!(image.systemctl_log(), "");
+
+    // The same boot with an honest host renders the quoted value.
+    fs::write(
+        &params,
+        "[logs]\nhost = \"logs.internal\"\nport = \"10514\"\n",
+    )
+    .unwrap();
+    let out = image
+        .agent(
+            &[
+                "render",
+                "--params",
+                params.to_str().unwrap(),
+                "--env",
+                "dev",
+            ],
+            None,
+            None,
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let conf = image.read("/etc/rsyslog.d/50-learn-forward.conf");
+    assert!(
+        conf.contains(
+            "*.* action(type=\"omfwd\" target=\"logs.internal\" port=\"10514\" protocol=\"tcp\"\n"
+        ),
+        "{conf}"
+    );
 }
 
 fn toml_string(s: &str) -> String {

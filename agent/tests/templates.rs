@@ -2,13 +2,16 @@
 //! parameters in `NN_name.toml` must give `NN_name.expected` exactly, and
 //! handlebars.js must give the same bytes (or `NN_name.js-expected`, which
 //! documents a difference); `templates/fails/NN_name.template` must fail
-//! with the error in `NN_name.error`. `IMAGECTL_BLESS=1` rewrites the
+//! with the error in `NN_name.error`. `NN_name.entry.toml`, when there is
+//! one, holds the keys of the template's `[[boot.templates]]` entry that
+//! change rendering (`multiline = ...`). `IMAGECTL_BLESS=1` rewrites the
 //! expected files from the agent's output.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use imagectl_agent::template::Multiline;
 use imagectl_agent::{params, template};
 use serde_json::{json, Value};
 
@@ -16,7 +19,16 @@ struct Case {
     name: String,
     template: String,
     context: Value,
+    multiline: Multiline,
     dir: PathBuf,
+}
+
+/// `NN_name.entry.toml`: what of a `[[boot.templates]]` entry rendering uses.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    #[serde(default)]
+    multiline: Multiline,
 }
 
 fn cases(kind: &str) -> Vec<Case> {
@@ -42,10 +54,17 @@ fn cases(kind: &str) -> Vec<Case> {
             } else {
                 json!({})
             };
+            let entry_path = dir.join(format!("{name}.entry.toml"));
+            let entry: Entry = match fs::read_to_string(&entry_path) {
+                Ok(text) => toml::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", entry_path.display())),
+                Err(_) => Entry::default(),
+            };
             Case {
                 context: context(params),
                 name,
                 template,
+                multiline: entry.multiline,
                 dir: dir.clone(),
             }
         })
@@ -74,6 +93,7 @@ fn render(c: &Case) -> Result<String, template::RenderError> {
         &format!("{}.template", c.name),
         &c.template,
         &c.context,
+        &c.multiline,
     )
 }
 
@@ -208,4 +228,79 @@ fn golden_templates_match_handlebars_js() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The repository's own boot templates render with its example parameters
+/// (`roles/params/ROLE.toml`, what `imagectl test` boots with), print no
+/// value unquoted, and the env files read back in `sh` as the parameters.
+#[test]
+fn the_repository_templates_render_with_their_example_parameters() {
+    let roles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../roles");
+    for (source, role, expect) in [
+        (
+            "templates/base/forward.conf.hbs",
+            "worker",
+            "*.* action(type=\"omfwd\" target=\"127.0.0.1\" port=\"10514\" protocol=\"tcp\"\n",
+        ),
+        (
+            "templates/pushstream/origin.conf.hbs",
+            "pushstream",
+            "nchan_access_control_allow_origin \"https://learn.example.test\";\n",
+        ),
+        ("templates/web/web.env.hbs", "web", "RAILS_ENV='prod'\n"),
+        (
+            "templates/worker/sidekiq.env.hbs",
+            "worker",
+            "RAILS_ENV='prod'\n",
+        ),
+    ] {
+        let params = params::from_toml_file(&roles.join(format!("params/{role}.toml"))).unwrap();
+        let ctx = context(params);
+        let text = fs::read_to_string(roles.join(source)).unwrap();
+        let out = template::render(
+            &mut template::registry(),
+            source,
+            &text,
+            &ctx,
+            &Multiline::Off,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.contains(expect), "{source}:\n{out}");
+        for line in text.lines().filter(|l| l.contains("{{")) {
+            if line.starts_with('#') {
+                continue;
+            }
+            // Every parameter goes through a quoting helper.
+            assert!(
+                !line.contains("{{params.") && !line.contains("{{{"),
+                "{source}: unquoted: {line}"
+            );
+        }
+        if !source.ends_with(".env.hbs") {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env");
+        fs::write(&file, &out).unwrap();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (key, rest) = line
+                .split_once("={{shell ")
+                .unwrap_or_else(|| panic!("{line}"));
+            let path = rest.trim_end_matches("}}");
+            let pointer = format!("/{}", path.replace('.', "/"));
+            let want = ctx.pointer(&pointer).and_then(Value::as_str).unwrap();
+            let got = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!(". \"$1\" && printf %s \"${key}\""))
+                .arg("sh")
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8(got.stdout).unwrap(),
+                want,
+                "{source}: {key}"
+            );
+        }
+    }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use imagectl_agent::config::{Boot, BootTemplate, Health, ImageConfig, FORMAT_VERSION};
+use imagectl_agent::template::Multiline;
 
 /// A moto server on a free 127.0.0.1 port, killed on drop.
 pub struct Moto {
@@ -403,6 +404,7 @@ pub fn template(source: &str, dest: &str, mode: &str, owner: &str) -> BootTempla
         mode: mode.to_string(),
         owner: owner.to_string(),
         group: owner.to_string(),
+        multiline: Multiline::Off,
     }
 }
 

@@ -10,8 +10,11 @@ const hb = Handlebars.create();
 const missing = (v) => v === undefined;
 hb.registerHelper("default", (v, fb) =>
   missing(v) || v === null || v === "" ? fb : v);
-hb.registerHelper("json", (v) => JSON.stringify(v));
-hb.registerHelper("shell", (v) => "'" + String(v).replace(/'/g, "'\\''") + "'");
+// JSON.stringify leaves DEL and the C1 controls raw; the agent escapes them.
+hb.registerHelper("json", (v) => JSON.stringify(v).replace(/[\u007f-\u009f]/g,
+  (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0")));
+hb.registerHelper("shell", (v) => "'" + String(v).replace(/'/g, "'\"'\"'") + "'");
+hb.registerHelper("dquote", (v) => '"' + String(v).replace(/[\\"]/g, "\\$&") + '"');
 hb.registerHelper("base64", (v) => Buffer.from(String(v), "utf8").toString("base64"));
 hb.registerHelper("base64_decode", (v) => Buffer.from(String(v).trim(), "base64").toString("utf8"));
 

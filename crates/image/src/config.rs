@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::template::Multiline;
+
 /// What the agent does on every boot; the `[boot]` section of a role once
 /// validated and merged.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +40,11 @@ pub struct BootTemplate {
     pub owner: String,
     /// Group of the rendered file.
     pub group: String,
+    /// Which printed values may hold control characters (line breaks);
+    /// none by default, which is left out, so that the configuration (and
+    /// a role's canonical form) of a template without it is unchanged.
+    #[serde(default, skip_serializing_if = "Multiline::is_off")]
+    pub multiline: Multiline,
 }
 
 /// The health check the agent waits for after starting the units.
@@ -201,5 +208,27 @@ mod tests {
             ImageConfig::load(&p),
             Err(ConfigError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn multiline_is_left_out_unless_set() {
+        let mut t = BootTemplate {
+            source: "templates/w/a.hbs".into(),
+            dest: "/etc/a".into(),
+            mode: "0600".into(),
+            owner: "root".into(),
+            group: "root".into(),
+            multiline: Multiline::Off,
+        };
+        let before = r#"{"source":"templates/w/a.hbs","dest":"/etc/a","mode":"0600","owner":"root","group":"root"}"#;
+        assert_eq!(serde_json::to_string(&t).unwrap(), before);
+        assert_eq!(serde_json::from_str::<BootTemplate>(before).unwrap(), t);
+        t.multiline = Multiline::Keys(vec!["tls.cert".into()]);
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(json.ends_with(r#","multiline":["tls.cert"]}"#), "{json}");
+        assert_eq!(serde_json::from_str::<BootTemplate>(&json).unwrap(), t);
+        t.multiline = Multiline::All;
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(json.ends_with(r#","multiline":true}"#), "{json}");
     }
 }

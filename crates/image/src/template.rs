@@ -31,11 +31,41 @@
 //!   value tested by `{{#if}}`; here `if`, `unless` and `default` may test a
 //!   missing value, which optional parameters need, and only printing one
 //!   fails.
+//! - `{{{x}}}` and `{{&x}}` are refused here (see below); handlebars.js
+//!   prints them as `{{x}}` when escaping is off (`fails/13_triple_stash`).
+//!
+//! # Control characters
+//!
+//! A parameter printed into a configuration file must not be able to add
+//! lines to it (a `logs.host` of `127.0.0.1")` and a newline followed by a
+//! second `action(...)` would give rsyslog, running as root, an action of
+//! the parameter's choosing). So a render fails when a printed value holds
+//! a control character ([`is_refused_control`]: every C0 control but tab,
+//! which is line feed, carriage return, escape and NUL among others; DEL;
+//! and the C1 controls, NEL among them), naming the parameter's path and
+//! never its value (the agent then writes no file). A template allows them where
+//! values are meant to span lines (certificates), for every value or for
+//! some parameters: [`Multiline`], the `multiline` key of its
+//! `[[boot.templates]]` entry. A value quoted by `json` holds no control
+//! character (they come out as `\n`, `\u001b`), so it always passes.
+//!
+//! How: the registry's escape function does not escape but records each
+//! printed string that holds a control character, and [`render`] matches
+//! those against the parameters (a helper's result is traced back to the
+//! parameters among its arguments, so `{{shell params.tls.cert}}` is
+//! `tls.cert`'s). Handlebars skips the escape function for `{{{x}}}` and
+//! `{{&x}}`, so templates may not use them: with escaping off, `{{x}}`
+//! prints the same.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 
 use base64::Engine as _;
+use handlebars::template::{Parameter, TemplateElement};
 use handlebars::{
-    Context, Handlebars, Helper, HelperDef, RenderContext, RenderErrorReason, ScopedJson,
+    Context, Handlebars, Helper, HelperDef, PathSeg, RenderContext, RenderErrorReason, ScopedJson,
 };
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 /// A template that does not parse, with its position inside the template.
@@ -55,11 +85,13 @@ pub struct SyntaxError {
 /// Strict mode turns a missing value into an error instead of an empty
 /// string: a config file with a silently blank database URL is worse than an
 /// instance that fails its boot and is replaced. Escaping is off because
-/// config files are not HTML: `a&b` must stay `a&b`.
+/// config files are not HTML: `a&b` must stay `a&b`. The escape function
+/// prints every value unchanged, and during [`render`] it records the
+/// values that hold control characters.
 pub fn registry() -> Handlebars<'static> {
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
-    hb.register_escape_fn(handlebars::no_escape);
+    hb.register_escape_fn(watch_print);
     for (name, f) in HELPERS {
         hb.register_helper(name, Box::new(Fn(*f)));
     }
@@ -104,14 +136,23 @@ pub enum HelperError {
 ///
 /// - `default VALUE FALLBACK`: VALUE, or FALLBACK when VALUE is not set,
 ///   null or the empty string.
-/// - `json VALUE`: VALUE as JSON (a string comes out quoted and escaped).
-/// - `shell VALUE`: VALUE as one POSIX shell word, in single quotes.
+/// - `json VALUE`: VALUE as JSON (a string comes out quoted and escaped;
+///   DEL and the C1 controls too, as `\u007f` to `\u009f`, so that no
+///   control character is printed). Also a YAML double-quoted string.
+/// - `shell VALUE`: VALUE in single quotes, each `'` in it written `'"'"'`:
+///   one POSIX shell word, and a value systemd's `EnvironmentFile=` reads
+///   back exactly (it does not take the shorter `'\''`).
+/// - `dquote VALUE`: VALUE in double quotes, each `\` and `"` in it behind
+///   a backslash: a string for nginx and for rsyslog's `name="value"`
+///   parameters. Nothing else is escaped: `$` stays (nginx expands
+///   variables in some directives and has no escape for it).
 /// - `base64 VALUE`: the standard base64 (with padding) of VALUE's text.
 /// - `base64_decode VALUE`: the text whose base64 is VALUE (must be UTF-8).
 pub const HELPERS: &[(&str, HelperFn)] = &[
     ("default", default_helper),
     ("json", json_helper),
     ("shell", shell_helper),
+    ("dquote", dquote_helper),
     ("base64", base64_helper),
     ("base64_decode", base64_decode_helper),
 ];
@@ -138,7 +179,14 @@ impl HelperDef for Fn {
             })
             .collect();
         match (self.0)(&args) {
-            Ok(v) => Ok(ScopedJson::Derived(v)),
+            Ok(v) => {
+                WATCH.with(|w| {
+                    if let Some(w) = w.borrow_mut().as_mut() {
+                        w.helper_result(&args, &v);
+                    }
+                });
+                Ok(ScopedJson::Derived(v))
+            }
             Err(HelperError::Missing(path)) => {
                 Err(RenderErrorReason::MissingVariable(Some(path)).into())
             }
@@ -186,15 +234,44 @@ fn default_helper(args: &[Arg]) -> Result<Value, HelperError> {
 fn json_helper(args: &[Arg]) -> Result<Value, HelperError> {
     arity(args, 1)?;
     let v = required(&args[0])?;
-    serde_json::to_string(v)
-        .map(Value::String)
-        .map_err(|_| HelperError::Invalid(1, "cannot be written as JSON"))
+    let json = serde_json::to_string(v)
+        .map_err(|_| HelperError::Invalid(1, "cannot be written as JSON"))?;
+    // serde_json escapes C0 controls only, as JSON requires; DEL and the
+    // C1 controls may be escaped too, and are, so that JSON never prints a
+    // control character. Outside strings JSON has none of them.
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if is_refused_control(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(Value::String(out))
 }
 
 fn shell_helper(args: &[Arg]) -> Result<Value, HelperError> {
     arity(args, 1)?;
     let s = text(required(&args[0])?);
-    Ok(Value::String(format!("'{}'", s.replace('\'', "'\\''"))))
+    // `'"'"'` rather than the usual `'\''`: systemd's `EnvironmentFile=`
+    // parser keeps a backslash-escaped quote but then reads the next `'`
+    // literally, while after a closing quote it opens the next quoted part.
+    Ok(Value::String(format!("'{}'", s.replace('\'', "'\"'\"'"))))
+}
+
+fn dquote_helper(args: &[Arg]) -> Result<Value, HelperError> {
+    arity(args, 1)?;
+    let s = text(required(&args[0])?);
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '\\' || c == '"' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    Ok(Value::String(out))
 }
 
 fn base64_helper(args: &[Arg]) -> Result<Value, HelperError> {
@@ -214,6 +291,291 @@ fn base64_decode_helper(args: &[Arg]) -> Result<Value, HelperError> {
     String::from_utf8(bytes)
         .map(Value::String)
         .map_err(|_| HelperError::Invalid(1, "does not decode to UTF-8 text"))
+}
+
+/// Whether a printed value may not hold `c` unless its template allows it:
+/// every C0 control but tab (line feed, carriage return, escape, NUL...),
+/// DEL, and the C1 controls (U+0080 to U+009F, NEL among them). These are
+/// what `char::is_control` names, tab aside.
+pub fn is_refused_control(c: char) -> bool {
+    c.is_control() && c != '\t'
+}
+
+/// Which printed values a template allows to hold control characters: the
+/// `multiline` key of its `[[boot.templates]]` entry. In TOML and in the
+/// image configuration, `false` (the default, left out), `true`, or a list
+/// of parameter paths below `params`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Multiline {
+    /// No printed value may hold one.
+    #[default]
+    Off,
+    /// Every printed value may (`multiline = true`).
+    All,
+    /// The values of these parameters and of those below them may, and
+    /// what helpers make of them (`multiline = ["tls.cert"]`): paths below
+    /// `params` as [`parse_key`] reads them.
+    Keys(Vec<String>),
+}
+
+impl Multiline {
+    /// True when no value may hold a control character: the default, which
+    /// the image configuration and a role's canonical form leave out.
+    pub fn is_off(&self) -> bool {
+        match self {
+            Multiline::Off => true,
+            Multiline::All => false,
+            Multiline::Keys(k) => k.is_empty(),
+        }
+    }
+}
+
+impl Serialize for Multiline {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Multiline::Off => s.serialize_bool(false),
+            Multiline::All => s.serialize_bool(true),
+            Multiline::Keys(keys) => keys.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Multiline {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            All(bool),
+            Keys(Vec<String>),
+        }
+        Ok(match Repr::deserialize(d)? {
+            Repr::All(true) => Multiline::All,
+            Repr::All(false) => Multiline::Off,
+            Repr::Keys(keys) => Multiline::Keys(keys),
+        })
+    }
+}
+
+/// The segments of a parameter path below `params`, as `multiline` lists
+/// it and errors name it: segments joined by `.`, a segment that is not
+/// letters, digits, `_` and `-` in brackets as handlebars writes it
+/// (`tls.cert`, `[cert.pem]`, `certs.[web 1]`).
+pub fn parse_key(key: &str) -> Result<Vec<String>, &'static str> {
+    if key.chars().any(char::is_control) {
+        return Err("contains a control character");
+    }
+    let mut segments = Vec::new();
+    let mut rest = key;
+    loop {
+        let (segment, after) = if let Some(inner) = rest.strip_prefix('[') {
+            let end = inner.find(']').ok_or("has a `[` without its `]`")?;
+            (&inner[..end], &inner[end + 1..])
+        } else {
+            let end = rest.find(['.', '[', ']']).unwrap_or(rest.len());
+            (&rest[..end], &rest[end..])
+        };
+        if segment.is_empty() {
+            return Err("has an empty segment");
+        }
+        segments.push(segment.to_string());
+        if after.is_empty() {
+            return Ok(segments);
+        }
+        rest = after
+            .strip_prefix('.')
+            .ok_or("needs a `.` between segments")?;
+    }
+}
+
+/// A parameter path below `params` as [`parse_key`] reads it back.
+pub fn key_text<S: AsRef<str>>(segments: &[S]) -> String {
+    segments
+        .iter()
+        .map(|s| {
+            let s = s.as_ref();
+            let plain = !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+            if plain {
+                s.to_string()
+            } else {
+                format!("[{s}]")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// What one [`render`] has seen printed, kept where the escape function and
+/// the helpers can reach it: handlebars gives neither a way to the other.
+struct Watch {
+    /// The text of each parameter value, and of each helper result made
+    /// from one, with the parameters (paths below `params`) it comes from.
+    sources: HashMap<String, BTreeSet<Vec<String>>>,
+    /// The parameters whose own values hold a control character.
+    tainted: BTreeSet<Vec<String>>,
+    /// The parameters allowed to, with everything below them.
+    allowed: Vec<Vec<String>>,
+    /// Parameters whose printed values held a control character without
+    /// being allowed to.
+    refused: BTreeSet<Vec<String>>,
+    /// A printed value held one and comes from no parameter.
+    stray: bool,
+}
+
+thread_local! {
+    /// Set by [`render`] for the length of one rendering.
+    static WATCH: RefCell<Option<Watch>> = const { RefCell::new(None) };
+}
+
+impl Watch {
+    fn new(params: Option<&Value>, allowed: &[String]) -> Watch {
+        let mut w = Watch {
+            sources: HashMap::new(),
+            tainted: BTreeSet::new(),
+            allowed: allowed.iter().filter_map(|k| parse_key(k).ok()).collect(),
+            refused: BTreeSet::new(),
+            stray: false,
+        };
+        if let Some(p) = params {
+            w.add_leaves(p, &mut Vec::new());
+        }
+        w
+    }
+
+    fn add_leaves(&mut self, v: &Value, path: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    path.push(k.clone());
+                    self.add_leaves(child, path);
+                    path.pop();
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    path.push(i.to_string());
+                    self.add_leaves(child, path);
+                    path.pop();
+                }
+            }
+            leaf => {
+                let t = text(leaf);
+                if t.chars().any(is_refused_control) {
+                    self.tainted.insert(path.clone());
+                }
+                self.sources.entry(t).or_default().insert(path.clone());
+            }
+        }
+    }
+
+    /// A helper made `result` from `args`: it comes from what they come
+    /// from. A result equal to an argument is that argument passed on
+    /// (`default`), which is already known.
+    fn helper_result(&mut self, args: &[Arg], result: &Value) {
+        let out = text(result);
+        let ins: Vec<String> = args
+            .iter()
+            .filter_map(|a| a.value.as_ref())
+            .map(text)
+            .collect();
+        if ins.contains(&out) {
+            return;
+        }
+        let from: BTreeSet<Vec<String>> = ins
+            .iter()
+            .filter_map(|t| self.sources.get(t))
+            .flatten()
+            .cloned()
+            .collect();
+        if !from.is_empty() {
+            self.sources.entry(out).or_default().extend(from);
+        }
+    }
+
+    /// `s` is printed.
+    fn printed(&mut self, s: &str) {
+        if !s.chars().any(is_refused_control) {
+            return;
+        }
+        let Some(from) = self.sources.get(s) else {
+            self.stray = true;
+            return;
+        };
+        // The parameters holding a control character themselves, or, when
+        // a helper made it (`base64_decode`), those it was made from.
+        let tainted: BTreeSet<Vec<String>> = from.intersection(&self.tainted).cloned().collect();
+        let culprits = if tainted.is_empty() {
+            from.clone()
+        } else {
+            tainted
+        };
+        for c in culprits {
+            if !self.allowed.iter().any(|a| c.starts_with(a)) {
+                self.refused.insert(c);
+            }
+        }
+    }
+}
+
+/// The registry's escape function: prints `s` unchanged, and records it
+/// when a [`render`] is under way.
+fn watch_print(s: &str) -> String {
+    WATCH.with(|w| {
+        if let Some(w) = w.borrow_mut().as_mut() {
+            w.printed(s);
+        }
+    });
+    s.to_string()
+}
+
+/// Clears the watch when a rendering ends, even by a panic.
+struct Watching;
+
+impl Watching {
+    fn start(w: Option<Watch>) -> Watching {
+        WATCH.with(|cell| *cell.borrow_mut() = w);
+        Watching
+    }
+
+    fn finish(self) -> Option<Watch> {
+        WATCH.with(|cell| cell.borrow_mut().take())
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        WATCH.with(|cell| cell.borrow_mut().take());
+    }
+}
+
+/// The message of [`RenderError::ControlCharacter`].
+fn control_message(params: &[String], stray: bool) -> String {
+    let quoted = |p: &String| format!("`params.{p}`");
+    match params {
+        [] if stray => "a printed value holds a control character (a line break, say) and comes from no parameter (a helper's result, or a key); allow it with `multiline = true` in the template's `[[boot.templates]]` entry".to_string(),
+        [] => "a printed value holds a control character".to_string(),
+        [one] => format!(
+            "the value printed from {} holds a control character (a line break, say); fix the parameter, or, where it is meant to span lines, allow it with `multiline = [\"{one}\"]` in the template's `[[boot.templates]]` entry",
+            quoted(one)
+        ),
+        many => {
+            let (last, rest) = many.split_last().unwrap_or((&many[0], &[]));
+            let names = format!(
+                "{} and {}",
+                rest.iter().map(quoted).collect::<Vec<_>>().join(", "),
+                quoted(last)
+            );
+            let keys = many
+                .iter()
+                .map(|k| format!("\"{k}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "the values printed from {names} hold control characters (line breaks, say); fix the parameters, or, where they are meant to span lines, allow them with `multiline = [{keys}]` in the template's `[[boot.templates]]` entry"
+            )
+        }
+    }
 }
 
 /// A template that failed to render, with where and why; never a value.
@@ -251,6 +613,19 @@ pub enum RenderError {
         /// What went wrong.
         reason: String,
     },
+    /// Printed values hold control characters the template does not allow
+    /// ([`Multiline`]).
+    #[error("template `{template}`: {}", control_message(.params, *.stray))]
+    ControlCharacter {
+        /// The template's name (its source path).
+        template: String,
+        /// The parameters the values come from, as paths below `params`
+        /// ([`key_text`]), sorted.
+        params: Vec<String>,
+        /// Some value comes from no parameter (a helper made the control
+        /// character from a literal, or a key holds one).
+        stray: bool,
+    },
 }
 
 fn at(line: Option<usize>, column: Option<usize>) -> String {
@@ -262,22 +637,34 @@ fn at(line: Option<usize>, column: Option<usize>) -> String {
 }
 
 /// Renders one template (named `name` in errors) against `context`,
-/// registering it in `hb` under that name.
+/// registering it in `hb` under that name, which must come from
+/// [`registry`].
 ///
 /// The template is checked with [`check`] first so that a syntax error
-/// points at the block that is wrong; a missing value names itself with
-/// its line and column. Errors never contain a value.
+/// points at the block that is wrong, and with [`unchecked_print`]; a
+/// missing value names itself with its line and column. A printed value
+/// holding a control character fails the render unless `multiline` allows
+/// it (see the module documentation). Errors never contain a value.
 pub fn render(
     hb: &mut Handlebars<'_>,
     name: &str,
     source: &str,
     context: &Value,
+    multiline: &Multiline,
 ) -> Result<String, RenderError> {
     let syntax = |source: SyntaxError| RenderError::Syntax {
         template: name.to_string(),
         source,
     };
     check(source).map_err(syntax)?;
+    if let Some(e) = unchecked_print(source) {
+        return Err(RenderError::Failed {
+            template: name.to_string(),
+            line: e.line,
+            column: e.column,
+            reason: e.reason,
+        });
+    }
     hb.register_template_string(name, source).map_err(|e| {
         syntax(SyntaxError {
             reason: e.reason().to_string(),
@@ -285,7 +672,182 @@ pub fn render(
             column: e.pos().map(|p| p.1),
         })
     })?;
-    hb.render(name, context).map_err(|e| render_error(name, &e))
+    let watch = match multiline {
+        Multiline::All => None,
+        Multiline::Off => Some(Watch::new(context.get("params"), &[])),
+        Multiline::Keys(keys) => Some(Watch::new(context.get("params"), keys)),
+    };
+    let watching = Watching::start(watch);
+    let out = hb
+        .render(name, context)
+        .map_err(|e| render_error(name, &e))?;
+    if let Some(w) = watching.finish() {
+        if !w.refused.is_empty() || w.stray {
+            return Err(RenderError::ControlCharacter {
+                template: name.to_string(),
+                params: w.refused.iter().map(|k| key_text(k)).collect(),
+                stray: w.stray,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The first `{{{x}}}` or `{{&x}}` in `source`, as an error to report.
+///
+/// Handlebars prints those without calling the escape function, so the
+/// control-character check would never see what they print; escaping is
+/// off, so `{{x}}` prints the same and is what to write instead.
+pub fn unchecked_print(source: &str) -> Option<SyntaxError> {
+    let template = handlebars::Template::compile(source).ok()?;
+    if !any_element(&template, &mut |e| {
+        matches!(e, TemplateElement::HtmlExpression(_))
+    }) {
+        return None;
+    }
+    let (line, column) = match triple_stash_offset(source) {
+        Some(offset) => {
+            let (l, c) = position(source, offset);
+            (Some(l), Some(c))
+        }
+        None => (None, None),
+    };
+    Some(SyntaxError {
+        reason: "`{{{...}}}` and `{{&...}}` print a value without the check for control characters; write `{{...}}`, which prints the same (nothing is HTML-escaped)".to_string(),
+        line,
+        column,
+    })
+}
+
+/// Whether `f` holds for an element of `t`, blocks and subexpressions
+/// included. A stack rather than recursion: a template may nest blocks
+/// deeper than a thread's stack would go.
+fn any_element(t: &handlebars::Template, f: &mut dyn FnMut(&TemplateElement) -> bool) -> bool {
+    let mut todo: Vec<&TemplateElement> = t.elements.iter().collect();
+    while let Some(e) = todo.pop() {
+        if f(e) {
+            return true;
+        }
+        let (params, templates) = parts(e);
+        for p in params {
+            if let Parameter::Subexpression(sub) = p {
+                todo.push(&sub.element);
+            }
+        }
+        for t in templates {
+            todo.extend(t.elements.iter());
+        }
+    }
+    false
+}
+
+/// The parameters of an element (its name, arguments and hash values) and
+/// the templates inside it (a block's body and its `else`).
+fn parts(e: &TemplateElement) -> (Vec<&Parameter>, Vec<&handlebars::Template>) {
+    match e {
+        TemplateElement::Expression(h)
+        | TemplateElement::HtmlExpression(h)
+        | TemplateElement::HelperBlock(h) => (
+            std::iter::once(&h.name)
+                .chain(&h.params)
+                .chain(h.hash.values())
+                .collect(),
+            h.template.iter().chain(h.inverse.iter()).collect(),
+        ),
+        TemplateElement::DecoratorExpression(d)
+        | TemplateElement::DecoratorBlock(d)
+        | TemplateElement::PartialExpression(d)
+        | TemplateElement::PartialBlock(d) => (
+            std::iter::once(&d.name)
+                .chain(&d.params)
+                .chain(d.hash.values())
+                .collect(),
+            d.template.iter().collect(),
+        ),
+        _ => (Vec::new(), Vec::new()),
+    }
+}
+
+/// Where the first `{{{` (not a raw block's `{{{{`) or `{{&` opens,
+/// outside comments, raw blocks and `\{{` escapes.
+fn triple_stash_offset(source: &str) -> Option<usize> {
+    let mut i = 0;
+    while let Some(found) = source[i..].find("{{") {
+        let start = i + found;
+        let rest = &source[start + 2..];
+        if source[..start].ends_with('\\') {
+            i = start + 2;
+            continue;
+        }
+        if rest.starts_with("{{") {
+            // A raw block: its contents are printed as they are written.
+            let close = rest.strip_prefix("{{/").is_none();
+            let after = start + 4;
+            i = match (close, source[after..].find("{{{{/")) {
+                (true, Some(end)) => after + end + 5,
+                _ => after,
+            };
+            continue;
+        }
+        let end_marker = if rest.starts_with("!--") || rest.starts_with("~!--") {
+            "--}}"
+        } else {
+            "}}"
+        };
+        let tag = rest.trim_start_matches('~');
+        if tag.starts_with('{') || tag.starts_with('&') {
+            return Some(start);
+        }
+        i = match rest.find(end_marker) {
+            Some(len) => start + 2 + len + end_marker.len(),
+            None => return None,
+        };
+    }
+    None
+}
+
+/// Whether a path in template `source` could lead to the parameter at
+/// `key` (segments below `params`) or one below it: a path naming it, a
+/// parameter above it or one below it, in full or relative to a block
+/// (`{{#with params.tls}}{{cert}}`), or a path naming nothing (`this`,
+/// `..`), which could be anything. False only when no path of the
+/// template could print it; true for a template that does not parse.
+pub fn can_reach(source: &str, key: &[String]) -> bool {
+    let Ok(template) = handlebars::Template::compile(source) else {
+        return true;
+    };
+    let full: Vec<&str> = std::iter::once("params")
+        .chain(key.iter().map(String::as_str))
+        .collect();
+    let mut reach = |e: &TemplateElement| -> bool {
+        parts(e).0.into_iter().any(|p| match named_segments(p) {
+            None => false,
+            Some(segs) if segs.is_empty() => true,
+            // Laid on the parameter's path at some depth, it agrees with
+            // it as far as both go: `tls.cert` below `params`, `cert` in
+            // a `with`, or `tls.cert.x` past a `multiline` parent `tls`.
+            Some(segs) => (0..full.len()).any(|i| full[i..].iter().zip(&segs).all(|(a, b)| a == b)),
+        })
+    };
+    any_element(&template, &mut reach)
+}
+
+/// The named segments of a path parameter (none for `this` or `..`), or
+/// `None` for what is not a path into the context (a literal, a local
+/// like `@key`, a subexpression, whose own paths are visited apart).
+fn named_segments(p: &Parameter) -> Option<Vec<&str>> {
+    match p {
+        Parameter::Name(n) => Some(vec![n.as_str()]),
+        Parameter::Path(handlebars::Path::Relative((segs, _))) => Some(
+            segs.iter()
+                .filter_map(|s| match s {
+                    PathSeg::Named(n) if n != "this" => Some(n.as_str()),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
 }
 
 fn render_error(name: &str, e: &handlebars::RenderError) -> RenderError {
@@ -472,7 +1034,14 @@ mod tests {
         for (name, _) in HELPERS {
             // Called without arguments, a registered helper refuses by name;
             // an unknown name would be a missing value instead.
-            let err = render(&mut hb, "t", &format!("{{{{{name}}}}}"), &json!({})).unwrap_err();
+            let err = render(
+                &mut hb,
+                "t",
+                &format!("{{{{{name}}}}}"),
+                &json!({}),
+                &Multiline::Off,
+            )
+            .unwrap_err();
             assert!(
                 err.to_string().contains(&format!("helper `{name}`")),
                 "{err}"
@@ -530,7 +1099,7 @@ mod tests {
         );
         assert_eq!(
             shell_helper(&[lit(json!("it's $HOME `x` \"q\""))]).unwrap(),
-            json!("'it'\\''s $HOME `x` \"q\"'")
+            json!("'it'\"'\"'s $HOME `x` \"q\"'")
         );
         assert_eq!(shell_helper(&[lit(json!(""))]).unwrap(), json!("''"));
     }
@@ -575,6 +1144,7 @@ mod tests {
             "templates/w/a.hbs",
             "A=1\nB={{params.db.url}}\n",
             &json!({"params": {"db": {}}}),
+            &Multiline::Off,
         )
         .unwrap_err();
         assert_eq!(
@@ -591,6 +1161,7 @@ mod tests {
             "t",
             "{{base64_decode params.secret}}",
             &json!({"params": {"secret": "hunter2-not-base64"}}),
+            &Multiline::Off,
         )
         .unwrap_err();
         let msg = err.to_string();
@@ -609,9 +1180,10 @@ mod tests {
             "t",
             "{{shell (default params.x \"it's\")}} {{json (default params.y params.z)}}",
             &json!({"params": {"z": "v"}}),
+            &Multiline::Off,
         )
         .unwrap();
-        assert_eq!(out, "'it'\\''s' \"v\"");
+        assert_eq!(out, "'it'\"'\"'s' \"v\"");
     }
 
     #[test]
@@ -622,8 +1194,430 @@ mod tests {
             "t",
             "{{a}} {{b}} {{c}}",
             &json!({"a": 1.0, "b": 2, "c": 0.5}),
+            &Multiline::Off,
         )
         .unwrap();
         assert_eq!(out, "1.0 2 0.5");
+    }
+
+    /// The rsyslog injection of the issue: a host that closes the string
+    /// and adds an action writing root's authorized keys.
+    const INJECTED_HOST: &str = "127.0.0.1\")\n*.* action(type=\"omfile\" file=\"/root/.ssh/authorized_keys\" template=\"key\")";
+
+    fn render_params(
+        template: &str,
+        params: Value,
+        multiline: &Multiline,
+    ) -> Result<String, RenderError> {
+        render(
+            &mut registry(),
+            "templates/base/forward.conf.hbs",
+            template,
+            &json!({"params": params, "env": "prod"}),
+            multiline,
+        )
+    }
+
+    #[test]
+    fn a_control_character_in_a_printed_value_fails_naming_the_path_not_the_value() {
+        for c in ['\n', '\r', '\u{1b}', '\0', '\u{7f}', '\u{85}', '\u{1}'] {
+            let value = format!("hunter2{c}hunter3");
+            let err = render_params(
+                "# {{env}}\nA={{params.a}}\nB={{params.db.url}}\n",
+                json!({"a": "plain", "db": {"url": value}}),
+                &Multiline::Off,
+            )
+            .unwrap_err();
+            let msg = err.to_string();
+            assert!(!msg.contains("hunter"), "{c:?}: {msg}");
+            assert_eq!(
+                err,
+                RenderError::ControlCharacter {
+                    template: "templates/base/forward.conf.hbs".into(),
+                    params: vec!["db.url".into()],
+                    stray: false,
+                },
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_injected_rsyslog_host_fails_with_this_message() {
+        let err = render_params(
+            "*.* action(type=\"omfwd\" target=\"{{params.logs.host}}\" port=\"{{params.logs.port}}\")\n",
+            json!({"logs": {"host": INJECTED_HOST, "port": "10514"}}),
+            &Multiline::Off,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "template `templates/base/forward.conf.hbs`: the value printed from `params.logs.host` holds a control character (a line break, say); fix the parameter, or, where it is meant to span lines, allow it with `multiline = [\"logs.host\"]` in the template's `[[boot.templates]]` entry"
+        );
+        // Quoting does not help: the value still breaks the line.
+        let err = render_params(
+            "target={{dquote params.logs.host}}\n",
+            json!({"logs": {"host": INJECTED_HOST}}),
+            &Multiline::Off,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`params.logs.host`"), "{err}");
+        assert!(!err.to_string().contains("authorized_keys"), "{err}");
+    }
+
+    #[test]
+    fn several_parameters_are_named_together_sorted() {
+        let err = render_params(
+            "{{params.b}}{{params.a}}{{params.c}}{{params.b}}\n",
+            json!({"a": "1\n", "b": "2\r", "c": "fine"}),
+            &Multiline::Off,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "template `templates/base/forward.conf.hbs`: the values printed from `params.a` and `params.b` hold control characters (line breaks, say); fix the parameters, or, where they are meant to span lines, allow them with `multiline = [\"a\", \"b\"]` in the template's `[[boot.templates]]` entry"
+        );
+    }
+
+    #[test]
+    fn tab_passes_and_unprinted_values_do_not_matter() {
+        let out = render_params(
+            "{{params.a}}|{{#if params.b}}set{{/if}}\n",
+            json!({"a": "x\ty", "b": "line\nbreak"}),
+            &Multiline::Off,
+        )
+        .unwrap();
+        assert_eq!(out, "x\ty|set\n");
+    }
+
+    #[test]
+    fn a_template_or_a_key_may_allow_line_breaks() {
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let params = json!({"tls": {"cert": cert, "key": "k\r\n"}, "host": "h\n"});
+        let t = "{{params.tls.cert}}{{params.tls.key}}";
+        render_params(t, params.clone(), &Multiline::All).unwrap();
+        render_params(
+            t,
+            params.clone(),
+            &Multiline::Keys(vec!["tls.cert".into(), "tls.key".into()]),
+        )
+        .unwrap();
+        // A path allows what is below it.
+        let out = render_params(t, params.clone(), &Multiline::Keys(vec!["tls".into()])).unwrap();
+        assert_eq!(out, format!("{cert}k\r\n"));
+        // Only those keys.
+        let err = render_params(
+            "{{params.tls.cert}}{{params.host}}",
+            params.clone(),
+            &Multiline::Keys(vec!["tls.cert".into()]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, RenderError::ControlCharacter { params, stray: false, .. } if params == &["host"]),
+            "{err:?}"
+        );
+        // `tls.certs` is not `tls.cert`, nor `tls.ce` its parent.
+        for other in ["tls.certs", "tls.ce", "cert"] {
+            render_params(
+                "{{params.tls.cert}}",
+                params.clone(),
+                &Multiline::Keys(vec![other.into()]),
+            )
+            .unwrap_err();
+        }
+    }
+
+    #[test]
+    fn json_prints_a_multi_line_value_safely_without_opting_in() {
+        let out = render_params(
+            "{\"cert\": {{json params.cert}}, \"odd\": {{json params.odd}}}",
+            json!({"cert": "a\nb\r\n\u{1b}[0m", "odd": "del\u{7f} nel\u{85}"}),
+            &Multiline::Off,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "{\"cert\": \"a\\nb\\r\\n\\u001b[0m\", \"odd\": \"del\\u007f nel\\u0085\"}"
+        );
+        let back: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(back["odd"], "del\u{7f} nel\u{85}");
+    }
+
+    #[test]
+    fn a_helper_result_is_traced_to_its_parameters() {
+        // `b64` is "c\nd" in base64.
+        let params = json!({"cert": "a\nb", "b64": "Ywpk", "x": "plain"});
+        // Quoted, the value still holds its line break: it is the
+        // parameter's, and allowing the parameter allows it.
+        for t in [
+            "{{shell params.cert}}",
+            "{{dquote (default params.none params.cert)}}",
+        ] {
+            let err = render_params(t, params.clone(), &Multiline::Off).unwrap_err();
+            assert!(
+                matches!(&err, RenderError::ControlCharacter { params, stray: false, .. } if params == &["cert"]),
+                "{t}: {err:?}"
+            );
+            render_params(t, params.clone(), &Multiline::Keys(vec!["cert".into()])).unwrap();
+        }
+        // A helper that makes one out of a parameter names that parameter.
+        let t = "{{shell (base64_decode params.b64)}}";
+        let err = render_params(t, params.clone(), &Multiline::Off).unwrap_err();
+        assert!(
+            matches!(&err, RenderError::ControlCharacter { params, stray: false, .. } if params == &["b64"]),
+            "{err:?}"
+        );
+        render_params(t, params.clone(), &Multiline::Keys(vec!["b64".into()])).unwrap();
+        // Each over a subtree: `this` is the parameter it visits.
+        let certs = json!({"certs": {"a": "1\n", "b": "2\n"}});
+        let t = "{{#each params.certs}}{{this}}{{/each}}";
+        let err = render_params(t, certs.clone(), &Multiline::Off).unwrap_err();
+        assert!(
+            matches!(&err, RenderError::ControlCharacter { params, .. } if params == &["certs.a", "certs.b"]),
+            "{err:?}"
+        );
+        render_params(t, certs, &Multiline::Keys(vec!["certs".into()])).unwrap();
+    }
+
+    #[test]
+    fn a_control_character_from_no_parameter_needs_the_whole_template_allowed() {
+        let t = "{{base64_decode \"YQpi\"}}";
+        let err = render_params(t, json!({}), &Multiline::Keys(vec!["x".into()])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "template `templates/base/forward.conf.hbs`: a printed value holds a control character (a line break, say) and comes from no parameter (a helper's result, or a key); allow it with `multiline = true` in the template's `[[boot.templates]]` entry"
+        );
+        assert_eq!(
+            render_params(t, json!({}), &Multiline::All).unwrap(),
+            "a\nb"
+        );
+        // The parameter path of `[boot] parameters` renders without params.
+        let mut hb = registry();
+        render(
+            &mut hb,
+            "p",
+            "/x/{{env}}",
+            &json!({"env": "a\nb"}),
+            &Multiline::Off,
+        )
+        .unwrap_err();
+    }
+
+    #[test]
+    fn rendering_without_render_checks_nothing() {
+        // `registry()` alone (validation's sample render) prints as before.
+        let out = registry()
+            .render_template("{{v}}", &json!({"v": "a\nb"}))
+            .unwrap();
+        assert_eq!(out, "a\nb");
+    }
+
+    #[test]
+    fn triple_stash_and_ampersand_are_refused_where_they_are() {
+        for (t, line, column) in [
+            ("A={{{params.a}}}\n", 1, 3),
+            ("A=1\n{{#if x}}\n  B={{~{params.a}~}}\n{{/if}}\n", 3, 5),
+            ("{{#each params}}{{&this}}{{/each}}", 1, 17),
+            (
+                "{{!-- {{{x}}} --}}{{{{raw}}}}{{{x}}}{{{{/raw}}}}{{{y}}}",
+                1,
+                49,
+            ),
+        ] {
+            let e = unchecked_print(t).unwrap_or_else(|| panic!("{t:?}"));
+            assert_eq!((e.line, e.column), (Some(line), Some(column)), "{t:?}");
+            let err = render_params(t, json!({"a": "v"}), &Multiline::All).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("print a value without the check for control characters"),
+                "{err}"
+            );
+        }
+        for t in [
+            "{{a}} {{json a}} {{#if a}}{{b}}{{/if}}",
+            "{{{{raw}}}}{{{x}}}{{{{/raw}}}}",
+            "\\{{{x}}}",
+            "{{!-- {{{x}}} --}}",
+        ] {
+            assert_eq!(unchecked_print(t), None, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn dquote_escapes_backslash_and_double_quote_only() {
+        assert_eq!(
+            dquote_helper(&[lit(json!("plain"))]).unwrap(),
+            json!("\"plain\"")
+        );
+        assert_eq!(
+            dquote_helper(&[lit(json!("a\"b\\c'd$e;f{g}#h"))]).unwrap(),
+            json!("\"a\\\"b\\\\c'd$e;f{g}#h\"")
+        );
+        assert_eq!(dquote_helper(&[lit(json!(""))]).unwrap(), json!("\"\""));
+        assert_eq!(
+            dquote_helper(&[lit(json!("line\nbreak"))]).unwrap(),
+            json!("\"line\nbreak\"")
+        );
+        assert_eq!(
+            dquote_helper(&[arg("params.missing", None)]).unwrap_err(),
+            HelperError::Missing("params.missing".into())
+        );
+    }
+
+    /// What nginx's configuration parser makes of a double-quoted string
+    /// (ngx_conf_read_token): `\"`, `\'`, `\\` give the character, `\t`,
+    /// `\r`, `\n` the control, any other backslash stays.
+    fn nginx_unquote(s: &str) -> String {
+        let inner = &s[1..s.len() - 1];
+        let mut out = String::new();
+        let mut chars = inner.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                match chars.peek() {
+                    Some('"' | '\'' | '\\') => out.push(chars.next().unwrap()),
+                    Some('t') => {
+                        chars.next();
+                        out.push('\t')
+                    }
+                    Some('r') => {
+                        chars.next();
+                        out.push('\r')
+                    }
+                    Some('n') => {
+                        chars.next();
+                        out.push('\n')
+                    }
+                    _ => out.push(c),
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn dquote_round_trips_through_nginx_and_rsyslog_string_rules() {
+        for v in [
+            "https://learn.example.test",
+            "a\"b",
+            "back\\slash",
+            "\\n not a newline",
+            "it's",
+            "$host ;{}#",
+        ] {
+            let q = dquote_helper(&[lit(json!(v))]).unwrap();
+            let q = q.as_str().unwrap();
+            assert_eq!(nginx_unquote(q), v, "{q}");
+            // rsyslog's lexer takes a parameter string as
+            // "([^"\\]|\\['"?\\abfnrtv]|\\[0-7]{1,3})*": only `\"` and `\\`
+            // are ever written, so every backslash starts one of those.
+            let inner = &q[1..q.len() - 1];
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                assert_ne!(c, '"', "{q}");
+                if c == '\\' {
+                    assert!(matches!(chars.next(), Some('"' | '\\')), "{q}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keys_parse_and_print_as_handlebars_writes_paths() {
+        assert_eq!(parse_key("tls.cert").unwrap(), ["tls", "cert"]);
+        assert_eq!(parse_key("[cert.pem]").unwrap(), ["cert.pem"]);
+        assert_eq!(
+            parse_key("certs.[web 1].pem").unwrap(),
+            ["certs", "web 1", "pem"]
+        );
+        for bad in ["", "a..b", ".a", "a.", "[a", "a[b]", "a]", "[]", "a\nb"] {
+            assert!(parse_key(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(key_text(&["tls", "cert"]), "tls.cert");
+        assert_eq!(key_text(&["cert.pem"]), "[cert.pem]");
+        assert_eq!(key_text(&["a-b_c9", "x y"]), "a-b_c9.[x y]");
+        for k in ["tls.cert", "[cert.pem]", "a.[b c].d"] {
+            assert_eq!(key_text(&parse_key(k).unwrap()), k);
+        }
+    }
+
+    #[test]
+    fn a_dotted_parameter_name_is_named_in_brackets() {
+        let err = render_params(
+            "{{params.[cert.pem]}}",
+            json!({"cert.pem": "a\nb"}),
+            &Multiline::Off,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`params.[cert.pem]`"), "{err}");
+        assert!(
+            err.to_string().contains("multiline = [\"[cert.pem]\"]"),
+            "{err}"
+        );
+        render_params(
+            "{{params.[cert.pem]}}",
+            json!({"cert.pem": "a\nb"}),
+            &Multiline::Keys(vec!["[cert.pem]".into()]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn can_reach_finds_every_path_that_may_lead_to_a_parameter() {
+        let key = |k: &str| parse_key(k).unwrap();
+        let yes = [
+            ("{{params.tls.cert}}", "tls.cert"),
+            ("{{shell params.tls.cert}}", "tls.cert"),
+            ("{{shell (default params.x params.tls.cert)}}", "tls.cert"),
+            ("{{#with params.tls}}{{cert}}{{/with}}", "tls.cert"),
+            ("{{#each params.tls}}{{this}}{{/each}}", "tls.cert"),
+            (
+                "{{#each params}}{{#each this}}{{this}}{{/each}}{{/each}}",
+                "tls.cert",
+            ),
+            ("{{lookup params.tls \"cert\"}}", "tls.cert"),
+            (
+                "{{#if x}}{{else}}{{params.[cert.pem]}}{{/if}}",
+                "[cert.pem]",
+            ),
+            ("{{params.tls}}", "tls.cert"),
+            ("{{params.tls.cert}}", "tls"),
+            ("{{#with params}}{{tls.cert}}{{/with}}", "tls"),
+            ("not handlebars {{#if", "x"),
+        ];
+        for (t, k) in yes {
+            assert!(can_reach(t, &key(k)), "{t} should reach {k}");
+        }
+        let no = [
+            ("{{params.tls.key}}", "tls.cert"),
+            ("{{params.tls.cert}}", "tls.certs"),
+            ("{{params.tls.cert}}", "tl"),
+            ("DATABASE_URL={{params.db.url}}\n", "db.password"),
+            ("{{env}} {{role}}", "tls.cert"),
+        ];
+        for (t, k) in no {
+            assert!(!can_reach(t, &key(k)), "{t} should not reach {k}");
+        }
+    }
+
+    #[test]
+    fn multiline_reads_and_writes_false_true_or_keys() {
+        let read = |s: &str| serde_json::from_str::<Multiline>(s).unwrap();
+        assert_eq!(read("false"), Multiline::Off);
+        assert_eq!(read("true"), Multiline::All);
+        assert_eq!(
+            read("[\"tls.cert\"]"),
+            Multiline::Keys(vec!["tls.cert".into()])
+        );
+        assert!(serde_json::from_str::<Multiline>("\"yes\"").is_err());
+        assert_eq!(serde_json::to_string(&Multiline::All).unwrap(), "true");
+        assert_eq!(
+            serde_json::to_string(&Multiline::Keys(vec!["a".into()])).unwrap(),
+            "[\"a\"]"
+        );
+        assert!(Multiline::Off.is_off());
+        assert!(Multiline::Keys(vec![]).is_off());
+        assert!(!Multiline::All.is_off());
     }
 }

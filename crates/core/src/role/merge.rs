@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use imagectl_image::config::Health;
+use imagectl_image::template::Multiline;
 
 use super::entries::is_unit_name;
 use super::load::{At, Layer, Loader};
@@ -31,8 +32,15 @@ pub(super) struct Merged {
     pub(super) checks: Vec<At<Check>>,
     pub(super) parameters: Option<At<String>>,
     pub(super) start: Vec<At<String>>,
-    pub(super) templates: Vec<At<FileSpec>>,
+    pub(super) templates: Vec<At<TemplateSpec>>,
     pub(super) health: Option<Health>,
+}
+
+/// A `[[boot.templates]]` entry once checked: its file, and which of its
+/// printed values may hold control characters.
+pub(super) struct TemplateSpec {
+    pub(super) file: FileSpec,
+    pub(super) multiline: Multiline,
 }
 
 impl Loader<'_> {
@@ -229,10 +237,19 @@ impl Loader<'_> {
         }
         for t in &b.templates {
             let at = Self::at(f, t.clone());
-            if let Some(spec) = self.file_spec(&at, "0600", Kind::Template) {
-                self.check_template(&spec, &at);
+            let file = At {
+                v: at.v.file(),
+                file: f,
+                span: at.span.clone(),
+            };
+            if let Some(spec) = self.file_spec(&file, "0600", Kind::Template) {
+                let text = self.check_template(&spec, &file);
+                let multiline = self.multiline(f, at.v.multiline.as_ref(), &spec, text.as_deref());
                 m.templates.push(At {
-                    v: spec,
+                    v: TemplateSpec {
+                        file: spec,
+                        multiline,
+                    },
                     file: f,
                     span: at.span,
                 });

@@ -127,7 +127,7 @@ pub(super) struct RawUser {
     pub(super) home: Option<Spanned<String>>,
 }
 
-/// `[[files]]` and `[[boot.templates]]`.
+/// `[[files]]`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "File")]
@@ -138,7 +138,7 @@ pub(super) struct RawFile {
     /// Absolute path in the image.
     #[schemars(with = "String")]
     pub(super) dest: Spanned<String>,
-    /// Quoted octal mode (default "0644" for files, "0600" for templates).
+    /// Quoted octal mode (default "0644").
     #[schemars(with = "Option<Mode>")]
     pub(super) mode: Option<Spanned<Mode>>,
     /// Owning user (default root).
@@ -147,6 +147,93 @@ pub(super) struct RawFile {
     /// Owning group (default root).
     #[schemars(with = "Option<String>")]
     pub(super) group: Option<Spanned<String>>,
+}
+
+/// `[[boot.templates]]`: a file rendered at boot, with what its values may hold.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Template")]
+pub(super) struct RawTemplate {
+    /// Handlebars template, relative to `roles/`, inside it.
+    #[schemars(with = "String")]
+    pub(super) source: Spanned<String>,
+    /// Absolute path in the image the rendering is written to.
+    #[schemars(with = "String")]
+    pub(super) dest: Spanned<String>,
+    /// Quoted octal mode (default "0600").
+    #[schemars(with = "Option<Mode>")]
+    pub(super) mode: Option<Spanned<Mode>>,
+    /// Owning user (default root).
+    #[schemars(with = "Option<String>")]
+    pub(super) owner: Option<Spanned<String>>,
+    /// Owning group (default root).
+    #[schemars(with = "Option<String>")]
+    pub(super) group: Option<Spanned<String>>,
+    /// Values that may hold line breaks and other control characters, which fail the boot by default: `true` for every value the template prints, or parameter paths below `params` (`["tls.cert"]`), each with what is below it.
+    #[schemars(with = "Option<RawMultiline>")]
+    pub(super) multiline: Option<Spanned<RawMultiline>>,
+}
+
+impl RawTemplate {
+    /// The keys it shares with `[[files]]`, checked the same way.
+    pub(super) fn file(&self) -> RawFile {
+        RawFile {
+            source: self.source.clone(),
+            dest: self.dest.clone(),
+            mode: self.mode.clone(),
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+        }
+    }
+}
+
+/// `multiline`: `true`, `false`, or parameter paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RawMultiline {
+    All(bool),
+    Keys(Vec<Spanned<String>>),
+}
+
+impl JsonSchema for RawMultiline {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Multiline".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [
+                {"type": "boolean"},
+                {"type": "array", "items": {"type": "string"}}
+            ],
+            "description": "`true` (every printed value), or parameter paths below `params`, like [\"tls.cert\"]."
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawMultiline {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawMultiline;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`true` or a list of parameter paths like `[\"tls.cert\"]`")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<RawMultiline, E> {
+                Ok(RawMultiline::All(b))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawMultiline, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(k) = seq.next_element::<Spanned<String>>()? {
+                    keys.push(k);
+                }
+                Ok(RawMultiline::Keys(keys))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `[[archives]]`.
@@ -226,8 +313,8 @@ pub(super) struct RawBoot {
     pub(super) start: Vec<Spanned<String>>,
     /// Handlebars templates rendered from the parameters.
     #[serde(default)]
-    #[schemars(with = "Vec<RawFile>")]
-    pub(super) templates: Vec<Spanned<RawFile>>,
+    #[schemars(with = "Vec<RawTemplate>")]
+    pub(super) templates: Vec<Spanned<RawTemplate>>,
     /// What the agent waits for after starting the units.
     #[schemars(with = "Option<RawHealth>")]
     pub(super) health: Option<Spanned<RawHealth>>,

@@ -1,11 +1,17 @@
 //! The files entries reference: baked files, templates and archives must
 //! be regular files inside `roles/` no bigger than their kind allows, and
-//! a template must also be UTF-8 text that parses as handlebars.
+//! a template must also be UTF-8 text that parses as handlebars and prints
+//! no value with `{{{x}}}`, and the parameters its `multiline` names must be
+//! ones it prints.
 
+use std::collections::BTreeSet;
 use std::path::{Component, Path};
 
+use imagectl_image::template::{self, Multiline};
+use toml::Spanned;
+
 use super::load::{At, Loader};
-use super::raw::RawFile;
+use super::raw::{RawFile, RawMultiline};
 use super::store::{human_size, not_text, Unusable};
 use super::{FileSpec, MAX_ARCHIVE_BYTES, MAX_FILE_BYTES, MAX_TEMPLATE_BYTES, ROLES_DIR};
 use crate::diag::Diagnostic;
@@ -151,9 +157,10 @@ impl Loader<'_> {
         Some(self.diag(source, message).help(help))
     }
 
-    /// A boot template must be UTF-8 text and parse as handlebars; the
-    /// error points into the template file itself.
-    pub(super) fn check_template(&mut self, spec: &FileSpec, at: &At<RawFile>) {
+    /// A boot template must be UTF-8 text and parse as handlebars, and
+    /// may not print with `{{{x}}}`; the error points into the template
+    /// file itself. Returns its text when it parses.
+    pub(super) fn check_template(&mut self, spec: &FileSpec, at: &At<RawFile>) -> Option<String> {
         let rel = format!("{ROLES_DIR}/{}", spec.source);
         let bytes = match self.store.read(&spec.source, MAX_TEMPLATE_BYTES) {
             Ok(b) => b,
@@ -165,7 +172,7 @@ impl Loader<'_> {
                     .diag(&src, format!("cannot read template `{rel}`: {why}"))
                     .help(format!("check that `{rel}` is a readable file"));
                 self.diags.push(d);
-                return;
+                return None;
             }
         };
         let text = match not_text(bytes) {
@@ -174,10 +181,10 @@ impl Loader<'_> {
                 let d = Diagnostic::at(&rel, &text, offset..offset + 1, format!("template {what}"))
                     .help("templates render to text files: save it as UTF-8 text");
                 self.diags.push(d);
-                return;
+                return None;
             }
         };
-        if let Err(e) = imagectl_image::template::check(&text) {
+        if let Err(e) = template::check(&text) {
             let offset = match (e.line, e.column) {
                 (Some(l), Some(c)) => offset_of(&text, l, c),
                 _ => 0,
@@ -190,9 +197,89 @@ impl Loader<'_> {
             )
             .help("fix the template; see https://handlebarsjs.com/guide/ for the syntax");
             self.diags.push(d);
+            return None;
+        }
+        if let Some(e) = template::unchecked_print(&text) {
+            let offset = match (e.line, e.column) {
+                (Some(l), Some(c)) => offset_of(&text, l, c),
+                _ => 0,
+            };
+            let d = Diagnostic::at(
+                &rel,
+                &text,
+                offset..offset + 3,
+                "template prints a value with `{{{...}}}` or `{{&...}}`, which skips the check for control characters",
+            )
+            .help("write `{{...}}`: it prints the same, since nothing is HTML-escaped");
+            self.diags.push(d);
+        }
+        Some(text)
+    }
+
+    /// The `multiline` key of a template entry: `true`, or parameter paths
+    /// below `params` that the template may print, in canonical order.
+    pub(super) fn multiline(
+        &mut self,
+        file: usize,
+        raw: Option<&Spanned<RawMultiline>>,
+        spec: &FileSpec,
+        text: Option<&str>,
+    ) -> Multiline {
+        let keys = match raw.map(Spanned::get_ref) {
+            None | Some(RawMultiline::All(false)) => return Multiline::Off,
+            Some(RawMultiline::All(true)) => return Multiline::All,
+            Some(RawMultiline::Keys(keys)) => keys,
+        };
+        let mut out = BTreeSet::new();
+        for k in keys {
+            let at = Self::at(file, k.clone());
+            let segments = match template::parse_key(&at.v) {
+                Ok(s) => s,
+                Err(why) => {
+                    let d = self
+                        .diag(&at, format!("`{}` is not a parameter path: it {why}", at.v))
+                        .help(MULTILINE_HELP);
+                    self.diags.push(d);
+                    continue;
+                }
+            };
+            if segments.len() > 1 && segments[0] == "params" {
+                let d = self
+                    .diag(&at, format!("`{}` starts with `params`", at.v))
+                    .help(format!(
+                        "multiline paths are below `params`: write `{}`",
+                        template::key_text(&segments[1..])
+                    ));
+                self.diags.push(d);
+                continue;
+            }
+            if let Some(text) = text {
+                if !template::can_reach(text, &segments) {
+                    let d = self
+                        .diag(
+                            &at,
+                            format!(
+                                "template `{ROLES_DIR}/{}` never prints `params.{}`",
+                                spec.source,
+                                template::key_text(&segments)
+                            ),
+                        )
+                        .help(MULTILINE_HELP);
+                    self.diags.push(d);
+                    continue;
+                }
+            }
+            out.insert(template::key_text(&segments));
+        }
+        if out.is_empty() {
+            Multiline::Off
+        } else {
+            Multiline::Keys(out.into_iter().collect())
         }
     }
 }
+
+const MULTILINE_HELP: &str = "list the parameters whose values may span lines as the template names them below `params`, like `multiline = [\"tls.cert\"]` for `{{params.tls.cert}}`; `multiline = true` allows every value it prints";
 
 /// The byte offset of a 1-based line and column in `text`.
 fn offset_of(text: &str, line: usize, column: usize) -> usize {
@@ -223,5 +310,161 @@ mod tests {
         assert_eq!(offset_of(t, 1, 1), 0);
         assert_eq!(offset_of(t, 2, 3), 5);
         assert_eq!(offset_of(t, 3, 1), 8);
+    }
+
+    use crate::role::{load_in_memory, MemoryRoles, Role};
+    use crate::settings::parse_settings;
+    use imagectl_image::template::Multiline;
+
+    const SETTINGS: &str = "[aws]\nregion = \"eu-west-1\"\nbuild_subnet = \"s\"\nbuild_security_group = \"g\"\ninstance_profile = \"p\"\n\n[bases.debian-12]\nowners = [\"136693071363\"]\nname = \"debian-12-amd64-*\"\narchitecture = \"x86_64\"\n";
+
+    const TEMPLATE: &str =
+        "{{params.tls.cert}}\n{{shell params.tls.key}}\nHOST={{dquote params.host}}\n";
+
+    /// Loads role `app` whose only template entry ends with `entry`.
+    fn load_app(entry: &str, template: &str) -> Result<Role, String> {
+        let settings = parse_settings(SETTINGS).unwrap();
+        let role = format!(
+            "[image]\nbase = \"debian-12\"\n\n[[boot.templates]]\nsource = \"templates/app/tls.hbs\"\ndest = \"/etc/app/tls.pem\"\n{entry}"
+        );
+        let roles = MemoryRoles {
+            files: [
+                ("app.toml".to_string(), role.into_bytes()),
+                (
+                    "templates/app/tls.hbs".to_string(),
+                    template.as_bytes().to_vec(),
+                ),
+            ]
+            .into(),
+        };
+        load_in_memory(&settings, &roles, &["app".to_string()])
+            .map(|mut r| r.remove(0))
+            .map_err(|d| d.to_string())
+    }
+
+    fn multiline(entry: &str) -> Multiline {
+        load_app(entry, TEMPLATE).unwrap().boot.templates[0]
+            .multiline
+            .clone()
+    }
+
+    #[test]
+    fn multiline_is_true_or_parameter_paths_in_canonical_order() {
+        assert_eq!(multiline(""), Multiline::Off);
+        assert_eq!(multiline("multiline = false\n"), Multiline::Off);
+        assert_eq!(multiline("multiline = []\n"), Multiline::Off);
+        assert_eq!(multiline("multiline = true\n"), Multiline::All);
+        assert_eq!(
+            multiline("multiline = [\"tls.key\", \"tls.cert\", \"tls.key\"]\n"),
+            Multiline::Keys(vec!["tls.cert".into(), "tls.key".into()])
+        );
+        // A parent allows what is below it.
+        assert_eq!(
+            multiline("multiline = [\"tls\"]\n"),
+            Multiline::Keys(vec!["tls".into()])
+        );
+    }
+
+    #[test]
+    fn without_multiline_the_canonical_form_is_unchanged() {
+        let role = load_app("", TEMPLATE).unwrap();
+        let canonical = serde_json::to_string(&role.boot.templates).unwrap();
+        assert_eq!(
+            canonical,
+            r#"[{"source":"templates/app/tls.hbs","dest":"/etc/app/tls.pem","mode":"0600","owner":"root","group":"root"}]"#
+        );
+        let role = load_app("multiline = [\"tls.cert\"]\n", TEMPLATE).unwrap();
+        let canonical = serde_json::to_string(&role.boot.templates).unwrap();
+        assert!(
+            canonical.ends_with(r#""group":"root","multiline":["tls.cert"]}]"#),
+            "{canonical}"
+        );
+    }
+
+    #[test]
+    fn a_multiline_that_is_neither_true_nor_paths_points_at_itself() {
+        let err = load_app("multiline = \"tls.cert\"\n", TEMPLATE).unwrap_err();
+        assert_eq!(
+            err,
+            "error: wrong type: expected `true` or a list of parameter paths like `[\"tls.cert\"]`, found string \"tls.cert\"\n --> roles/app.toml:7:13\n  |\n7 | multiline = \"tls.cert\"\n  |             ^^^^^^^^^^\n  = help: change the value to the expected type\n\nerror: 1 problem found; nothing was written"
+        );
+        let err = load_app("multiline = [1]\n", TEMPLATE).unwrap_err();
+        assert!(err.contains("--> roles/app.toml:7:"), "{err}");
+        assert!(
+            err.contains("expected a string, found integer `1`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_multiline_path_must_parse_sit_below_params_and_be_printed() {
+        let err = load_app(
+            "multiline = [\"tls..cert\", \"params.tls.cert\", \"tls.certs\", \"tls.cert\"]\n",
+            TEMPLATE,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "error: `tls..cert` is not a parameter path: it has an empty segment
+ --> roles/app.toml:7:14
+  |
+7 | multiline = [\"tls..cert\", \"params.tls.cert\", \"tls.certs\", \"tls.cert\"]
+  |              ^^^^^^^^^^^
+  = help: list the parameters whose values may span lines as the template names them below `params`, like `multiline = [\"tls.cert\"]` for `{{params.tls.cert}}`; `multiline = true` allows every value it prints
+
+error: `params.tls.cert` starts with `params`
+ --> roles/app.toml:7:27
+  |
+7 | multiline = [\"tls..cert\", \"params.tls.cert\", \"tls.certs\", \"tls.cert\"]
+  |                           ^^^^^^^^^^^^^^^^^
+  = help: multiline paths are below `params`: write `tls.cert`
+
+error: template `roles/templates/app/tls.hbs` never prints `params.tls.certs`
+ --> roles/app.toml:7:46
+  |
+7 | multiline = [\"tls..cert\", \"params.tls.cert\", \"tls.certs\", \"tls.cert\"]
+  |                                              ^^^^^^^^^^^
+  = help: list the parameters whose values may span lines as the template names them below `params`, like `multiline = [\"tls.cert\"]` for `{{params.tls.cert}}`; `multiline = true` allows every value it prints
+
+error: 3 problems found; nothing was written"
+        );
+    }
+
+    #[test]
+    fn multiline_is_for_templates_only() {
+        let settings = parse_settings(SETTINGS).unwrap();
+        let roles = MemoryRoles {
+            files: [
+                (
+                    "app.toml".to_string(),
+                    b"[image]\nbase = \"debian-12\"\n\n[[files]]\nsource = \"a.conf\"\ndest = \"/etc/a.conf\"\nmultiline = true\n".to_vec(),
+                ),
+                ("a.conf".to_string(), b"a\n".to_vec()),
+            ]
+            .into(),
+        };
+        let err = load_in_memory(&settings, &roles, &["app".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("error: unknown key `multiline`\n --> roles/app.toml:7:1\n"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_template_printing_with_three_braces_is_refused_where_it_does() {
+        let err = load_app("", "A={{params.a}}\nB={{{params.b}}}\n").unwrap_err();
+        assert_eq!(
+            err,
+            "error: template prints a value with `{{{...}}}` or `{{&...}}`, which skips the check for control characters
+ --> roles/templates/app/tls.hbs:2:3
+  |
+2 | B={{{params.b}}}
+  |   ^^^
+  = help: write `{{...}}`: it prints the same, since nothing is HTML-escaped
+
+error: 1 problem found; nothing was written"
+        );
     }
 }

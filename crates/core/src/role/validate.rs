@@ -166,7 +166,7 @@ impl Loader<'_> {
             paths.push(at("file", &x.v.dest, x.file, &x.span));
         }
         for x in &m.templates {
-            paths.push(at("template", &x.v.dest, x.file, &x.span));
+            paths.push(at("template", &x.v.file.dest, x.file, &x.span));
         }
         for x in &m.archives {
             paths.push(at("archive", &x.v.dest, x.file, &x.span));
@@ -240,11 +240,12 @@ fn into_role(name: &str, is_abstract: bool, image: Image, m: Merged, sources: Ve
         .templates
         .into_iter()
         .map(|t| BootTemplate {
-            source: t.v.source,
-            dest: t.v.dest,
-            mode: t.v.mode,
-            owner: t.v.owner,
-            group: t.v.group,
+            source: t.v.file.source,
+            dest: t.v.file.dest,
+            mode: t.v.file.mode,
+            owner: t.v.file.owner,
+            group: t.v.file.group,
+            multiline: t.v.multiline,
         })
         .collect();
     templates.sort_by(|a, b| a.dest.cmp(&b.dest));
