@@ -184,8 +184,9 @@ mod tests {
         let files = concat!(env!("CARGO_MANIFEST_DIR"), "/../../agent/src/files.rs");
         let code = std::fs::read_to_string(files).unwrap();
         assert!(
-            code.contains("dest.with_file_name(format!(\".{name}.imagectl-agent.tmp\"))"),
-            "temp_path in agent/src/files.rs changed: update TEMP_NAME_EXTRA"
+            code.contains("let mut tmp = OsString::from(\".\");")
+                && code.contains("tmp.push(\".imagectl-agent.tmp\");"),
+            "temp_name in agent/src/files.rs changed: update TEMP_NAME_EXTRA"
         );
         assert_eq!(TEMP_NAME_EXTRA, 20);
     }
