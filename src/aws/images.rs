@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{
-    AttributeValue, Filter, LaunchPermission, LaunchPermissionModifications, SnapshotAttributeName,
-    Tag,
+    AttributeValue, Filter, LaunchPermission, LaunchPermissionModifications, ResourceType,
+    SnapshotAttributeName, Tag, TagSpecification,
 };
 
 use super::error::err;
@@ -151,7 +151,21 @@ impl Ec2 {
         source_region: &str,
         source: &ImageInfo,
         kms_key: Option<&str>,
+        tags: &BTreeMap<String, String>,
     ) -> Result<String, Error> {
+        // Tagged as it is created, image and snapshots: the build policy
+        // lets a copy be made only so, and the copy is never an untagged
+        // image in between.
+        let ec2_tags: Vec<Tag> = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let specs = [ResourceType::Image, ResourceType::Snapshot].map(|kind| {
+            TagSpecification::builder()
+                .resource_type(kind)
+                .set_tags(Some(ec2_tags.clone()))
+                .build()
+        });
         let out = self
             .client
             .copy_image()
@@ -160,6 +174,7 @@ impl Ec2 {
             .name(&source.name)
             .encrypted(true)
             .set_kms_key_id(kms_key.map(String::from))
+            .set_tag_specifications((!tags.is_empty()).then(|| specs.to_vec()))
             .send()
             .await
             .map_err(err("CopyImage", &self.region, Some(&source.id)))?;

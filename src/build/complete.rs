@@ -82,7 +82,8 @@ async fn copies_in(
             None => {
                 tracing::info!("{role}: copying {} to {}", home_image.id, ec2.region);
                 let key = project.settings.aws.kms_key_in(&ec2.region);
-                ec2.copy_image(home, home_image, key.as_deref()).await?
+                ec2.copy_image(home, home_image, key.as_deref(), &wanted)
+                    .await?
             }
         };
         out.push((role.clone(), id, wanted));
