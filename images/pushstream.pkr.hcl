@@ -5,7 +5,7 @@ packer {
   required_plugins {
     amazon = {
       source  = "github.com/hashicorp/amazon"
-      version = ">= 1.3.0"
+      version = "= 1.8.2"
     }
   }
 }
@@ -99,7 +99,8 @@ source "amazon-ebs" "pushstream" {
   }
   imds_support = "v2.0"
 
-  # Encrypted volumes; private images, shared only with the listed accounts.
+  # Encrypted volumes; a private image, in this region only: imagectl copies it
+  # to the other regions and shares it, tagged, once it is complete.
   encrypt_boot = true
   kms_key_id   = "alias/imagectl-images"
   launch_block_device_mappings {
@@ -111,10 +112,6 @@ source "amazon-ebs" "pushstream" {
     encrypted             = true
     kms_key_id            = "alias/imagectl-images"
     delete_on_termination = true
-  }
-  ami_regions = ["eu-central-1"]
-  region_kms_key_ids = {
-    eu-central-1 = "alias/imagectl-images"
   }
 }
 

@@ -38,8 +38,12 @@ pub fn enforced_after_build(setting: &str) -> Option<&'static str> {
 /// Where the staged context is uploaded on the build instance.
 pub const REMOTE_STAGE: &str = "/tmp/imagectl-stage";
 
-/// The plugin version the committed templates ask for.
-const AMAZON_PLUGIN: &str = ">= 1.3.0";
+/// The amazon plugin, pinned to one version: it runs with the build's
+/// credentials, so a new release reaches builds only through a reviewed
+/// change of this line (docs/aws-setup.md, "Upgrading the amazon plugin").
+/// 1.8.2 tags images and snapshots as it creates them, which the build
+/// policy requires.
+pub const AMAZON_PLUGIN: &str = "= 1.8.2";
 
 /// A setting a template needs is not in `imagectl.toml`.
 #[derive(Debug, thiserror::Error)]
@@ -225,7 +229,7 @@ fn source(settings: &Settings, role: &Role, base: &Entry, net: &BuildNetwork) ->
         .get(role.image.base.as_deref().unwrap_or(""))
         .and_then(|b| b.ssh_username.clone())
         .unwrap_or_else(|| "admin".to_string());
-    let source = Body::new()
+    Body::new()
         .attr("region", Expr::str(&aws.region))
         .attr("source_ami", Expr::str(&base.ami))
         .attr("instance_type", Expr::str(&role.image.instance_type))
@@ -259,11 +263,10 @@ fn source(settings: &Settings, role: &Role, base: &Entry, net: &BuildNetwork) ->
         )
         .attr("imds_support", Expr::str("v2.0"))
         .blank()
-        .comment("Encrypted volumes; private images, shared only with the listed accounts.")
+        .comment("Encrypted volumes; a private image, in this region only: imagectl copies it\nto the other regions and shares it, tagged, once it is complete.")
         .attr("encrypt_boot", Expr::Bool(true))
         .attr_opt("kms_key_id", aws.kms_key.clone().map(Expr::Str))
-        .block("launch_block_device_mappings", &[], block_device(settings, role));
-    copies_and_shares(settings, source)
+        .block("launch_block_device_mappings", &[], block_device(settings, role))
 }
 
 /// The root volume: gp3, encrypted, deleted with the instance.
@@ -280,32 +283,6 @@ fn block_device(settings: &Settings, role: &Role) -> Body {
         .attr("encrypted", Expr::Bool(true))
         .attr_opt("kms_key_id", settings.aws.kms_key.clone().map(Expr::Str))
         .attr("delete_on_termination", Expr::Bool(true))
-}
-
-/// The copy regions (each with its KMS key) and the accounts images and
-/// snapshots are shared with.
-fn copies_and_shares(settings: &Settings, mut source: Body) -> Body {
-    let aws = &settings.aws;
-    if !aws.copy_regions.is_empty() {
-        source = source.attr("ami_regions", Expr::strs(&aws.copy_regions));
-        if aws.kms_key.is_some() {
-            source = source.attr(
-                "region_kms_key_ids",
-                Expr::Map(
-                    aws.copy_regions
-                        .iter()
-                        .filter_map(|r| Some((r.clone(), Expr::Str(aws.kms_key_in(r)?))))
-                        .collect(),
-                ),
-            );
-        }
-    }
-    if !aws.share_accounts.is_empty() {
-        source = source
-            .attr("ami_users", Expr::strs(&aws.share_accounts))
-            .attr("snapshot_users", Expr::strs(&aws.share_accounts));
-    }
-    source
 }
 
 /// The build: upload the staged context, run its provisioning script,
