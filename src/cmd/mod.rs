@@ -54,7 +54,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
         }
         Command::IamPolicy(a) => {
             let project = config.project()?;
-            print_json(&iam::policy(&project, a.job));
+            print_json(&iam::policy(&project, a.job, &a.channels));
             Ok(())
         }
     }

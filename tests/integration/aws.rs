@@ -407,7 +407,7 @@ fn the_printed_iam_policies_are_enough_for_each_job() {
     let moto = Moto::start();
     let mut t = project(&moto);
     let mut keys = std::collections::BTreeMap::new();
-    for job in ["build", "publish", "prune"] {
+    for job in ["plan", "build", "publish", "prune"] {
         let policy = relaxed_policy(&mut t, job);
         let k = moto.boto3(&format!(
             r#"
@@ -454,6 +454,9 @@ urllib.request.urlopen(urllib.request.Request("{}/moto-api/reset-auth", data=b"0
         r.stderr
     );
     assert!(r.stdout.contains("built"), "{}", r.stdout);
+    let r = as_user("plan", &["plan", "--all"]);
+    assert_eq!(r.status, 0, "plan as the plan user:\n{}", r.stderr);
+    assert!(r.stdout.contains("up-to-date"), "{}", r.stdout);
     let r = as_user("publish", &["publish", "app", "--channel", "dev"]);
     assert_eq!(r.status, 0, "publish as the publish user:\n{}", r.stderr);
     let r = as_user(

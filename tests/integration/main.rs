@@ -8,6 +8,7 @@ mod faults;
 mod fuzz_corpus;
 mod hash;
 mod hostile;
+mod iam;
 mod identity;
 mod layers;
 mod local;

@@ -20,6 +20,9 @@ pub mod tags {
     pub const BASE_AMI: &str = "imagectl:base-ami";
     /// The imagectl version that built it.
     pub const VERSION: &str = "imagectl:version";
+    /// On a launch template: the channel it follows, which the publish
+    /// policy of that channel may move.
+    pub const CHANNEL: &str = "imagectl:channel";
     /// EC2's display name.
     pub const NAME: &str = "Name";
     /// The tags every complete image carries (besides `Name`).

@@ -1,0 +1,310 @@
+//! Least-privilege IAM policies for the jobs that run imagectl: exactly the
+//! actions imagectl and Packer call, no wildcard actions, every write scoped
+//! by resource and by the conditions IAM evaluates for it (tags imagectl
+//! puts on what it creates, the build network, IMDSv2, the KMS key), so
+//! that a job can touch only what imagectl made for it. Checked by
+//! `tests/integration/iam.rs` with IAM's own evaluation rules and with
+//! cloudsplaining; moto proves the actions suffice.
+//!
+//! Where a build's own statements live: [`build`].
+
+mod build;
+
+use serde_json::{json, Value};
+
+use imagectl_core::names::tags;
+use imagectl_core::project::Project;
+
+/// The jobs a policy can be printed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Job {
+    /// Read-only, for pull requests: `plan`.
+    Plan,
+    /// `bases update` and `build`, imagectl and Packer; writes no channel.
+    Build,
+    /// `publish`, `promote`, `rollback`, `images`: the channels named with
+    /// `--channel`, or every channel.
+    Publish,
+    /// `prune`: images imagectl built, never others.
+    Prune,
+    /// `sweep`: what builds left behind, found by imagectl's tags.
+    Sweep,
+    /// `sweep --untagged`, break-glass: images and snapshots of builds
+    /// killed before they could tag them, which IAM cannot tell from
+    /// anybody else's.
+    SweepUntagged,
+}
+
+/// Every job.
+pub const JOBS: [Job; 6] = [
+    Job::Plan,
+    Job::Build,
+    Job::Publish,
+    Job::Prune,
+    Job::Sweep,
+    Job::SweepUntagged,
+];
+
+/// The policy document for `job`; `channels` limits `publish` to those
+/// channels (every channel when empty).
+pub fn policy(project: &Project, job: Job, channels: &[String]) -> Value {
+    let n = Names::of(project);
+    let statements = match job {
+        Job::Plan => plan(&n),
+        Job::Build => build::statements(project, &n),
+        Job::Publish => {
+            let all = &project.settings.publish.channels;
+            publish(&n, if channels.is_empty() { all } else { channels })
+        }
+        Job::Prune => prune(&n),
+        Job::Sweep => sweep(),
+        Job::SweepUntagged => sweep_untagged(),
+    };
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// A statement allowing `actions` on `resources`.
+fn allow(sid: &str, actions: &[&str], resources: impl Into<Value>) -> Value {
+    json!({"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources.into()})
+}
+
+/// A statement allowing `actions` on `resources` when `condition` holds.
+fn allow_if(sid: &str, actions: &[&str], resources: impl Into<Value>, condition: Value) -> Value {
+    let mut st = allow(sid, actions, resources);
+    st["Condition"] = condition;
+    st
+}
+
+/// Resources that carry imagectl's tag `key` (set, whatever its value).
+fn tagged(key: &str) -> Value {
+    json!({"Null": {format!("ec2:ResourceTag/{key}"): "false"}})
+}
+
+/// EC2 resource ARNs of `kinds` (`image`, `snapshot`: no account in their
+/// ARN; the rest: any account of the partition's, since policies are
+/// attached in one account anyway).
+fn ec2_arns(kinds: &[&str]) -> Vec<String> {
+    kinds
+        .iter()
+        .map(|k| match *k {
+            "image" | "snapshot" => format!("arn:aws:ec2:*::{k}/*"),
+            other => format!("arn:aws:ec2:*:*:{other}/*"),
+        })
+        .collect()
+}
+
+/// The parameter ARNs several jobs share.
+struct Names {
+    /// Every parameter below the prefix.
+    parameters: String,
+    /// The prefix itself (for `GetParametersByPath`).
+    parameter_path: String,
+    /// The prefix without its leading `/`.
+    prefix: String,
+}
+
+impl Names {
+    fn of(project: &Project) -> Names {
+        let prefix = project
+            .settings
+            .publish
+            .prefix
+            .trim_start_matches('/')
+            .to_string();
+        Names {
+            parameters: format!("arn:aws:ssm:*:*:parameter/{prefix}/*"),
+            parameter_path: format!("arn:aws:ssm:*:*:parameter/{prefix}"),
+            prefix,
+        }
+    }
+
+    fn read_channels(&self) -> Value {
+        allow(
+            "ReadChannels",
+            &[
+                "ssm:GetParameter",
+                "ssm:GetParameters",
+                "ssm:GetParameterHistory",
+                "ssm:GetParametersByPath",
+            ],
+            json!([self.parameters, self.parameter_path]),
+        )
+    }
+
+    /// The recorded inputs of builds, `PREFIX/ROLE/inputs/HASH`: never a
+    /// channel.
+    fn record_inputs(&self) -> Value {
+        allow(
+            "RecordInputs",
+            &["ssm:PutParameter"],
+            format!("arn:aws:ssm:*:*:parameter/{}/*/inputs/*", self.prefix),
+        )
+    }
+
+    /// The parameters of `channel` of every role.
+    fn channel(&self, channel: &str) -> String {
+        format!("arn:aws:ssm:*:*:parameter/{}/*/{channel}", self.prefix)
+    }
+}
+
+fn plan(n: &Names) -> Vec<Value> {
+    vec![
+        allow("Describe", &["ec2:DescribeImages"], "*"),
+        allow("ReadChannels", &["ssm:GetParameters"], n.parameters.clone()),
+    ]
+}
+
+/// Channels: reading all of them, writing only `channels`, and moving
+/// only the launch templates tagged with one of them.
+fn publish(n: &Names, channels: &[String]) -> Vec<Value> {
+    let writable: Vec<String> = channels.iter().map(|c| n.channel(c)).collect();
+    vec![
+        n.read_channels(),
+        allow("WriteChannels", &["ssm:PutParameter"], json!(writable)),
+        allow(
+            "Describe",
+            &[
+                "ec2:DescribeImages",
+                "ec2:DescribeLaunchTemplates",
+                "ec2:DescribeLaunchTemplateVersions",
+            ],
+            "*",
+        ),
+        // Launch template ARNs hold IDs, not names: the template says
+        // which channel it follows in its `imagectl:channel` tag.
+        allow_if(
+            "FollowChannels",
+            &[
+                "ec2:CreateLaunchTemplateVersion",
+                "ec2:ModifyLaunchTemplate",
+            ],
+            "arn:aws:ec2:*:*:launch-template/*",
+            json!({"StringEquals": {format!("aws:ResourceTag/{}", tags::CHANNEL): channels}}),
+        ),
+    ]
+}
+
+fn prune(n: &Names) -> Vec<Value> {
+    vec![
+        n.read_channels(),
+        allow(
+            "Describe",
+            &[
+                "ec2:DescribeImages",
+                "ec2:DescribeInstances",
+                "ec2:DescribeLaunchTemplates",
+                "ec2:DescribeLaunchTemplateVersions",
+            ],
+            "*",
+        ),
+        allow_if(
+            "DeleteOnlyImagectlImages",
+            &["ec2:DeregisterImage", "ec2:DeleteSnapshot"],
+            json!(ec2_arns(&["image", "snapshot"])),
+            tagged(tags::ROLE),
+        ),
+    ]
+}
+
+/// What a sweep reads to find orphans, in either mode.
+const SWEEP_DESCRIBE: [&str; 6] = [
+    "ec2:DescribeImages",
+    "ec2:DescribeInstances",
+    "ec2:DescribeKeyPairs",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSnapshots",
+    "ec2:DescribeVolumes",
+];
+
+fn sweep() -> Vec<Value> {
+    vec![
+        allow("Describe", &SWEEP_DESCRIBE, "*"),
+        allow_if(
+            "RemoveWhatBuildsTagged",
+            &[
+                "ec2:TerminateInstances",
+                "ec2:DeleteVolume",
+                "ec2:DeleteSecurityGroup",
+            ],
+            json!(ec2_arns(&["instance", "volume", "security-group"])),
+            tagged(tags::BUILD),
+        ),
+        allow_if(
+            "RemoveImagesOfBuilds",
+            &["ec2:DeregisterImage", "ec2:DeleteSnapshot"],
+            json!(ec2_arns(&["image", "snapshot"])),
+            tagged(tags::ROLE),
+        ),
+        // Packer's key pairs carry no tags; their names are in their ARN.
+        allow(
+            "RemoveTemporaryKeyPairs",
+            &["ec2:DeleteKeyPair"],
+            "arn:aws:ec2:*:*:key-pair/imagectl-*",
+        ),
+    ]
+}
+
+/// Break-glass: an image a build was killed before tagging is known only by
+/// its name, which IAM cannot match, so this removes any image and
+/// snapshot. imagectl itself only ever removes images named
+/// `imagectl-ROLE-HASH12-STAMP` with no imagectl tags, and their snapshots.
+fn sweep_untagged() -> Vec<Value> {
+    vec![
+        allow("Describe", &SWEEP_DESCRIBE, "*"),
+        allow(
+            "RemoveUntaggedImagesOfKilledBuilds",
+            &["ec2:DeregisterImage", "ec2:DeleteSnapshot"],
+            json!(ec2_arns(&["image", "snapshot"])),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project() -> Project {
+        let settings = imagectl_core::settings::parse_settings(
+            "[aws]\nregion = \"eu-west-1\"\ninstance_profile = \"imagectl-build\"\nkms_key = \"alias/k\"\nbuild_subnet = \"s\"\nbuild_security_group = \"g\"\n[bases.debian-12]\nowners = [\"136693071363\"]\nname = \"debian-12-amd64-*\"\narchitecture = \"x86_64\"\n",
+        )
+        .unwrap();
+        Project {
+            root: std::path::PathBuf::from("/nonexistent"),
+            settings,
+        }
+    }
+
+    #[test]
+    fn no_wildcard_actions() {
+        for job in JOBS {
+            let p = policy(&project(), job, &[]);
+            for st in p["Statement"].as_array().unwrap() {
+                let actions: Vec<&str> = match &st["Action"] {
+                    Value::String(s) => vec![s.as_str()],
+                    Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+                    other => panic!("{other}"),
+                };
+                for a in actions {
+                    assert!(!a.contains('*'), "{job:?}: {a}");
+                    assert!(
+                        a.split_once(':')
+                            .is_some_and(|(svc, act)| !svc.is_empty() && !act.is_empty()),
+                        "{a}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn publish_writes_only_the_channels_named() {
+        let p = policy(&project(), Job::Publish, &["dev".to_string()]);
+        let text = p.to_string();
+        assert!(text.contains("parameter/imagectl/*/dev"), "{text}");
+        assert!(!text.contains("parameter/imagectl/*/prod"), "{text}");
+        let all = policy(&project(), Job::Publish, &[]).to_string();
+        for c in ["dev", "staging", "prod"] {
+            assert!(all.contains(&format!("parameter/imagectl/*/{c}")), "{all}");
+        }
+    }
+}

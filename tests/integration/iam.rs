@@ -1,0 +1,489 @@
+//! Least privilege, probed with IAM's own rules. moto enforces actions only
+//! (`aws::the_printed_iam_policies_are_enough_for_each_job` shows they
+//! suffice); here every policy `imagectl iam-policy` prints is evaluated by
+//! `tests/iam_eval.py` (explicit deny wins, wildcards, condition operators,
+//! missing keys) against requests with the context AWS gives them: the
+//! calls each job really makes must be allowed, and what it must not be
+//! able to do must be denied. Every condition key is checked against the
+//! Service Authorization Reference, and cloudsplaining finds nothing.
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::moto::python;
+use crate::support::{repo_root, Test};
+
+const ACCOUNT: &str = "111122223333";
+const HOME: &str = "eu-west-1";
+const BUILD_TAG: &str = "imagectl:build";
+const ROLE_TAG: &str = "imagectl:role";
+
+/// A request: one action on resources, each with its own context, and the
+/// context of the whole request.
+struct Probe {
+    name: String,
+    action: &'static str,
+    resources: Vec<(String, Value)>,
+    context: Value,
+    expect: &'static str,
+}
+
+fn probe(name: &str, action: &'static str, expect: &'static str) -> Probe {
+    Probe {
+        name: name.to_string(),
+        action,
+        resources: Vec::new(),
+        context: json!({"ec2:Region": HOME}),
+        expect,
+    }
+}
+
+impl Probe {
+    fn on(mut self, arn: impl Into<String>, context: Value) -> Probe {
+        self.resources.push((arn.into(), context));
+        self
+    }
+
+    fn with(mut self, context: Value) -> Probe {
+        for (k, v) in context.as_object().unwrap() {
+            self.context[k] = v.clone();
+        }
+        self
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "action": self.action,
+            "resources": self.resources.iter().map(|(arn, c)| json!({"arn": arn, "context": c})).collect::<Vec<_>>(),
+            "context": self.context,
+            "expect": self.expect,
+        })
+    }
+}
+
+fn ec2(kind: &str, id: &str) -> String {
+    match kind {
+        "image" | "snapshot" => format!("arn:aws:ec2:{HOME}::{kind}/{id}"),
+        _ => format!("arn:aws:ec2:{HOME}:{ACCOUNT}:{kind}/{id}"),
+    }
+}
+
+fn parameter(name: &str) -> String {
+    format!("arn:aws:ssm:{HOME}:{ACCOUNT}:parameter{name}")
+}
+
+fn printed(t: &mut Test, args: &[&str]) -> Value {
+    let mut all = vec!["iam-policy"];
+    all.extend(args);
+    serde_json::from_str(&t.ok_with(&all)).unwrap()
+}
+
+/// Evaluates `probes` against `policy`; panics naming every probe decided
+/// otherwise and every condition key no action of its statement has.
+fn check(what: &str, policy: &Value, probes: &[Probe]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let spec =
+        json!({"policy": policy, "probes": probes.iter().map(Probe::json).collect::<Vec<_>>()});
+    std::fs::write(file.path(), spec.to_string()).unwrap();
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/iam_eval.py"))
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["probes"], probes.len());
+    assert_eq!(
+        (&report["wrong"], &report["invalid_keys"]),
+        (&json!([]), &json!([])),
+        "{what}: {policy:#}"
+    );
+}
+
+/// A build instance launch as current Packer sends it, with `changes` to
+/// the context of the resource of `kind`.
+fn launch(name: &str, expect: &'static str, kind: &str, changes: Value) -> Probe {
+    let build = json!({format!("aws:RequestTag/{BUILD_TAG}"): "0123456789ab-20261126080000", format!("aws:RequestTag/{ROLE_TAG}"): "app"});
+    let mut contexts = vec![
+        ("instance", "*", {
+            let mut c = build.clone();
+            c["ec2:MetadataHttpTokens"] = json!("required");
+            c["ec2:InstanceProfile"] = json!(format!(
+                "arn:aws:iam::{ACCOUNT}:instance-profile/imagectl-build"
+            ));
+            c
+        }),
+        ("volume", "*", {
+            let mut c = build.clone();
+            c["ec2:Encrypted"] = json!("true");
+            c
+        }),
+        (
+            "subnet",
+            "subnet-1",
+            json!({"ec2:ResourceTag/Name": "imagectl-build-private"}),
+        ),
+        (
+            "security-group",
+            "sg-1",
+            json!({"ec2:ResourceTag/Name": "imagectl-build"}),
+        ),
+        (
+            "network-interface",
+            "*",
+            json!({"ec2:AssociatePublicIpAddress": "false"}),
+        ),
+        (
+            "key-pair",
+            "imagectl-app-0123456789ab-20261126080000",
+            json!({}),
+        ),
+        ("image", "ami-debian", json!({"ec2:Owner": "136693071363"})),
+    ];
+    for (k, _, c) in contexts.iter_mut() {
+        if *k == kind {
+            for (key, v) in changes.as_object().unwrap() {
+                if v.is_null() {
+                    c.as_object_mut().unwrap().remove(key);
+                } else {
+                    c[key] = v.clone();
+                }
+            }
+        }
+    }
+    let mut p = probe(name, "ec2:RunInstances", expect);
+    for (k, id, c) in contexts {
+        p = p.on(ec2(k, id), c);
+    }
+    p
+}
+
+fn build_probes() -> Vec<Probe> {
+    let tagged = json!({format!("ec2:ResourceTag/{ROLE_TAG}"): "app", format!("ec2:ResourceTag/{BUILD_TAG}"): "0123456789ab-20261126080000"});
+    let requested = json!({format!("aws:RequestTag/{ROLE_TAG}"): "app"});
+    let via_ec2 = json!({"kms:ViaService": "ec2.eu-west-1.amazonaws.com", "kms:ResourceAliases": ["alias/imagectl-images"]});
+    let key = format!("arn:aws:kms:{HOME}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab");
+    vec![
+        // What a build does.
+        launch("launch a build instance as Packer does", "allow", "", json!({})),
+        probe("image the build instance", "ec2:CreateImage", "allow")
+            .on(ec2("instance", "i-build"), tagged.clone())
+            .on(ec2("image", "*"), requested.clone())
+            .on(ec2("snapshot", "*"), requested.clone()),
+        probe("tag what is created with the role's tags", "ec2:CreateTags", "allow")
+            .on(ec2("image", "ami-new"), json!({}))
+            .with(json!({"ec2:CreateAction": "CreateImage", format!("aws:RequestTag/{ROLE_TAG}"): "app"})),
+        probe("copy an imagectl image, tagged as it is made", "ec2:CopyImage", "allow")
+            .on(ec2("image", "ami-home"), tagged.clone())
+            .on(ec2("image", "*"), requested.clone())
+            .on(ec2("snapshot", "*"), requested.clone()),
+        probe("share and require IMDSv2 on an imagectl image", "ec2:ModifyImageAttribute", "allow")
+            .on(ec2("image", "ami-home"), tagged.clone()),
+        probe("share an imagectl snapshot", "ec2:ModifySnapshotAttribute", "allow")
+            .on(ec2("snapshot", "snap-home"), tagged.clone()),
+        probe("complete the tags of an imagectl image", "ec2:CreateTags", "allow")
+            .on(ec2("image", "ami-home"), tagged.clone()),
+        probe("stop and terminate the build instance", "ec2:TerminateInstances", "allow")
+            .on(ec2("instance", "i-build"), tagged.clone()),
+        probe("Session Manager to the build instance", "ssm:StartSession", "allow")
+            .on(ec2("instance", "i-build"), json!({format!("ssm:resourceTag/{BUILD_TAG}"): "x"}))
+            .on(format!("arn:aws:ssm:{HOME}::document/AWS-StartPortForwardingSession"), json!({"ssm:SessionDocumentAccessCheck": "true"})),
+        probe("pass the build role to EC2", "iam:PassRole", "allow")
+            .on(format!("arn:aws:iam::{ACCOUNT}:role/imagectl-build"), json!({"iam:PassedToService": "ec2.amazonaws.com"})),
+        probe("EC2 makes a grant on the images' key", "kms:CreateGrant", "allow")
+            .on(key.clone(), json!({"kms:GrantIsForAWSResource": "true"}))
+            .with(via_ec2.clone()),
+        probe("EC2 decrypts with the images' key", "kms:Decrypt", "allow")
+            .on(key.clone(), json!({}))
+            .with(via_ec2.clone()),
+        probe("record the build's inputs", "ssm:PutParameter", "allow")
+            .on(parameter("/imagectl/app/inputs/0123"), json!({})),
+        // What it must not do.
+        probe("image a production instance", "ec2:CreateImage", "deny")
+            .on(ec2("instance", "i-prod"), json!({"ec2:ResourceTag/Name": "learn-web-prod"}))
+            .on(ec2("image", "*"), requested.clone())
+            .on(ec2("snapshot", "*"), requested.clone()),
+        probe("tag a production instance as a build", "ec2:CreateTags", "deny")
+            .on(ec2("instance", "i-prod"), json!({}))
+            .with(json!({format!("aws:RequestTag/{BUILD_TAG}"): "x", format!("aws:RequestTag/{ROLE_TAG}"): "app"})),
+        probe("copy an image imagectl did not make", "ec2:CopyImage", "deny")
+            .on(ec2("image", "ami-other"), json!({}))
+            .on(ec2("image", "*"), requested.clone()),
+        probe("share an image imagectl did not make", "ec2:ModifyImageAttribute", "deny")
+            .on(ec2("image", "ami-other"), json!({})),
+        probe("snapshot a production volume", "ec2:CreateSnapshot", "deny")
+            .on(ec2("volume", "vol-prod"), json!({}))
+            .on(ec2("snapshot", "*"), requested.clone()),
+        probe("make a volume", "ec2:CreateVolume", "deny").on(ec2("volume", "*"), requested.clone()),
+        probe("register an image", "ec2:RegisterImage", "deny")
+            .on(ec2("image", "*"), requested.clone())
+            .on(ec2("snapshot", "snap-prod"), json!({})),
+        launch("launch with a public IP", "deny", "network-interface", json!({"ec2:AssociatePublicIpAddress": "true"})),
+        launch("launch with IMDSv1", "deny", "instance", json!({"ec2:MetadataHttpTokens": "optional"})),
+        launch("launch with another instance profile", "deny", "instance", json!({"ec2:InstanceProfile": format!("arn:aws:iam::{ACCOUNT}:instance-profile/admin")})),
+        launch("launch without the build tag", "deny", "instance", json!({format!("aws:RequestTag/{BUILD_TAG}"): null})),
+        launch("launch into another subnet", "deny", "subnet", json!({"ec2:ResourceTag/Name": "prod-public"})),
+        launch("launch with another security group", "deny", "security-group", json!({"ec2:ResourceTag/Name": "default"})),
+        launch("launch from anybody's image", "deny", "image", json!({"ec2:Owner": "999988887777"})),
+        launch("launch with an unencrypted volume", "deny", "volume", json!({"ec2:Encrypted": "false"})),
+        probe("Session Manager to any instance", "ssm:StartSession", "deny")
+            .on(ec2("instance", "i-prod"), json!({}))
+            .on(format!("arn:aws:ssm:{HOME}::document/AWS-StartPortForwardingSession"), json!({})),
+        probe("a shell through Session Manager", "ssm:StartSession", "deny")
+            .on(ec2("instance", "i-build"), json!({format!("ssm:resourceTag/{BUILD_TAG}"): "x"}))
+            .on(format!("arn:aws:ssm:{HOME}:{ACCOUNT}:document/SSM-SessionManagerRunShell"), json!({})),
+        probe("pass the build role to another service", "iam:PassRole", "deny")
+            .on(format!("arn:aws:iam::{ACCOUNT}:role/imagectl-build"), json!({"iam:PassedToService": "lambda.amazonaws.com"})),
+        probe("pass another role", "iam:PassRole", "deny")
+            .on(format!("arn:aws:iam::{ACCOUNT}:role/admin"), json!({"iam:PassedToService": "ec2.amazonaws.com"})),
+        probe("a grant on the key not for an AWS resource", "kms:CreateGrant", "deny")
+            .on(key.clone(), json!({"kms:GrantIsForAWSResource": "false"}))
+            .with(via_ec2.clone()),
+        probe("decrypt with the key directly", "kms:Decrypt", "deny")
+            .on(key.clone(), json!({"kms:ResourceAliases": ["alias/imagectl-images"]})),
+        probe("decrypt with another key", "kms:Decrypt", "deny")
+            .on(key, json!({}))
+            .with(json!({"kms:ViaService": "ec2.eu-west-1.amazonaws.com", "kms:ResourceAliases": ["alias/prod-secrets"]})),
+        probe("write a channel", "ssm:PutParameter", "deny").on(parameter("/imagectl/app/dev"), json!({})),
+        probe("deregister an image imagectl did not make", "ec2:DeregisterImage", "deny")
+            .on(ec2("image", "ami-other"), json!({})),
+    ]
+}
+
+fn channel_probes(writable: &[&str], all: &[&str]) -> Vec<Probe> {
+    let mut out = vec![
+        probe("read every channel", "ssm:GetParameterHistory", "allow")
+            .on(parameter("/imagectl/app/prod"), json!({})),
+        probe(
+            "write a parameter outside the prefix",
+            "ssm:PutParameter",
+            "deny",
+        )
+        .on(parameter("/learn/prod/web/db_password"), json!({})),
+        probe(
+            "move a launch template that follows no channel",
+            "ec2:CreateLaunchTemplateVersion",
+            "deny",
+        )
+        .on(ec2("launch-template", "lt-1"), json!({})),
+    ];
+    for c in all {
+        let expect = if writable.contains(c) {
+            "allow"
+        } else {
+            "deny"
+        };
+        out.push(
+            probe(&format!("write channel {c}"), "ssm:PutParameter", expect)
+                .on(parameter(&format!("/imagectl/app/{c}")), json!({})),
+        );
+        out.push(
+            probe(
+                &format!("move the launch template of channel {c}"),
+                "ec2:CreateLaunchTemplateVersion",
+                expect,
+            )
+            .on(
+                ec2("launch-template", "lt-1"),
+                json!({"aws:ResourceTag/imagectl:channel": c}),
+            ),
+        );
+    }
+    out
+}
+
+fn cleanup_probes(tag: &str) -> Vec<Probe> {
+    vec![
+        probe(
+            "deregister an imagectl image",
+            "ec2:DeregisterImage",
+            "allow",
+        )
+        .on(
+            ec2("image", "ami-old"),
+            json!({format!("ec2:ResourceTag/{tag}"): "x"}),
+        ),
+        probe("delete an imagectl snapshot", "ec2:DeleteSnapshot", "allow").on(
+            ec2("snapshot", "snap-old"),
+            json!({format!("ec2:ResourceTag/{tag}"): "x"}),
+        ),
+        probe(
+            "deregister an image imagectl did not make",
+            "ec2:DeregisterImage",
+            "deny",
+        )
+        .on(ec2("image", "ami-other"), json!({})),
+        probe(
+            "delete a snapshot imagectl did not make",
+            "ec2:DeleteSnapshot",
+            "deny",
+        )
+        .on(ec2("snapshot", "snap-other"), json!({})),
+    ]
+}
+
+#[test]
+fn each_job_can_make_its_calls_and_nothing_it_must_not() {
+    let mut t = Test::new();
+    check("build", &printed(&mut t, &["build"]), &build_probes());
+    let all = ["dev", "staging", "prod"];
+    check(
+        "publish",
+        &printed(&mut t, &["publish"]),
+        &channel_probes(&all, &all),
+    );
+    check(
+        "publish --channel dev",
+        &printed(&mut t, &["publish", "--channel", "dev"]),
+        &channel_probes(&["dev"], &all),
+    );
+    check(
+        "publish --channel dev --channel staging",
+        &printed(
+            &mut t,
+            &["publish", "--channel", "dev", "--channel", "staging"],
+        ),
+        &channel_probes(&["dev", "staging"], &all),
+    );
+    check(
+        "prune",
+        &printed(&mut t, &["prune"]),
+        &cleanup_probes(ROLE_TAG),
+    );
+    let mut sweep = cleanup_probes(ROLE_TAG);
+    sweep.extend([
+        probe(
+            "terminate a build instance",
+            "ec2:TerminateInstances",
+            "allow",
+        )
+        .on(
+            ec2("instance", "i-build"),
+            json!({format!("ec2:ResourceTag/{BUILD_TAG}"): "x"}),
+        ),
+        probe("terminate any instance", "ec2:TerminateInstances", "deny")
+            .on(ec2("instance", "i-prod"), json!({})),
+        probe("delete a build's key pair", "ec2:DeleteKeyPair", "allow").on(
+            ec2("key-pair", "imagectl-app-0123456789ab-20261126080000"),
+            json!({}),
+        ),
+        probe("delete any key pair", "ec2:DeleteKeyPair", "deny")
+            .on(ec2("key-pair", "ops"), json!({})),
+        probe("delete any volume", "ec2:DeleteVolume", "deny")
+            .on(ec2("volume", "vol-prod"), json!({})),
+    ]);
+    check("sweep", &printed(&mut t, &["sweep"]), &sweep);
+    check(
+        "sweep-untagged",
+        &printed(&mut t, &["sweep-untagged"]),
+        &[
+            probe(
+                "deregister an untagged image (break-glass)",
+                "ec2:DeregisterImage",
+                "allow",
+            )
+            .on(ec2("image", "ami-untagged"), json!({})),
+            probe("terminate an instance", "ec2:TerminateInstances", "deny")
+                .on(ec2("instance", "i-prod"), json!({})),
+            probe("write a channel", "ssm:PutParameter", "deny")
+                .on(parameter("/imagectl/app/prod"), json!({})),
+        ],
+    );
+    check(
+        "plan",
+        &printed(&mut t, &["plan"]),
+        &[
+            probe("read channels", "ssm:GetParameters", "allow")
+                .on(parameter("/imagectl/app/dev"), json!({})),
+            probe("write anything", "ssm:PutParameter", "deny")
+                .on(parameter("/imagectl/app/dev"), json!({})),
+            probe("touch an image", "ec2:CreateTags", "deny").on(ec2("image", "ami-1"), json!({})),
+        ],
+    );
+}
+
+#[test]
+fn the_evaluator_decides_as_iam_does() {
+    // The probes are only as good as the evaluator: IAM's documented
+    // behaviour on a few policies of its own.
+    let policy = json!({"Statement": [
+        {"Sid": "A", "Effect": "Allow", "Action": "ec2:Create*", "Resource": "*", "Condition": {"StringNotEquals": {"ec2:ResourceTag/env": "prod"}}},
+        {"Sid": "D", "Effect": "Deny", "Action": "ec2:CreateTags", "Resource": "arn:aws:ec2:*:*:instance/*"},
+        {"Sid": "B", "Effect": "Allow", "Action": "ssm:PutParameter", "Resource": "arn:aws:ssm:*:*:parameter/a/*", "Condition": {"StringEqualsIfExists": {"aws:RequestTag/x": "y"}}},
+    ]});
+    check(
+        "the evaluator's own policy",
+        &policy,
+        &[
+            // A negated operator holds when the key is missing.
+            probe("negated, key missing", "ec2:CreateImage", "allow")
+                .on(ec2("instance", "i-1"), json!({})),
+            probe("negated, key matches", "ec2:CreateImage", "deny").on(
+                ec2("instance", "i-1"),
+                json!({"ec2:ResourceTag/env": "prod"}),
+            ),
+            // An explicit deny wins over an allow.
+            probe("explicit deny wins", "ec2:CreateTags", "deny")
+                .on(ec2("instance", "i-1"), json!({})),
+            probe("allowed elsewhere", "ec2:CreateTags", "allow")
+                .on(ec2("image", "ami-1"), json!({})),
+            // Actions are case-insensitive, wildcards span `/`.
+            probe("case-insensitive action", "EC2:createimage", "allow")
+                .on(ec2("image", "ami-1"), json!({})),
+            probe("wildcard across slashes", "ssm:PutParameter", "allow")
+                .on(parameter("/a/b/c"), json!({})),
+            probe(
+                "IfExists, key present and wrong",
+                "ssm:PutParameter",
+                "deny",
+            )
+            .on(parameter("/a/b"), json!({"aws:RequestTag/x": "z"})),
+            probe("no statement", "ssm:GetParameter", "deny").on(parameter("/a/b"), json!({})),
+        ],
+    );
+}
+
+#[test]
+fn cloudsplaining_finds_nothing_in_any_job_and_would_find_the_old_build_policy() {
+    let mut t = Test::new();
+    let cloudsplaining = python().with_file_name("cloudsplaining");
+    let scan = |policy: &Value| {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), policy.to_string()).unwrap();
+        let out = Command::new(&cloudsplaining)
+            .args(["scan-policy-file", "--input-file"])
+            .arg(file.path())
+            .output()
+            .expect("cloudsplaining is installed by scripts/setup");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for args in [
+        vec!["plan"],
+        vec!["build"],
+        vec!["publish"],
+        vec!["publish", "--channel", "dev"],
+        vec!["prune"],
+        vec!["sweep"],
+    ] {
+        let policy = printed(&mut t, &args);
+        assert_eq!(scan(&policy), "There were no results found.", "{args:?}");
+    }
+    // The statement the build policy had before: cloudsplaining sees it.
+    let old = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["ec2:CopyImage", "ec2:CreateImage"], "Resource": "*"}]});
+    assert!(
+        scan(&old).contains("Unrestricted Infrastructure Modification"),
+        "{}",
+        scan(&old)
+    );
+}
