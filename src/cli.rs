@@ -88,6 +88,10 @@ pub struct IamPolicyArgs {
     /// The job.
     #[arg(value_enum)]
     pub job: crate::iam::Job,
+    /// With `publish`: only these channels may be written (repeatable; the
+    /// main branch's role publishes to `dev` only). Default: every channel.
+    #[arg(long = "channel", value_name = "CHANNEL")]
+    pub channels: Vec<String>,
 }
 
 /// `imagectl images`.
@@ -120,6 +124,11 @@ pub struct SweepArgs {
     /// Print what would be removed; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Break-glass: only the images (and their snapshots) that a build was
+    /// killed before it could tag, found by their names. Needs the
+    /// `sweep-untagged` policy, which cannot be limited to imagectl's images.
+    #[arg(long)]
+    pub untagged: bool,
 }
 
 /// An age such as `2h`, `90s` or `1d12h`: whole numbers, each followed by

@@ -137,11 +137,31 @@ pub struct Inventory {
     pub groups: Vec<Resource>,
 }
 
+/// Which orphans a sweep removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// What carries imagectl's tags (instances, volumes and groups of a
+    /// build, images and snapshots of a role) and Packer's key pairs,
+    /// named after the build: what the sweep policy can be scoped to.
+    Tagged,
+    /// Break-glass (`--untagged`): images a build was killed before it
+    /// could tag, known only by their names, and the snapshots of orphan
+    /// images that carry no imagectl tag; the `sweep-untagged` policy
+    /// cannot be scoped to imagectl's resources.
+    Untagged,
+}
+
 /// Decides what in `inv` is an orphan at time `now` (seconds since the
-/// epoch): only what is at least `older_than` old, so that builds still
-/// running are left alone. `build_group` is the group builds run in (by
-/// Name tag), never removed.
-pub fn plan(inv: &Inventory, now: i64, older_than: Duration, build_group: &str) -> Vec<Orphan> {
+/// epoch) for a sweep in `mode`: only what is at least `older_than` old, so
+/// that builds still running are left alone. `build_group` is the group
+/// builds run in (by Name tag), never removed.
+pub fn plan(
+    inv: &Inventory,
+    mode: Mode,
+    now: i64,
+    older_than: Duration,
+    build_group: &str,
+) -> Vec<Orphan> {
     let mut p = Planner {
         inv,
         now,
@@ -162,6 +182,34 @@ pub fn plan(inv: &Inventory, now: i64, older_than: Duration, build_group: &str) 
     p.key_pairs(&in_use);
     p.groups(&in_use, build_group);
     p.out
+        .into_iter()
+        .filter(|o| breaks_glass(o, inv) == (mode == Mode::Untagged))
+        .collect()
+}
+
+/// Whether removing `o` needs the break-glass policy: an image without
+/// imagectl's role tag, or with a snapshot without it (the image and all
+/// its snapshots go together, or the snapshots would be left behind with
+/// nothing to find them by), or a snapshot of such an image.
+fn breaks_glass(o: &Orphan, inv: &Inventory) -> bool {
+    let tagged_snapshot = |id: &str| {
+        inv.snapshots
+            .iter()
+            .any(|s| s.id == id && s.tag(tags::ROLE).is_some())
+    };
+    let image_needs = |id: &str| {
+        inv.images.iter().find(|i| i.id == id).is_some_and(|i| {
+            i.tag(tags::ROLE).is_none() || i.snapshots.iter().any(|s| !tagged_snapshot(s))
+        })
+    };
+    match o.kind {
+        Kind::Image => image_needs(&o.id),
+        Kind::Snapshot => match &o.image {
+            Some(image) => image_needs(image),
+            None => !tagged_snapshot(&o.id),
+        },
+        _ => false,
+    }
 }
 
 /// One region's orphans, found kind by kind.
@@ -378,6 +426,7 @@ pub async fn inventory(project: &Project, session: &Session) -> Result<Vec<Inven
 pub async fn find(
     project: &Project,
     session: &Session,
+    mode: Mode,
     now: i64,
     older_than: Duration,
 ) -> Result<Vec<Orphan>, aws::Error> {
@@ -389,7 +438,7 @@ pub async fn find(
         .unwrap_or_default();
     let mut out = Vec::new();
     for inv in inventory(project, session).await? {
-        out.extend(plan(&inv, now, older_than, group));
+        out.extend(plan(&inv, mode, now, older_than, group));
     }
     Ok(out)
 }
@@ -636,64 +685,82 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_old_incomplete_unused_leftovers_are_orphans() {
-        let got: Vec<(Kind, String, String)> = plan(
+    fn orphans(mode: Mode) -> Vec<(Kind, String, String)> {
+        plan(
             &inventory(),
+            mode,
             NOW,
             Duration::from_secs(7200),
             "imagectl-build",
         )
         .into_iter()
         .map(|o| (o.kind, o.id, o.reason))
-        .collect();
-        let want = [
-            (Kind::Instance, "i-left", "build instance left running"),
-            (
-                Kind::Image,
-                "ami-untagged",
-                "never tagged: the build died before completing it",
-            ),
-            (
-                Kind::Image,
-                "ami-half2",
-                "half-tagged: no imagectl:content-hash",
-            ),
-            (Kind::Image, "ami-pending", "still pending"),
-            (
-                Kind::Snapshot,
-                "snap-u",
-                "snapshot of orphan image ami-untagged",
-            ),
-            (Kind::Snapshot, "snap-lost", "its image is gone"),
-            (Kind::Volume, "vol-1", "build volume attached to nothing"),
-            (
-                Kind::KeyPair,
-                "imagectl-app-0123456789ab-20261126080000",
-                "temporary key pair of a build",
-            ),
-            (
-                Kind::KeyPair,
-                "imagectl-app-0123456789ab-20261126090000",
-                "temporary key pair of a build",
-            ),
-            (Kind::SecurityGroup, "sg-1", "security group of a build"),
-        ];
-        let want: Vec<(Kind, String, String)> = want
-            .iter()
+        .collect()
+    }
+
+    fn owned(want: &[(Kind, &str, &str)]) -> Vec<(Kind, String, String)> {
+        want.iter()
             .map(|(k, i, r)| (*k, i.to_string(), r.to_string()))
-            .collect();
-        assert_eq!(got, want);
+            .collect()
+    }
+
+    #[test]
+    fn only_old_incomplete_unused_leftovers_are_orphans() {
+        // What carries imagectl's tags, and the key pairs named after builds.
+        assert_eq!(
+            orphans(Mode::Tagged),
+            owned(&[
+                (Kind::Instance, "i-left", "build instance left running"),
+                (
+                    Kind::Image,
+                    "ami-half2",
+                    "half-tagged: no imagectl:content-hash",
+                ),
+                (Kind::Image, "ami-pending", "still pending"),
+                (Kind::Snapshot, "snap-lost", "its image is gone"),
+                (Kind::Volume, "vol-1", "build volume attached to nothing"),
+                (
+                    Kind::KeyPair,
+                    "imagectl-app-0123456789ab-20261126080000",
+                    "temporary key pair of a build",
+                ),
+                (
+                    Kind::KeyPair,
+                    "imagectl-app-0123456789ab-20261126090000",
+                    "temporary key pair of a build",
+                ),
+                (Kind::SecurityGroup, "sg-1", "security group of a build"),
+            ])
+        );
+        // Break-glass: the image a build never tagged, with its snapshot.
+        assert_eq!(
+            orphans(Mode::Untagged),
+            owned(&[
+                (
+                    Kind::Image,
+                    "ami-untagged",
+                    "never tagged: the build died before completing it",
+                ),
+                (
+                    Kind::Snapshot,
+                    "snap-u",
+                    "snapshot of orphan image ami-untagged",
+                ),
+            ])
+        );
     }
 
     #[test]
     fn nothing_is_old_enough_with_a_long_threshold() {
-        let got = plan(
-            &inventory(),
-            NOW,
-            Duration::from_secs(30 * 86400),
-            "imagectl-build",
-        );
-        assert_eq!(got, Vec::new());
+        for mode in [Mode::Tagged, Mode::Untagged] {
+            let got = plan(
+                &inventory(),
+                mode,
+                NOW,
+                Duration::from_secs(30 * 86400),
+                "imagectl-build",
+            );
+            assert_eq!(got, Vec::new());
+        }
     }
 }

@@ -24,11 +24,16 @@ fn age(secs: u64) -> String {
 pub fn run(config: &Config, args: &SweepArgs) -> Result<(), Error> {
     let project = config.project()?;
     let now = now_secs();
+    let mode = if args.untagged {
+        sweep::Mode::Untagged
+    } else {
+        sweep::Mode::Tagged
+    };
     let wait = Duration::from_secs(project.settings.build.wait_minutes * 60);
     let rt = aws_runtime()?;
     let (orphans, errors) = rt.block_on(async {
         let session = aws::Session::load(&project.settings.aws.region).await;
-        let mut orphans = sweep::find(&project, &session, now, args.older_than).await?;
+        let mut orphans = sweep::find(&project, &session, mode, now, args.older_than).await?;
         let errors = if args.dry_run {
             Vec::new()
         } else {

@@ -58,7 +58,7 @@ fn descendants(pid: u32) -> Vec<u32> {
 /// Starts `imagectl build app` and SIGKILLs it and Packer (with its
 /// plugins) once Packer has made the AMI but not tagged it yet: the worst
 /// moment, which leaves a stopped build instance, Packer's key pair, an
-/// untagged image named like imagectl's (and its copy) with snapshots.
+/// untagged image named like imagectl's with snapshots.
 /// Returns the build instance's ID.
 fn killed_build(moto: &Moto, t: &Test) -> String {
     // Packer waits for instances and images with these calls: slowed, the
@@ -114,8 +114,10 @@ print(json.dumps([[i["InstanceId"], i["State"]["Name"]] for x in r for i in x["I
 }
 
 /// Orphans the way other deaths leave them, and decoys; returns the
-/// orphans as `kind id`.
-fn boto3_orphans_and_decoys(moto: &Moto) -> BTreeSet<String> {
+/// orphans as `kind id`: those carrying imagectl's tags (and the key pair
+/// named after a build), and those only `sweep --untagged` removes (an
+/// image with an untagged snapshot).
+fn boto3_orphans_and_decoys(moto: &Moto) -> (BTreeSet<String>, BTreeSet<String>) {
     let v = moto.boto3(
         r#"
 ec2 = boto3.client("ec2", region_name="eu-west-1")
@@ -126,6 +128,7 @@ build = "0123456789ab-" + time.strftime("%Y%m%d%H%M%S", time.gmtime())
 def tags(kind, pairs):
     return [{"ResourceType": kind, "Tags": [{"Key": k, "Value": v} for k, v in pairs.items()]}]
 orphans = []
+untagged = []
 # A temporary key pair, a group and a volume of a dead build.
 ec2.create_key_pair(KeyName="imagectl-app-" + build)
 orphans.append("key-pair imagectl-app-" + build)
@@ -153,18 +156,21 @@ ec2.create_security_group(GroupName="packer_6409a1f2", Description="x", VpcId=vp
 d = ec2.create_volume(Size=1, AvailabilityZone="eu-west-1a")["VolumeId"]
 ec2.create_snapshot(VolumeId=d)
 ec2.create_image(InstanceId=i, Name="web-2026", TagSpecifications=tags("image", {"team": "web", "Name": "imagectl-web"}))
-# A half-tagged image: the role, nothing else.
+# A half-tagged image: the role, nothing else, and its snapshots untagged.
 h = ec2.create_image(InstanceId=i, Name="half", TagSpecifications=tags("image", {"imagectl:role": "app"}))["ImageId"]
-orphans.append("image " + h)
-orphans += ["snapshot " + b["Ebs"]["SnapshotId"] for b in ec2.describe_images(ImageIds=[h])["Images"][0]["BlockDeviceMappings"] if "Ebs" in b]
-print(json.dumps(orphans))
+untagged.append("image " + h)
+untagged += ["snapshot " + b["Ebs"]["SnapshotId"] for b in ec2.describe_images(ImageIds=[h])["Images"][0]["BlockDeviceMappings"] if "Ebs" in b]
+print(json.dumps([orphans, untagged]))
 "#,
     );
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
+    let set = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    (set(&v[0]), set(&v[1]))
 }
 
 /// The untagged images named like imagectl's in both regions, with their
@@ -224,20 +230,33 @@ fn sweep_removes_exactly_what_a_killed_build_left_and_nothing_else() {
     // A new hash, built and killed mid-flight.
     std::fs::write(t.path("roles/files/app/app.conf"), "listen 9090\n").unwrap();
     let instance = killed_build(&moto, &t);
-    let mut orphans = untagged_build_images(&moto);
-    assert!(!orphans.is_empty());
-    orphans.insert(format!("instance {instance}"));
-    orphans.extend(boto3_orphans_and_decoys(&moto));
+    let mut untagged = untagged_build_images(&moto);
+    assert!(!untagged.is_empty());
+    let (mut tagged, more) = boto3_orphans_and_decoys(&moto);
+    tagged.insert(format!("instance {instance}"));
+    // Packer's key pair is named after the build: the sweep policy covers it.
+    let keys: Vec<String> = untagged
+        .iter()
+        .filter(|x| x.starts_with("key-pair "))
+        .cloned()
+        .collect();
+    for k in keys {
+        untagged.remove(&k);
+        tagged.insert(k);
+    }
+    untagged.extend(more);
     let before = everything(&moto);
-    assert!(orphans.is_subset(&before), "{orphans:?}");
+    assert!(tagged.is_subset(&before), "{tagged:?}");
+    assert!(untagged.is_subset(&before), "{untagged:?}");
 
     // Everything is minutes old at most: the default threshold keeps it.
     assert_eq!(t.ok_with(&["sweep"]), "no orphans at least 2h old\n");
     assert_eq!(everything(&moto), before);
 
-    // A dry run lists exactly the orphans and changes nothing.
+    // A dry run lists exactly the orphans carrying imagectl's tags, and
+    // `--untagged` exactly the rest; neither changes anything.
     let out = t.ok_with(&["sweep", "--older-than", "0s", "--dry-run"]);
-    assert_eq!(out.lines().count(), orphans.len(), "{out}");
+    assert_eq!(out.lines().count(), tagged.len(), "{out}");
     assert!(out.lines().all(|l| l.starts_with("would remove")), "{out}");
     assert!(
         out.lines().any(|l| l.contains(&instance)
@@ -245,6 +264,8 @@ fn sweep_removes_exactly_what_a_killed_build_left_and_nothing_else() {
             && l.contains("build instance left stopped")),
         "{out}"
     );
+    let out = t.ok_with(&["sweep", "--untagged", "--older-than", "0s", "--dry-run"]);
+    assert_eq!(out.lines().count(), untagged.len(), "{out}\n{untagged:?}");
     assert!(
         out.contains("never tagged: the build died before completing it"),
         "{out}"
@@ -253,24 +274,27 @@ fn sweep_removes_exactly_what_a_killed_build_left_and_nothing_else() {
         out.contains("half-tagged: no imagectl:content-hash, imagectl:build"),
         "{out}"
     );
-    let v: Value = serde_json::from_str(&t.ok_with(&[
-        "sweep",
-        "--older-than",
-        "0s",
-        "--dry-run",
-        "--output",
-        "json",
-    ]))
-    .unwrap();
-    assert_eq!(v["dry_run"], true);
-    assert_eq!(removed(&v, "would remove"), orphans);
+    for (args, want) in [(vec![], &tagged), (vec!["--untagged"], &untagged)] {
+        let mut all = vec![
+            "sweep",
+            "--older-than",
+            "0s",
+            "--dry-run",
+            "--output",
+            "json",
+        ];
+        all.extend(args);
+        let v: Value = serde_json::from_str(&t.ok_with(&all)).unwrap();
+        assert_eq!(v["dry_run"], true);
+        assert_eq!(&removed(&v, "would remove"), want);
+    }
     assert_eq!(everything(&moto), before, "a dry run changes nothing");
 
-    // The real run removes exactly those, instances first.
+    // The real runs remove exactly those, instances first.
     let r = t.run_with(&["sweep", "--older-than", "0s", "--output", "json"]);
     assert_eq!(r.status, 0, "{}", r.stderr);
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(removed(&v, "removed"), orphans);
+    assert_eq!(removed(&v, "removed"), tagged);
     let west: Vec<&Value> = v["orphans"]
         .as_array()
         .unwrap()
@@ -284,8 +308,23 @@ fn sweep_removes_exactly_what_a_killed_build_left_and_nothing_else() {
         "{}",
         r.stderr
     );
+    let r = t.run_with(&[
+        "sweep",
+        "--untagged",
+        "--older-than",
+        "0s",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(removed(&v, "removed"), untagged);
     let after = everything(&moto);
-    let expected: BTreeSet<String> = before.difference(&orphans).cloned().collect();
+    let expected: BTreeSet<String> = before
+        .difference(&tagged)
+        .filter(|x| !untagged.contains(*x))
+        .cloned()
+        .collect();
     assert_eq!(after, expected);
     assert!(after.contains(&format!("image {complete}")));
 
@@ -299,10 +338,13 @@ print(json.dumps(ec2.describe_instances(InstanceIds=["{instance}"])["Reservation
     assert_eq!(state, "terminated");
 
     // Nothing left to do; the build of the killed hash now starts afresh.
-    assert_eq!(
-        t.ok_with(&["sweep", "--older-than", "0s"]),
-        "no orphans at least 0s old\n"
-    );
+    for untagged in [false, true] {
+        let mut args = vec!["sweep", "--older-than", "0s"];
+        if untagged {
+            args.push("--untagged");
+        }
+        assert_eq!(t.ok_with(&args), "no orphans at least 0s old\n");
+    }
     let v: Value = serde_json::from_str(&t.ok_with(&["build", "app", "--output", "json"])).unwrap();
     assert_eq!(v["builds"][0]["status"], "built", "{v}");
 }
@@ -354,22 +396,25 @@ print(json.dumps({{i["InstanceId"]: i["State"]["Name"] for x in r for i in x["In
 }
 
 #[test]
-fn the_sweep_policy_is_enough_to_sweep() {
+fn the_sweep_policies_are_enough_to_sweep() {
     let moto = Moto::start();
     moto.setup_fixture();
     let mut t = Test::new().envs(moto.env());
-    let orphans = boto3_orphans_and_decoys(&moto);
-    let policy = crate::aws::relaxed_policy(&mut t, "sweep");
-    let k = moto.boto3(&format!(
-        r#"
+    let (tagged, untagged) = boto3_orphans_and_decoys(&moto);
+    let mut keys = Vec::new();
+    for job in ["sweep", "sweep-untagged"] {
+        let policy = crate::aws::relaxed_policy(&mut t, job);
+        keys.push(moto.boto3(&format!(
+            r#"
 iam = boto3.client("iam", region_name="eu-west-1")
-iam.create_user(UserName="sweep")
-arn = iam.create_policy(PolicyName="imagectl-sweep", PolicyDocument={policy:?})["Policy"]["Arn"]
-iam.attach_user_policy(UserName="sweep", PolicyArn=arn)
-k = iam.create_access_key(UserName="sweep")["AccessKey"]
+iam.create_user(UserName="{job}")
+arn = iam.create_policy(PolicyName="imagectl-{job}", PolicyDocument={policy:?})["Policy"]["Arn"]
+iam.attach_user_policy(UserName="{job}", PolicyArn=arn)
+k = iam.create_access_key(UserName="{job}")["AccessKey"]
 print(json.dumps([k["AccessKeyId"], k["SecretAccessKey"]]))
 "#
-    ));
+        )));
+    }
     moto.boto3(&format!(
         r#"
 import urllib.request
@@ -377,14 +422,33 @@ urllib.request.urlopen(urllib.request.Request("{}/moto-api/reset-auth", data=b"0
 "#,
         moto.endpoint
     ));
-    let mut u = Test::from_tree(t.dir.path()).envs(moto.env()).envs([
-        ("AWS_ACCESS_KEY_ID", k[0].as_str().unwrap().to_string()),
-        ("AWS_SECRET_ACCESS_KEY", k[1].as_str().unwrap().to_string()),
-    ]);
+    let user = |k: &Value| {
+        Test::from_tree(t.dir.path()).envs(moto.env()).envs([
+            ("AWS_ACCESS_KEY_ID", k[0].as_str().unwrap().to_string()),
+            ("AWS_SECRET_ACCESS_KEY", k[1].as_str().unwrap().to_string()),
+        ])
+    };
+    let mut u = user(&keys[0]);
     let r = u.run_with(&["sweep", "--older-than", "0s", "--output", "json"]);
     assert_eq!(r.status, 0, "sweep as the sweep user:\n{}", r.stderr);
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(removed(&v, "removed"), orphans);
+    assert_eq!(removed(&v, "removed"), tagged);
+    let mut b = user(&keys[1]);
+    let r = b.run_with(&[
+        "sweep",
+        "--untagged",
+        "--older-than",
+        "0s",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        r.status, 0,
+        "sweep --untagged as the sweep-untagged user:\n{}",
+        r.stderr
+    );
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(removed(&v, "removed"), untagged);
     // And the check is real: the sweep user cannot read channels.
     let r = u.run_with(&["images"]);
     assert_eq!(r.status, 1);
