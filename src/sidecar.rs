@@ -3,6 +3,8 @@
 //! runs beside the booted image. They run on this machine inside a network
 //! namespace made for the test, which the image's container then joins: the
 //! two meet on that namespace's loopback and nothing else reaches either.
+//! A sidecar is the role author's command: it runs as `nobody`, with no
+//! capabilities and no way to gain privileges, in a directory of its own.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,6 +47,26 @@ fn last_lines(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" / ")
+}
+
+/// The user and group sidecars run as.
+const NOBODY: u32 = 65534;
+
+/// `setpriv` dropping to [`NOBODY`], every capability and the possibility
+/// to gain any (setuid binaries included).
+fn unprivileged() -> Vec<String> {
+    [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// Running sidecars and their namespace; both go away on drop.
@@ -102,9 +124,17 @@ impl Sidecars {
             let err = out
                 .try_clone()
                 .map_err(|e| failed(format!("has no log: {e}")))?;
+            let home = log_dir.join(format!("sidecar-{i}"));
+            std::fs::create_dir_all(&home)
+                .and_then(|()| std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)))
+                .map_err(|e| failed(format!("has no directory: {e}")))?;
             let mut child = Command::new("ip")
-                .args(["netns", "exec", &name, "sh", "-c"])
+                .args(["netns", "exec", &name])
+                .args(unprivileged())
+                .args(["sh", "-c"])
                 .arg(format!("exec {command}"))
+                .current_dir(&home)
+                .env("HOME", &home)
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)

@@ -289,8 +289,10 @@ fn boot(
     Ok(timed_out || root.join("var/lib/imagectl-test").exists())
 }
 
-/// Without nspawn: the role's checks in a chroot with its own mount and PID
-/// namespaces. Units cannot run; the boot is reported as skipped.
+/// Without nspawn: the role's checks in a chroot with its own mount, PID and
+/// network namespaces, as an unprivileged user (`nobody`) that can gain no
+/// privilege: a check is the role author's code, and this machine's root
+/// is not theirs. Units cannot run; the boot is reported as skipped.
 fn chroot_checks(root: &Path, role: &Role) -> Result<(), Error> {
     let out = root.join("var/lib/imagectl-test");
     std::fs::create_dir_all(&out).map_err(io_error("create", &out))?;
@@ -298,9 +300,10 @@ fn chroot_checks(root: &Path, role: &Role) -> Result<(), Error> {
     for c in &role.checks {
         let t = Instant::now();
         let ok = Command::new("unshare")
-            .args(["--mount", "--pid", "--fork"])
+            .args(["--mount", "--pid", "--net", "--fork"])
             .arg(format!("--mount-proc={}", root.join("proc").display()))
-            .arg("chroot")
+            .args(["setpriv", "--no-new-privs", "--"])
+            .args(["chroot", "--userspec=65534:65534"])
             .arg(root)
             .args(["bash", "-c", &c.run])
             .stdout(Stdio::null())

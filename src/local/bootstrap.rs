@@ -16,6 +16,10 @@ use imagectl_core::fsutil::{io_error, IoError};
 use super::{Error, LOCAL_DIR};
 use crate::progress::Progress;
 
+/// Where the staged context is copied into the root filesystem while it is
+/// provisioned (not `/tmp`: the container has a `/tmp` of its own).
+const STAGE_IN_ROOT: &str = "/var/lib/imagectl-stage";
+
 /// The Debian mirror, unless `IMAGECTL_DEBIAN_MIRROR` names another.
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
@@ -81,6 +85,7 @@ impl Plan {
     /// Bootstraps the root filesystem provisioned from `stage` into the
     /// tarball `out`, logging to the plan's log.
     pub fn run(&self, stage: &Path, out: &Path, progress: &dyn Progress) -> Result<(), Error> {
+        super::need("systemd-nspawn", "systemd-container")?;
         std::fs::create_dir_all(&self.cache).map_err(io_error("create", &self.cache))?;
         // One build at a time uses the cache: a build syncing it in must not
         // see a half-copied package from another syncing it out.
@@ -122,6 +127,25 @@ impl Plan {
         })
     }
 
+    /// The hook that runs `provision.sh` in the root filesystem being built:
+    /// systemd-nspawn, with no network (every package is installed by then),
+    /// its own mount, PID, IPC and UTS namespaces, the container's reduced
+    /// capabilities and system-call filter, and nothing of this machine
+    /// (resolv.conf, time zone, journal) written into the image.
+    fn provision_hook(&self) -> String {
+        let mut hook = String::from(
+            "systemd-nspawn --quiet --register=no --keep-unit --private-network \
+             --resolv-conf=off --timezone=off --link-journal=no --console=pipe",
+        );
+        if let Some(epoch) = self.source_date_epoch {
+            hook.push_str(&format!(" --setenv=SOURCE_DATE_EPOCH={epoch}"));
+        }
+        hook.push_str(&format!(
+            " --directory=\"$1\" bash {STAGE_IN_ROOT}/provision.sh"
+        ));
+        hook
+    }
+
     fn command(&self, stage: &Path, out: &Path) -> Command {
         let q = |p: &Path| p.display().to_string();
         let mut cmd = Command::new("mmdebstrap");
@@ -133,11 +157,19 @@ impl Plan {
             .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives")
             .arg(format!("--setup-hook=sync-in {} /var/cache/apt/archives/", q(&self.cache)))
             .arg(format!("--customize-hook=sync-out /var/cache/apt/archives {}", q(&self.cache)))
-            .arg(format!("--customize-hook=copy-in {} /tmp", q(stage)))
-            // The same provisioning script as the AMI build, in a chroot.
-            .arg("--customize-hook=chroot \"$1\" bash /tmp/imagectl-stage/provision.sh")
+            .arg(format!(
+                "--customize-hook=copy-in {} {}",
+                q(stage),
+                STAGE_IN_ROOT.trim_end_matches("/imagectl-stage")
+            ))
+            // The same provisioning script as the AMI build, inside a
+            // container: the role's code never runs as this machine's root
+            // in its namespaces.
+            .arg(format!("--customize-hook={}", self.provision_hook()))
             // Nothing of this machine's identity or network stays behind.
-            .arg("--customize-hook=rm -rf \"$1\"/tmp/imagectl-stage \"$1\"/etc/hostname \"$1\"/etc/resolv.conf")
+            .arg(format!(
+                "--customize-hook=rm -rf \"$1\"{STAGE_IN_ROOT} \"$1\"/etc/hostname \"$1\"/etc/resolv.conf"
+            ))
             .arg(&self.suite)
             .arg(out)
             .arg(&self.mirror)
