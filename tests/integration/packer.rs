@@ -461,3 +461,42 @@ fn the_provisioning_script_stops_at_the_first_failing_check_and_names_it() {
     );
     assert!(!marker.exists(), "checks after a failure do not run");
 }
+
+#[test]
+fn the_build_agent_is_removed_before_the_image_is_taken_and_listed_nowhere() {
+    // The SSM agent the build instance's user data installs (so that Packer
+    // reaches it through Session Manager) is no role's: provision.sh starts
+    // a unit that removes it when Packer stops the instance, and leaves it
+    // out of the package inventory. On the local target (no such package)
+    // the step does nothing: the local builds show that.
+    let mut t = Test::repo();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("worker");
+    t.ok_with(&["stage", "worker", "--out", dir.to_str().unwrap()]);
+    let unit = dir.join("build/imagectl-remove-build-agent.service");
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", unit.to_str().unwrap()])
+        .output()
+        .expect("systemd-analyze");
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let text = std::fs::read_to_string(&unit).unwrap();
+    assert!(text.contains("dpkg --purge amazon-ssm-agent"), "{text}");
+    assert!(text.contains("Conflicts=shutdown.target"), "{text}");
+    let script = std::fs::read_to_string(dir.join("provision.sh")).unwrap();
+    let at = |s: &str| {
+        script
+            .find(s)
+            .unwrap_or_else(|| panic!("no {s:?} in provision.sh"))
+    };
+    assert!(at("step 'build agent'") < at("step 'package inventory'"));
+    assert!(script.contains("systemctl start imagectl-remove-build-agent.service"));
+    assert!(script.contains("awk -v skip=\"$build_agent\""));
+    // Nothing of it is baked as a file of the image.
+    assert!(!dir
+        .join("rootfs/etc/systemd/system/imagectl-remove-build-agent.service")
+        .exists());
+}

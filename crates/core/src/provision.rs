@@ -238,11 +238,64 @@ fn checks(s: &mut Script, role: &Role) {
     s.line("");
 }
 
+/// The package the build instance's user data installs so that Packer can
+/// reach the instance through Session Manager; no role declares it, so it
+/// must not stay in the image.
+pub const BUILD_AGENT: &str = "amazon-ssm-agent";
+
+/// The unit that removes [`BUILD_AGENT`] when the build instance stops,
+/// after the agent itself, before the image is taken. It deletes the
+/// package's maintainer scripts first: they would call systemctl in the
+/// middle of the shutdown. Then it deletes itself.
+pub const BUILD_AGENT_REMOVAL_UNIT: &str = "\
+[Unit]
+Description=imagectl: remove the build's SSM agent before the image is taken
+DefaultDependencies=no
+After=local-fs.target
+Before=amazon-ssm-agent.service shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+ExecStop=/bin/sh -c 'rm -f /var/lib/dpkg/info/amazon-ssm-agent.prerm /var/lib/dpkg/info/amazon-ssm-agent.postrm; dpkg --purge amazon-ssm-agent; rm -rf /var/lib/amazon /var/log/amazon /etc/amazon; rm -f /etc/systemd/system/imagectl-remove-build-agent.service'
+";
+
+/// Where the removal unit is installed on the build instance.
+const BUILD_AGENT_REMOVAL: &str = "/etc/systemd/system/imagectl-remove-build-agent.service";
+
+/// On a build instance (where the user data installed [`BUILD_AGENT`]):
+/// the removal unit, started, so that stopping the instance runs it.
+/// Elsewhere (the local target) there is nothing to remove.
+fn remove_build_agent(s: &mut Script) {
+    s.line("step 'build agent'");
+    s.line(&format!(
+        "if dpkg-query -W -f='${{Status}}' {} 2>/dev/null | grep -q 'install ok installed'; then",
+        BUILD_AGENT
+    ));
+    s.line(&format!(
+        "  install -D -m 0644 \"$stage/build/imagectl-remove-build-agent.service\" {}",
+        sh_quote(BUILD_AGENT_REMOVAL)
+    ));
+    s.lines(&[
+        "  systemctl daemon-reload",
+        "  systemctl start imagectl-remove-build-agent.service",
+        "  build_agent=amazon-ssm-agent",
+        "else",
+        "  build_agent=",
+        "fi",
+        "",
+    ]);
+}
+
 fn inventory_and_cleanup(s: &mut Script) {
+    remove_build_agent(s);
     s.line("step 'package inventory'");
+    s.line("# The build agent leaves with the build instance: not in the list.");
     s.line("# shellcheck disable=SC2016 # dpkg-query's own ${...} fields");
     s.line(&format!(
-        "dpkg-query -W -f='${{Package}}\\t${{Version}}\\t${{Architecture}}\\n' | LC_ALL=C sort > {}",
+        "dpkg-query -W -f='${{Package}}\\t${{Version}}\\t${{Architecture}}\\n' | LC_ALL=C sort | awk -v skip=\"$build_agent\" -F '\\t' '$1 != skip' > {}",
         sh_quote(INVENTORY)
     ));
     s.line(&format!("chmod 0644 {}", sh_quote(INVENTORY)));

@@ -7,6 +7,8 @@
 //!
 //! ```text
 //! provision.sh                         installs everything below, then runs the checks
+//! build/                               used on a build instance only: the removal of
+//!                                      the SSM agent the build needed
 //! archives/<n>-<name>                  every `[[archives]]` tar, unpacked by provision.sh
 //! rootfs/<dest>                        every role file at its destination
 //! rootfs/usr/local/bin/imagectl-agent  the agent
@@ -231,6 +233,11 @@ pub fn stage(
             let rel = format!("archives/{name}");
             files.insert(rel.clone(), copy_checked(s, &tmp.join(&rel))?);
         }
+        // Used only on a build instance, never baked as is (see
+        // `provision::BUILD_AGENT`).
+        let rel = "build/imagectl-remove-build-agent.service";
+        let unit = provision::BUILD_AGENT_REMOVAL_UNIT.as_bytes();
+        files.insert(rel.to_string(), write_new(&tmp.join(rel), unit)?);
         let script_path = tmp.join("provision.sh");
         files.insert(
             "provision.sh".into(),
