@@ -24,6 +24,8 @@ pub struct LaunchTemplate {
     pub latest_version: i64,
     /// The image ID of each version (as written: an AMI ID or `resolve:ssm:...`).
     pub images: BTreeMap<i64, String>,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
 }
 
 impl Ec2 {
@@ -81,6 +83,7 @@ impl Ec2 {
             default_version: lt.default_version_number().unwrap_or_default(),
             latest_version: lt.latest_version_number().unwrap_or_default(),
             images,
+            tags: super::tag_map(lt.tags()),
         }))
     }
 

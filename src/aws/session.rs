@@ -14,7 +14,7 @@ use super::{Ec2, Ssm};
 /// SSO, web identity in CI, instance roles) with the SDK's standard retries
 /// (throttling, 5xx, timeouts) up to [`max_attempts`], exponential backoff
 /// with jitter from 1 s up to [`MAX_BACKOFF`], each attempt limited to
-/// [`DEFAULT_ATTEMPT_TIMEOUT`]; `AWS_ENDPOINT_URL` points every client at
+/// [`super::DEFAULT_ATTEMPT_TIMEOUT`]; `AWS_ENDPOINT_URL` points every client at
 /// an emulator.
 #[derive(Debug, Clone)]
 pub struct Session {

@@ -6,7 +6,7 @@
 //! `tests/integration/iam.rs` with IAM's own evaluation rules and with
 //! cloudsplaining; moto proves the actions suffice.
 //!
-//! Where a build's own statements live: [`build`].
+//! The build job's statements live in `iam/build.rs`.
 
 mod build;
 

@@ -358,6 +358,19 @@ async fn templates_to_move(
     for r in plan {
         match session.ec2(&r.name).launch_template(lt).await? {
             Some(t) if t.images.get(&t.default_version) == Some(&r.image.id) => {}
+            // The publish policy of a channel may move only the templates
+            // tagged with it: refused here, before anything is written,
+            // rather than by IAM halfway through.
+            Some(t) if t.tags.get(tags::CHANNEL).map(String::as_str) != Some(channel) => {
+                return Err(Error::Refused {
+                    parameter: name.to_string(),
+                    region: r.name.clone(),
+                    reason: format!(
+                        "launch template `{lt}` is not tagged `{} = {channel}`, so the publish policy of `{channel}` may not change it; tag it (docs/aws-setup.md)",
+                        tags::CHANNEL
+                    ),
+                });
+            }
             Some(t) => templates.push((r.name.clone(), lt.clone(), t.latest_version)),
             None if r.name == settings.aws.region => {
                 return Err(Error::Refused {

@@ -298,6 +298,37 @@ print(json.dumps({"default": t["DefaultVersionNumber"], "latest": t["LatestVersi
         r.stderr
     );
     assert!(parameter(&moto, "eu-west-1", "/imagectl/app/staging").is_null());
+
+    // A launch template that does not say which channel it follows is not
+    // moved, and nothing else either: that channel's publish policy could
+    // not change it.
+    moto.boto3(
+        r#"
+for region in ["eu-west-1", "eu-central-1"]:
+    ec2 = boto3.client("ec2", region_name=region)
+    ec2.create_launch_template(LaunchTemplateName="app-staging", LaunchTemplateData={"ImageId": "resolve:ssm:/imagectl/app/staging"})
+"#,
+    );
+    let settings = std::fs::read_to_string(t.path("imagectl.toml")).unwrap();
+    std::fs::write(
+        t.path("imagectl.toml"),
+        settings.replace(
+            "prod = \"app-prod\"",
+            "prod = \"app-prod\"\nstaging = \"app-staging\"",
+        ),
+    )
+    .unwrap();
+    let r = t.run_with(&["publish", "app", "--channel", "staging", "--ami", &v2]);
+    assert_eq!(r.status, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "launch template `app-staging` is not tagged `imagectl:channel = staging`, so the publish policy of `staging` may not change it"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(parameter(&moto, "eu-west-1", "/imagectl/app/staging").is_null());
+    assert!(parameter(&moto, "eu-central-1", "/imagectl/app/staging").is_null());
 }
 
 #[test]
