@@ -50,6 +50,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Write the staged build context of a role: exactly what goes into the image.
     Stage(StageArgs),
+    /// Render the role's boot templates as the agent would, from a local parameter file.
+    Preview(PreviewArgs),
     /// Pin base images in `images/bases.lock`.
     #[command(subcommand)]
     Bases(BasesCommand),
@@ -304,6 +306,27 @@ pub struct RenderArgs {
     pub packer_1_6: bool,
     /// Roles (default: every role that is not abstract).
     pub roles: Vec<String>,
+}
+
+/// `imagectl preview`.
+#[derive(Debug, clap::Args)]
+pub struct PreviewArgs {
+    /// The role.
+    pub role: String,
+    /// Parameters shaped like the SSM tree (default: `roles/params/ROLE.toml`).
+    #[arg(long, value_name = "FILE.toml")]
+    pub params: Option<PathBuf>,
+    /// The environment the templates see as `env`.
+    #[arg(long, default_value = "dev", value_name = "ENV")]
+    pub env: String,
+    /// Directory to write (`context/`, `root/`); must not exist yet, or be
+    /// empty (default: a new directory under the temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The imagectl-agent binary that renders (default: the one `build`
+    /// would bake).
+    #[arg(long, value_name = "PATH", env = "IMAGECTL_AGENT_BIN")]
+    pub agent: Option<PathBuf>,
 }
 
 /// `imagectl stage`.

@@ -32,6 +32,8 @@ struct Args {
     params: Option<PathBuf>,
     env: Option<String>,
     deadline: Duration,
+    /// `--help` after the command: print the usage and do nothing else.
+    help: bool,
 }
 
 fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -42,6 +44,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         params: None,
         env: None,
         deadline: boot::DEFAULT_DEADLINE,
+        help: false,
     };
     while let Some(a) = argv.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -55,6 +58,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
                 .ok_or(format!("{flag} needs a value"))
         };
         match flag.as_str() {
+            "--help" | "-h" => args.help = true,
             "--root" => args.root = PathBuf::from(value()?),
             "--params" => args.params = Some(PathBuf::from(value()?)),
             "--env" => args.env = Some(value()?),
@@ -108,6 +112,10 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => return usage(&e),
     };
+    if args.help {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     match args.command.as_str() {
         "boot" | "render" => boot_or_render(args),
         "verify" => verify_image(args),

@@ -8,6 +8,7 @@ pub mod hash;
 pub mod images;
 pub mod inputs;
 pub mod plan;
+pub mod preview;
 pub mod publish;
 pub mod render;
 pub mod stage;
@@ -28,6 +29,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
         Command::Plan(a) => plan::run(&config, a),
         Command::Render(a) => render::run(&config, a),
         Command::Stage(a) => stage::run(&config, a),
+        Command::Preview(a) => preview::run(&config, a),
         Command::Bases(cli::BasesCommand::Update(a)) => bases::update(&config, a),
         Command::Build(a) => build::run(&config, a),
         Command::Test(a) => test::run(&config, a),
