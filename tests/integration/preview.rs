@@ -89,3 +89,14 @@ fn a_parameter_missing_from_the_file_fails_the_preview_naming_it() {
         r.stderr
     );
 }
+
+#[test]
+fn the_agent_answers_help_after_any_command() {
+    for args in [&["--help"][..], &["render", "--help"], &["boot", "-h"]] {
+        let out = Command::new(agent_bin()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("usage: imagectl-agent boot"), "{stdout}");
+        assert!(out.stderr.is_empty(), "{args:?}");
+    }
+}
