@@ -215,6 +215,9 @@ fn the_readme_walk_through_the_aws_sandbox_works_on_a_fresh_checkout() {
         );
         if evaluated {
             exports = parse_exports(&step.stdout);
+            if command == "scripts/aws-sandbox up" {
+                up_again_and_env_print_the_same(&dir, &step.stdout);
+            }
         }
         outputs.push((command.to_string(), step));
     }
@@ -380,4 +383,63 @@ print(json.dumps(out))
         let first = moved_to(publish, region);
         assert_eq!(v[region], serde_json::json!([first, first]), "{region}");
     }
+}
+
+/// `up` while the sandbox runs starts nothing and prints the same exports;
+/// so does `env`.
+fn up_again_and_env_print_the_same(dir: &Path, exports: &str) {
+    for command in ["up", "env"] {
+        let out = Command::new(dir.join("scripts/aws-sandbox"))
+            .arg(command)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{command}: {stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), exports, "{command}");
+        if command == "up" {
+            assert!(
+                stderr.starts_with("aws-sandbox: already running: moto on 127.0.0.1:"),
+                "{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn without_moto_up_names_scripts_setup_and_starts_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::copy(repo_root().join("imagectl.toml"), dir.join("imagectl.toml")).unwrap();
+    let run = |command: &str| {
+        Command::new(repo_root().join("scripts/aws-sandbox"))
+            .arg(command)
+            .current_dir(dir)
+            .env("IMAGECTL_VENV", dir.join("no-venv"))
+            .output()
+            .unwrap()
+    };
+    let out = run("up");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "aws-sandbox: error: moto is not installed in {}: run scripts/setup (it installs moto and boto3 there and prints that path)\n",
+            dir.join("no-venv").display()
+        )
+    );
+    assert!(!dir.join(".imagectl").exists());
+    let out = run("env");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "aws-sandbox: error: no sandbox is running for this project: `scripts/aws-sandbox up` starts one\n"
+    );
+    let out = run("down");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "aws-sandbox: no sandbox is running for this project\n"
+    );
 }
