@@ -15,6 +15,7 @@ mod local;
 mod moto;
 mod packer;
 mod preview;
+mod sandbox;
 mod support;
 mod sweep;
 mod workflows;
