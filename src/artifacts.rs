@@ -69,38 +69,41 @@ pub async fn find_existing(
 }
 
 /// The same image's copies in other regions: per region, the available
-/// image of `role` tagged with `hash`, where there is one. One call per
+/// copy of `home` (see [`newest_copy`]), where there is one. One call per
 /// region.
 pub async fn copies(
     session: &aws::Session,
     regions: &[&str],
-    role: &str,
-    hash: &str,
+    home: &ImageInfo,
 ) -> Result<BTreeMap<String, ImageInfo>, aws::Error> {
+    let Some(role) = home.tag(tags::ROLE) else {
+        return Ok(BTreeMap::new());
+    };
     let mut out = BTreeMap::new();
     for region in regions {
         let found = session
             .ec2(region)
             .imagectl_images(&[role.to_string()])
             .await?;
-        if let Some(copy) = newest_copy(&found, role, hash, |i| i.state == "available") {
+        if let Some(copy) = newest_copy(&found, home, |i| i.state == "available") {
             out.insert(region.to_string(), copy);
         }
     }
     Ok(out)
 }
 
-/// The newest image of `role` tagged `hash` among `images` that `keep`
-/// accepts.
+/// The newest copy of `home` among `images` that `keep` accepts: an image
+/// with the same role, hash and build tags. The build tag matters: a
+/// forced rebuild has the hash of the image before it, and its copies are
+/// its own, never the earlier build's.
 pub fn newest_copy(
     images: &[ImageInfo],
-    role: &str,
-    hash: &str,
+    home: &ImageInfo,
     keep: impl Fn(&ImageInfo) -> bool,
 ) -> Option<ImageInfo> {
     images
         .iter()
-        .filter(|i| i.tag(tags::ROLE) == Some(role) && i.tag(tags::HASH) == Some(hash) && keep(i))
+        .filter(|i| tags::COMPLETE.iter().all(|k| i.tag(k) == home.tag(k)) && keep(i))
         .max_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)))
         .cloned()
 }

@@ -65,7 +65,6 @@ async fn copies_in(
     };
     let mut out = Vec::new();
     for (role, home_image) in homes {
-        let hash = home_image.tag(tags::HASH).unwrap_or_default();
         let wanted: BTreeMap<String, String> = home_image
             .tags
             .iter()
@@ -75,7 +74,7 @@ async fn copies_in(
         let copy = if at_home {
             Some(home_image.clone())
         } else {
-            newest_copy(&present, role, hash, |i| i.state != "failed")
+            newest_copy(&present, home_image, |i| i.state != "failed")
         };
         let id = match copy {
             Some(i) => i.id,

@@ -84,7 +84,7 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), Error> {
                 })?
             }
         };
-        let amis = publish::with_copies(&project, &session, &args.role, &home_image).await?;
+        let amis = publish::with_copies(&project, &session, &home_image).await?;
         publish::publish(&project, &session, &args.role, &args.channel, &amis, args.allow_older).await
     })?;
     report(config, &change);

@@ -67,11 +67,12 @@ pub fn run(config: &Config, args: &RenderArgs) -> Result<(), Error> {
         .map(|(r, _, _)| r.as_str())
         .collect();
     if !stale.is_empty() {
-        tracing::error!(
+        // A finding, not a failure of the tool: reported as every error is
+        // (`error: ...`), exit 1 as documented.
+        return Err(Error::Failed(anyhow::anyhow!(
             "stale templates: {}; run `imagectl render`",
             stale.join(", ")
-        );
-        return Err(Error::Exit(1));
+        )));
     }
     Ok(())
 }

@@ -501,31 +501,28 @@ pub async fn rollback(
                 "`{name}` held `{target}`, which no longer exists; roll back further with --steps"
             ))
         })?;
-    let amis = with_copies(project, session, role, &image).await?;
+    let amis = with_copies(project, session, &image).await?;
     publish(project, session, role, channel, &amis, true).await
 }
 
 /// The AMI per region of `image` (in the home region) and its copies,
-/// found by its role and hash tags.
+/// found by its role, hash and build tags.
 pub async fn with_copies(
     project: &Project,
     session: &Session,
-    role: &str,
     image: &ImageInfo,
 ) -> Result<BTreeMap<String, String>, aws::Error> {
     let home = &project.settings.aws.region;
     let mut amis = BTreeMap::from([(home.clone(), image.id.clone())]);
-    if let Some(hash) = image.tag(tags::HASH) {
-        let others: Vec<&str> = project
-            .settings
-            .aws
-            .copy_regions
-            .iter()
-            .map(String::as_str)
-            .collect();
-        for (region, copy) in artifacts::copies(session, &others, role, hash).await? {
-            amis.insert(region, copy.id);
-        }
+    let others: Vec<&str> = project
+        .settings
+        .aws
+        .copy_regions
+        .iter()
+        .map(String::as_str)
+        .collect();
+    for (region, copy) in artifacts::copies(session, &others, image).await? {
+        amis.insert(region, copy.id);
     }
     Ok(amis)
 }

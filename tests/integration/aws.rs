@@ -691,3 +691,50 @@ fn ctrl_c_during_a_build_lets_packer_clean_up_and_publishes_nothing() {
 fn sigterm_during_a_build_lets_packer_clean_up_and_publishes_nothing() {
     interrupt_build(libc::SIGTERM, 143);
 }
+
+#[test]
+fn a_forced_rebuild_gets_its_own_copies_and_publishes_them_everywhere() {
+    let moto = Moto::start();
+    let mut t = project(&moto);
+    let (home1, copy1) = build(&mut t);
+    let v = json(&mut t, &["build", "app", "--force"]);
+    let b = &v["builds"][0];
+    assert_eq!(b["status"], "built", "{v}");
+    let home2 = b["amis"]["eu-west-1"].as_str().unwrap();
+    let copy2 = b["amis"]["eu-central-1"].as_str().unwrap();
+    assert_ne!(home2, home1);
+    // Same hash, but a new bake: its copy is its own, never the first
+    // build's copy (found by role and hash alone, it was).
+    assert_ne!(
+        copy2, copy1,
+        "the forced build reused the first build's copy"
+    );
+    let copies = images(&moto, "eu-central-1");
+    let copy = copies
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == copy2)
+        .unwrap();
+    let home = images(&moto, "eu-west-1");
+    let home = home
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == home2)
+        .unwrap();
+    assert_eq!(
+        copy["tags"]["imagectl:build"],
+        home["tags"]["imagectl:build"]
+    );
+    // Publishing the new image moves both regions to it.
+    t.ok_with(&["publish", "app", "--channel", "dev"]);
+    assert_eq!(
+        parameter(&moto, "eu-west-1", "/imagectl/app/dev")["value"],
+        home2
+    );
+    assert_eq!(
+        parameter(&moto, "eu-central-1", "/imagectl/app/dev")["value"],
+        copy2
+    );
+}

@@ -210,12 +210,14 @@ fn changing_one_role_rerenders_only_its_template_and_moves_only_its_hash() {
         r.stdout,
         "up-to-date pushstream   images/pushstream.pkr.hcl\nup-to-date web          images/web.pkr.hcl\nstale      worker       images/worker.pkr.hcl\n"
     );
+    // Reported as every error is, not as a log line.
     assert!(
         r.stderr
-            .contains("stale templates: worker; run `imagectl render`"),
+            .ends_with("error: stale templates: worker; run `imagectl render`\n"),
         "{}",
         r.stderr
     );
+    assert!(!r.stderr.contains("ERROR"), "{}", r.stderr);
     assert_eq!(
         t.ok_with(&["render"]),
         "up-to-date pushstream   images/pushstream.pkr.hcl\nup-to-date web          images/web.pkr.hcl\nwritten    worker       images/worker.pkr.hcl\n"
