@@ -23,7 +23,10 @@ pub enum Error {
     #[error("cannot tell Packer's version from `{0}`")]
     Version(String),
     /// The build failed.
-    #[error("packer build of `{role}` failed (exit code {code}){}", failure(errors, log))]
+    #[error(
+        "packer build of `{role}` failed (exit code {code}){}",
+        failure(errors, log)
+    )]
     Failed {
         /// The role.
         role: String,
@@ -541,7 +544,9 @@ mod tests {
             None
         );
         assert_eq!(
-            parse_line("1,,ui,error,\\n==> Some builds didn't complete successfully and had errors:"),
+            parse_line(
+                "1,,ui,error,\\n==> Some builds didn't complete successfully and had errors:"
+            ),
             None
         );
     }
@@ -553,7 +558,9 @@ mod tests {
         let filters = "{\\n  Filters: [{\\n      Name: \"tag:Name\"%!(PACKER_COMMA)\\n      Values: [\"x\"]\\n    }]\\n}";
         let whole = "No Subnets was found matching filters: {\n  Filters: [{\n      Name: \"tag:Name\",\n      Values: [\"x\"]\n    }]\n}";
         assert_eq!(
-            parse_line(&format!("1,amazon-ebs.app,error,No Subnets was found matching filters: {filters}")),
+            parse_line(&format!(
+                "1,amazon-ebs.app,error,No Subnets was found matching filters: {filters}"
+            )),
             Some(Event::BuildError(format!("amazon-ebs.app: {whole}")))
         );
         let prefixed = "==> amazon-ebs.app: No Subnets was found matching filters: {\\n==> amazon-ebs.app:   Filters: [{\\n==> amazon-ebs.app:       Name: \"tag:Name\"%!(PACKER_COMMA)\\n==> amazon-ebs.app:       Values: [\"x\"]\\n==> amazon-ebs.app:     }]\\n==> amazon-ebs.app: }";
@@ -561,12 +568,18 @@ mod tests {
             parse_line(&format!("1,,ui,error,{prefixed}")),
             Some(Event::Error(whole.into()))
         );
-        let long = (0..40).map(|i| format!("line {i}")).collect::<Vec<_>>().join("\\n");
+        let long = (0..40)
+            .map(|i| format!("line {i}"))
+            .collect::<Vec<_>>()
+            .join("\\n");
         let Some(Event::Error(cut)) = parse_line(&format!("1,,ui,error,{long}")) else {
             panic!("not an error");
         };
         assert_eq!(cut.lines().count(), 31);
-        assert!(cut.ends_with("line 29\n... 10 more lines in the log"), "{cut}");
+        assert!(
+            cut.ends_with("line 29\n... 10 more lines in the log"),
+            "{cut}"
+        );
     }
 
     #[test]

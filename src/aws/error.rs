@@ -137,9 +137,15 @@ const CREDENTIALS_ADVICE: &str = "to fix: `export AWS_PROFILE=NAME` to use a pro
 
 /// The SDK's credential providers, as people know them.
 const PROVIDERS: &[(&str, &str)] = &[
-    ("Environment", "environment variables AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY"),
+    (
+        "Environment",
+        "environment variables AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY",
+    ),
     ("Profile", "profile"),
-    ("WebIdentityToken", "web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)"),
+    (
+        "WebIdentityToken",
+        "web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)",
+    ),
     ("EcsContainer", "ECS container credentials"),
     ("Ec2InstanceMetadata", "EC2 instance metadata (IMDS)"),
 ];
@@ -161,7 +167,11 @@ fn no_credentials(e: &CredentialsError) -> String {
             "{headline}: {text}; not retried\n  tried in turn: {}\n  {CREDENTIALS_ADVICE}",
             PROVIDERS
                 .iter()
-                .map(|(_, label)| if *label == "profile" { profile() } else { label.to_string() })
+                .map(|(_, label)| if *label == "profile" {
+                    profile()
+                } else {
+                    label.to_string()
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -314,6 +324,59 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_endpoint_says_which_setting_chose_it_and_what_to_check() {
+        let u = |origin, attempts| Unreachable {
+            service: "EC2".into(),
+            endpoint: Endpoint {
+                url: "https://ec2.eu-west-1.amazonaws.com".into(),
+                origin,
+            },
+            reason: "connection refused".into(),
+            attempts,
+        };
+        assert_eq!(
+            u(super::super::Origin::Default, 3).to_string(),
+            "cannot reach the EC2 endpoint https://ec2.eu-west-1.amazonaws.com (the regional endpoint): \
+             connection refused (3 attempts); check the network, DNS and any proxy (HTTPS_PROXY) between here and AWS"
+        );
+        assert_eq!(
+            u(super::super::Origin::Env("AWS_ENDPOINT_URL".into()), 1).to_string(),
+            "cannot reach the EC2 endpoint https://ec2.eu-west-1.amazonaws.com (from AWS_ENDPOINT_URL): \
+             connection refused; check that the emulator or proxy it names is running, or `unset AWS_ENDPOINT_URL` to use AWS"
+        );
+    }
+
+    #[test]
+    fn missing_credentials_list_each_provider_and_why_it_had_none() {
+        let e = CredentialsError::not_loaded(
+            "no credentials found in chain. Attempted:\n  \
+             Environment: the credential provider was not enabled: environment variable not set\n  \
+             EcsContainer: the credential provider was not enabled: ECS provider not configured\n  \
+             Custom: the credential provider was not enabled",
+        );
+        let text = no_credentials(&e);
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "no AWS credentials found; not retried; tried:",
+                "  environment variables AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: environment variable not set",
+                "  ECS container credentials: ECS provider not configured",
+                "  Custom: none there",
+                &format!("  {CREDENTIALS_ADVICE}"),
+            ]
+        );
+        let e = CredentialsError::provider_error("the SSO session has expired.");
+        let text = no_credentials(&e);
+        assert!(
+            text.starts_with(
+                "cannot load AWS credentials: an error occurred while loading credentials: \
+                 the SSO session has expired; not retried\n  tried in turn: environment variables"
+            ),
+            "{text}"
+        );
+    }
 
     #[test]
     fn an_unreadable_answer_is_quoted_briefly_on_one_line() {

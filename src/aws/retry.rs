@@ -187,13 +187,18 @@ impl Intercept for Watch {
         let Some(Err(e)) = ctx.output_or_error() else {
             return Ok(());
         };
-        let connection = e.as_connector_error().filter(|c| c.is_io() || c.is_timeout());
+        let connection = e
+            .as_connector_error()
+            .filter(|c| c.is_io() || c.is_timeout());
         let reason = match connection {
             Some(c) => connection_failure(c),
             None if e.is_timeout_error() => {
                 format!("no answer within {} s", attempt_timeout().as_secs())
             }
-            None => ctx.response().map(answer).unwrap_or_else(|| "failed".into()),
+            None => ctx
+                .response()
+                .map(answer)
+                .unwrap_or_else(|| "failed".into()),
         };
         let Some(retry) = cfg.load::<RetryConfig>().cloned() else {
             return Ok(());
@@ -233,7 +238,10 @@ impl Intercept for Watch {
         let Some(Err(e)) = ctx.output_or_error_mut() else {
             return Ok(());
         };
-        let Some(c) = e.as_connector_error().filter(|c| c.is_io() || c.is_timeout()) else {
+        let Some(c) = e
+            .as_connector_error()
+            .filter(|c| c.is_io() || c.is_timeout())
+        else {
             return Ok(());
         };
         let unreachable = Unreachable {

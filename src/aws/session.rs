@@ -15,7 +15,9 @@ use super::{Ec2, Ssm};
 /// (throttling, 5xx, timeouts) up to [`max_attempts`], exponential backoff
 /// with jitter from 1 s up to [`MAX_BACKOFF`], each attempt limited to
 /// [`super::DEFAULT_ATTEMPT_TIMEOUT`]; `AWS_ENDPOINT_URL` points every client at
-/// an emulator.
+/// an emulator. Every client is watched: each retry is logged as it is
+/// decided, a failed connection is tried at most [`super::CONNECT_ATTEMPTS`]
+/// times and named with its [`Endpoint`].
 #[derive(Debug, Clone)]
 pub struct Session {
     config: SdkConfig,

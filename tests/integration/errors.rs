@@ -92,7 +92,13 @@ pub(crate) fn without_retries(stderr: &str) -> String {
 
 /// Debug output of Rust values: what no message may show.
 fn assert_no_debug_shapes(stderr: &str) {
-    for shape in ["Some(", "{ ", "ErrorMetadata", "DispatchFailure", "ConnectorError"] {
+    for shape in [
+        "Some(",
+        "{ ",
+        "ErrorMetadata",
+        "DispatchFailure",
+        "ConnectorError",
+    ] {
         assert!(!stderr.contains(shape), "`{shape}` in:\n{stderr}");
     }
 }
@@ -135,13 +141,18 @@ fn a_packer_error_is_reported_whole_with_its_log() {
         r.stderr
     );
     let log = log.strip_suffix('\n').unwrap();
-    let rel = log.strip_prefix("[ROOT]/").unwrap_or_else(|| panic!("{log}"));
+    let rel = log
+        .strip_prefix("[ROOT]/")
+        .unwrap_or_else(|| panic!("{log}"));
     assert!(
         rel.starts_with(".imagectl/builds/app-") && rel.ends_with("/packer.log"),
         "{log}"
     );
     let text = std::fs::read_to_string(t.path(rel)).unwrap();
-    assert!(text.contains("No Subnets was found matching filters"), "{text}");
+    assert!(
+        text.contains("No Subnets was found matching filters"),
+        "{text}"
+    );
 }
 
 /// A dead endpoint named in `AWS_ENDPOINT_URL`: each retry is told as it is
@@ -279,7 +290,8 @@ fn no_message_shows_debug_output_at_any_verbosity() {
             r.stderr
         );
         assert!(
-            r.stderr.contains("\n  tried in turn: environment variables"),
+            r.stderr
+                .contains("\n  tried in turn: environment variables"),
             "{}",
             r.stderr
         );
