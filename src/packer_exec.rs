@@ -23,7 +23,10 @@ pub enum Error {
     #[error("cannot tell Packer's version from `{0}`")]
     Version(String),
     /// The build failed.
-    #[error("packer build of `{role}` failed (exit code {code}){}; full log: {}", if errors.is_empty() { String::new() } else { format!(": {}", errors.join("; ")) }, log.display())]
+    #[error(
+        "packer build of `{role}` failed (exit code {code}){}",
+        failure(errors, log)
+    )]
     Failed {
         /// The role.
         role: String,
@@ -68,6 +71,21 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// Packer's errors, each line indented under the headline, and where the
+/// full log is.
+fn failure(errors: &[String], log: &Path) -> String {
+    if errors.is_empty() {
+        return format!("; full log: {}", log.display());
+    }
+    let mut out = String::from(":");
+    for line in errors.iter().flat_map(|e| e.lines()) {
+        out.push_str("\n  ");
+        out.push_str(line);
+    }
+    out.push_str(&format!("\n  full log: {}", log.display()));
+    out
 }
 
 /// A Packer version, `major.minor.patch`.
@@ -175,6 +193,7 @@ pub async fn build(run: &Run<'_>, progress: &dyn Progress) -> Result<(), Error> 
         interrupted: None,
         timed_out: false,
         errors: Vec::new(),
+        build_errors: Vec::new(),
     };
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(io(run.log)(std::io::Error::other(
@@ -222,7 +241,11 @@ struct Watch<'a> {
     pid: Option<i32>,
     interrupted: Option<&'static str>,
     timed_out: bool,
+    /// What Packer told people (`ui,error`), for failures before any build.
     errors: Vec<String>,
+    /// The error each build ended with (`amazon-ebs.app,error`): the same
+    /// text, once, when there is a build.
+    build_errors: Vec<String>,
 }
 
 impl Watch<'_> {
@@ -281,6 +304,9 @@ impl Watch<'_> {
         match parse_line(line) {
             Some(Event::Say(m)) => self.progress.step(self.run.role, &m),
             Some(Event::Error(m)) if !self.errors.contains(&m) => self.errors.push(m),
+            Some(Event::BuildError(m)) if !self.build_errors.contains(&m) => {
+                self.build_errors.push(m)
+            }
             _ => {}
         }
     }
@@ -334,10 +360,15 @@ impl Watch<'_> {
             });
         }
         if !status.success() {
+            let errors = if self.build_errors.is_empty() {
+                self.errors
+            } else {
+                self.build_errors
+            };
             return Err(Error::Failed {
                 role,
                 code: status.code().unwrap_or(-1),
-                errors: self.errors,
+                errors,
                 log: self.run.log.to_path_buf(),
             });
         }
@@ -350,24 +381,43 @@ impl Watch<'_> {
 enum Event {
     /// A step (`==> amazon-ebs.worker: Creating AMI ...`).
     Say(String),
-    /// An error message.
+    /// An error message shown to people, whole.
     Error(String),
+    /// The error a build ended with, whole, after the build's name.
+    BuildError(String),
 }
+
+/// The most of one error kept in imagectl's message; the log has all of it
+/// (an HTTP body dumped in hex, say).
+const MAX_ERROR_LINES: usize = 30;
 
 /// Parses `timestamp,target,type,data...`, unescaping Packer's `%!(PACKER_COMMA)`
 /// and literal `\n`.
 fn parse_line(line: &str) -> Option<Event> {
-    let mut fields = line.splitn(5, ',');
-    let (_ts, _target, kind) = (fields.next()?, fields.next()?, fields.next()?);
-    if kind != "ui" {
-        return None;
+    let mut fields = line.splitn(4, ',');
+    let (_ts, target, kind, data) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    let unescape = |t: &str| t.replace("%!(PACKER_COMMA)", ",").replace("\\n", "\n");
+    match kind {
+        // Packer's record of how a build ended: once per build, whole.
+        "error" if !target.is_empty() => {
+            let text = error_text(&unescape(data))?;
+            Some(Event::BuildError(format!("{target}: {text}")))
+        }
+        "ui" => {
+            let (level, text) = data.split_once(',')?;
+            ui(level, unescape(text).trim())
+        }
+        _ => None,
     }
-    let level = fields.next()?;
-    let text = fields
-        .next()?
-        .replace("%!(PACKER_COMMA)", ",")
-        .replace("\\n", "\n");
-    let text = text.trim();
+}
+
+/// A `ui` line: a step, or an error.
+fn ui(level: &str, text: &str) -> Option<Event> {
     match level {
         // `say` lines are Packer's steps (`==> ...`); `message` lines are
         // their details (every tag added, ...): those stay in the log.
@@ -389,15 +439,43 @@ fn parse_line(line: &str) -> Option<Event> {
             });
             (!text.is_empty()).then(|| Event::Say(text.lines().next().unwrap_or("").to_string()))
         }
-        // The first line says what failed; the rest (hex dumps of HTTP
-        // bodies, say) stays in the log.
-        "error" => {
-            let first = text.lines().map(str::trim).find(|l| !l.is_empty())?;
-            let first = first.trim_start_matches("==> ").trim_start_matches("--> ");
-            Some(Event::Error(first.chars().take(300).collect()))
-        }
+        "error" => error_text(text).map(Event::Error),
         _ => None,
     }
+}
+
+/// An error's lines without Packer's `==> amazon-ebs.app: ` before each,
+/// its blank lines and its summary headline, cut to [`MAX_ERROR_LINES`].
+fn error_text(text: &str) -> Option<String> {
+    let mut lines: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_end();
+        let line = match line.strip_prefix("==> ").or(line.strip_prefix("--> ")) {
+            // The builder's name before each line, where it has one.
+            Some(rest) => rest
+                .split_once(": ")
+                .filter(|(head, _)| head.contains('.') && !head.contains(' '))
+                .map_or(rest, |(_, r)| r),
+            None => line,
+        };
+        if line.trim().is_empty()
+            || line.starts_with("Some builds didn't complete successfully")
+            || line.starts_with("Builds finished but no artifacts")
+        {
+            continue;
+        }
+        lines.push(line);
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let more = lines.len().saturating_sub(MAX_ERROR_LINES);
+    lines.truncate(MAX_ERROR_LINES);
+    let mut out = lines.join("\n");
+    if more > 0 {
+        out.push_str(&format!("\n... {more} more lines in the log"));
+    }
+    Some(out)
 }
 
 /// The AMI ID per region from Packer's manifest post-processor.
@@ -464,6 +542,57 @@ mod tests {
         assert_eq!(
             parse_line("1,amazon-ebs.worker,artifact,0,id,eu-west-1:ami-1"),
             None
+        );
+        assert_eq!(
+            parse_line(
+                "1,,ui,error,\\n==> Some builds didn't complete successfully and had errors:"
+            ),
+            None
+        );
+    }
+
+    /// Packer 1.6.6's lines for a subnet that does not exist: every line
+    /// of the error is kept, without the builder's name before each.
+    #[test]
+    fn an_error_over_several_lines_is_kept_whole() {
+        let filters = "{\\n  Filters: [{\\n      Name: \"tag:Name\"%!(PACKER_COMMA)\\n      Values: [\"x\"]\\n    }]\\n}";
+        let whole = "No Subnets was found matching filters: {\n  Filters: [{\n      Name: \"tag:Name\",\n      Values: [\"x\"]\n    }]\n}";
+        assert_eq!(
+            parse_line(&format!(
+                "1,amazon-ebs.app,error,No Subnets was found matching filters: {filters}"
+            )),
+            Some(Event::BuildError(format!("amazon-ebs.app: {whole}")))
+        );
+        let prefixed = "==> amazon-ebs.app: No Subnets was found matching filters: {\\n==> amazon-ebs.app:   Filters: [{\\n==> amazon-ebs.app:       Name: \"tag:Name\"%!(PACKER_COMMA)\\n==> amazon-ebs.app:       Values: [\"x\"]\\n==> amazon-ebs.app:     }]\\n==> amazon-ebs.app: }";
+        assert_eq!(
+            parse_line(&format!("1,,ui,error,{prefixed}")),
+            Some(Event::Error(whole.into()))
+        );
+        let long = (0..40)
+            .map(|i| format!("line {i}"))
+            .collect::<Vec<_>>()
+            .join("\\n");
+        let Some(Event::Error(cut)) = parse_line(&format!("1,,ui,error,{long}")) else {
+            panic!("not an error");
+        };
+        assert_eq!(cut.lines().count(), 31);
+        assert!(
+            cut.ends_with("line 29\n... 10 more lines in the log"),
+            "{cut}"
+        );
+    }
+
+    #[test]
+    fn a_failure_lists_packers_errors_under_its_headline() {
+        let e = Error::Failed {
+            role: "app".into(),
+            code: 1,
+            errors: vec!["amazon-ebs.app: bad {\n  x\n}".into()],
+            log: PathBuf::from("/b/packer.log"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "packer build of `app` failed (exit code 1):\n  amazon-ebs.app: bad {\n    x\n  }\n  full log: /b/packer.log"
         );
     }
 

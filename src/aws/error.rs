@@ -2,11 +2,13 @@
 //! region, the resource, and AWS's own code and message (never the SDK's
 //! debug dump).
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use imagectl_image::error_chain as chain;
 
 use super::retry::{attempt_timeout, max_attempts, MAX_ATTEMPTS_ENV};
+use super::session::Endpoint;
 
 /// An AWS call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,12 +42,20 @@ impl Error {
                 attempt_timeout().as_secs(),
                 gave_up()
             ),
-            // No request reached AWS (connection refused, DNS, TLS).
-            SdkError::DispatchFailure(_) => format!(
-                "cannot reach AWS ({}); {}",
-                chain(&e).trim_start_matches("dispatch failure: "),
-                gave_up()
-            ),
+            // No request reached AWS: no credentials to sign it with, or
+            // no connection (refused, DNS, TLS).
+            SdkError::DispatchFailure(_) => {
+                if let Some(u) = find::<Unreachable>(&e) {
+                    u.to_string()
+                } else if let Some(c) = find::<CredentialsError>(&e) {
+                    no_credentials(c)
+                } else {
+                    format!(
+                        "cannot reach AWS: {}",
+                        chain(&e).trim_start_matches("dispatch failure: ")
+                    )
+                }
+            }
             // An answer the SDK could not read (moto's XML AccessDenied to
             // a JSON API, a proxy's HTML page): what it said, briefly.
             SdkError::ResponseError(r) => format!(
@@ -86,6 +96,132 @@ impl Error {
         self
     }
 }
+
+/// A connection to an endpoint that failed on every attempt.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot reach the {service} endpoint {} ({}): {reason}{}; {}",
+    endpoint.url,
+    endpoint.origin,
+    if *attempts > 1 { format!(" ({attempts} attempts)") } else { String::new() },
+    endpoint.origin.advice()
+)]
+pub(super) struct Unreachable {
+    /// `EC2`, `SSM`.
+    pub service: String,
+    /// Where the calls went.
+    pub endpoint: Endpoint,
+    /// Why the last attempt failed (`connection refused`).
+    pub reason: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+}
+
+/// The first error of type `T` in `e`'s chain of causes.
+fn find<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(t) = err.downcast_ref::<T>() {
+            return Some(t);
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// What to do without credentials.
+const CREDENTIALS_ADVICE: &str = "to fix: `export AWS_PROFILE=NAME` to use a profile of ~/.aws/config \
+     (and `aws sso login --profile NAME` when it uses SSO), or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY";
+
+/// The SDK's credential providers, as people know them.
+const PROVIDERS: &[(&str, &str)] = &[
+    (
+        "Environment",
+        "environment variables AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY",
+    ),
+    ("Profile", "profile"),
+    (
+        "WebIdentityToken",
+        "web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)",
+    ),
+    ("EcsContainer", "ECS container credentials"),
+    ("Ec2InstanceMetadata", "EC2 instance metadata (IMDS)"),
+];
+
+/// Credentials that could not be found or loaded: which providers were
+/// tried and why each had none, and what to do. Nothing was sent, and
+/// nothing retried: the SDK does not retry a missing credential.
+fn no_credentials(e: &CredentialsError) -> String {
+    let text = chain(e);
+    let text = text.trim_end_matches('.');
+    let headline = match e {
+        CredentialsError::CredentialsNotLoaded(_) => "no AWS credentials found",
+        _ => "cannot load AWS credentials",
+    };
+    let Some((_, tried)) = text.split_once("Attempted:") else {
+        // One provider failed outright (an SSO session expired, IMDS
+        // refused): its own words.
+        return format!(
+            "{headline}: {text}; not retried\n  tried in turn: {}\n  {CREDENTIALS_ADVICE}",
+            PROVIDERS
+                .iter()
+                .map(|(_, label)| if *label == "profile" {
+                    profile()
+                } else {
+                    label.to_string()
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let mut lines = Vec::new();
+    for line in tried.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (name, why) = line.split_once(": ").unwrap_or((line, ""));
+        let label = match PROVIDERS.iter().find(|(n, _)| *n == name) {
+            Some((_, "profile")) => profile(),
+            Some((_, label)) => label.to_string(),
+            None => name.to_string(),
+        };
+        let why = why.trim_start_matches("the credential provider was not enabled: ");
+        let why = match why {
+            "" | "the credential provider was not enabled" => "none there",
+            w => w,
+        };
+        lines.push(format!("  {label}: {why}"));
+    }
+    format!(
+        "{headline}; not retried; tried:\n{}\n  {CREDENTIALS_ADVICE}",
+        lines.join("\n")
+    )
+}
+
+/// The profile the SDK read, and from which files.
+fn profile() -> String {
+    let var = |k: &str, default: &str| {
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.into())
+    };
+    format!(
+        "profile `{}` in {} and {}",
+        var("AWS_PROFILE", "default"),
+        var("AWS_CONFIG_FILE", "~/.aws/config"),
+        var("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+    )
+}
+
+/// Error codes of credentials AWS refused: expired, revoked, unknown.
+const CREDENTIALS_CODES: &[&str] = &[
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "AuthFailure",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "InvalidAccessKeyId",
+];
 
 /// Error codes AWS answers when it throttles (EC2's query API, the JSON
 /// APIs, and the older spellings some services still use).
@@ -128,7 +264,12 @@ fn describe<E: std::error::Error + ProvideErrorMetadata>(e: &E) -> String {
     // The standard retry strategy tries these up to the bound (its retry
     // quota, 100 failed retries per process, is never the limit for one
     // command); an error coming back here means every attempt failed.
-    if THROTTLING_CODES.contains(&code) {
+    if CREDENTIALS_CODES.contains(&code) {
+        format!(
+            "AWS refused the credentials ({said}); renew them: `aws sso login` for an SSO profile, \
+             else fresh AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN"
+        )
+    } else if THROTTLING_CODES.contains(&code) {
         format!("throttled ({said}); {}", gave_up())
     } else if SERVER_CODES.contains(&code) {
         format!("AWS failed on its side ({said}); {}", gave_up())
@@ -183,6 +324,59 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_endpoint_says_which_setting_chose_it_and_what_to_check() {
+        let u = |origin, attempts| Unreachable {
+            service: "EC2".into(),
+            endpoint: Endpoint {
+                url: "https://ec2.eu-west-1.amazonaws.com".into(),
+                origin,
+            },
+            reason: "connection refused".into(),
+            attempts,
+        };
+        assert_eq!(
+            u(super::super::Origin::Default, 3).to_string(),
+            "cannot reach the EC2 endpoint https://ec2.eu-west-1.amazonaws.com (the regional endpoint): \
+             connection refused (3 attempts); check the network, DNS and any proxy (HTTPS_PROXY) between here and AWS"
+        );
+        assert_eq!(
+            u(super::super::Origin::Env("AWS_ENDPOINT_URL".into()), 1).to_string(),
+            "cannot reach the EC2 endpoint https://ec2.eu-west-1.amazonaws.com (from AWS_ENDPOINT_URL): \
+             connection refused; check that the emulator or proxy it names is running, or `unset AWS_ENDPOINT_URL` to use AWS"
+        );
+    }
+
+    #[test]
+    fn missing_credentials_list_each_provider_and_why_it_had_none() {
+        let e = CredentialsError::not_loaded(
+            "no credentials found in chain. Attempted:\n  \
+             Environment: the credential provider was not enabled: environment variable not set\n  \
+             EcsContainer: the credential provider was not enabled: ECS provider not configured\n  \
+             Custom: the credential provider was not enabled",
+        );
+        let text = no_credentials(&e);
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "no AWS credentials found; not retried; tried:",
+                "  environment variables AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: environment variable not set",
+                "  ECS container credentials: ECS provider not configured",
+                "  Custom: none there",
+                &format!("  {CREDENTIALS_ADVICE}"),
+            ]
+        );
+        let e = CredentialsError::provider_error("the SSO session has expired.");
+        let text = no_credentials(&e);
+        assert!(
+            text.starts_with(
+                "cannot load AWS credentials: an error occurred while loading credentials: \
+                 the SSO session has expired; not retried\n  tried in turn: environment variables"
+            ),
+            "{text}"
+        );
+    }
 
     #[test]
     fn an_unreadable_answer_is_quoted_briefly_on_one_line() {

@@ -19,10 +19,10 @@ pub use images::ImageInfo;
 pub use instances::Resource;
 pub use launch_templates::LaunchTemplate;
 pub use retry::{
-    attempt_timeout, max_attempts, ATTEMPT_TIMEOUT_ENV, DEFAULT_ATTEMPT_TIMEOUT,
-    DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_ENV, MAX_BACKOFF,
+    attempt_timeout, max_attempts, ATTEMPT_TIMEOUT_ENV, CONNECT_ATTEMPTS, CONNECT_MAX_BACKOFF,
+    CONNECT_TIMEOUT, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_ENV, MAX_BACKOFF,
 };
-pub use session::Session;
+pub use session::{Endpoint, Origin, Session};
 pub use ssm::{ParamVersion, Ssm};
 
 /// EC2 in one region.

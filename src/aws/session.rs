@@ -1,12 +1,12 @@
 //! One command's AWS configuration, and a client per service and region.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use super::retry::{
-    attempt_timeout, attempt_timeout_from, max_attempts, max_attempts_from, ATTEMPT_TIMEOUT_ENV,
-    MAX_ATTEMPTS_ENV, MAX_BACKOFF,
+    attempt_timeout, attempt_timeout_from, max_attempts, max_attempts_from, Watch,
+    ATTEMPT_TIMEOUT_ENV, CONNECT_TIMEOUT, MAX_ATTEMPTS_ENV, MAX_BACKOFF,
 };
 use super::{Ec2, Ssm};
 
@@ -15,7 +15,9 @@ use super::{Ec2, Ssm};
 /// (throttling, 5xx, timeouts) up to [`max_attempts`], exponential backoff
 /// with jitter from 1 s up to [`MAX_BACKOFF`], each attempt limited to
 /// [`super::DEFAULT_ATTEMPT_TIMEOUT`]; `AWS_ENDPOINT_URL` points every client at
-/// an emulator.
+/// an emulator. Every client is watched: each retry is logged as it is
+/// decided, a failed connection is tried at most [`super::CONNECT_ATTEMPTS`]
+/// times and named with its [`Endpoint`].
 #[derive(Debug, Clone)]
 pub struct Session {
     config: SdkConfig,
@@ -43,7 +45,7 @@ impl Session {
             .timeout_config(
                 // Replaces the SDK's defaults: its 3.1 s to connect kept.
                 aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_millis(3100))
+                    .connect_timeout(CONNECT_TIMEOUT)
                     .operation_attempt_timeout(attempt_timeout())
                     .build(),
             )
@@ -52,10 +54,56 @@ impl Session {
         Session { config }
     }
 
+    /// Where calls to `service` (`ec2`, `ssm`) in `region` go, and which
+    /// setting sent them there: the service's own `AWS_ENDPOINT_URL_EC2`,
+    /// then `AWS_ENDPOINT_URL`, then the profile's `endpoint_url` (the
+    /// SDK's order), else the regional endpoint. (A profile's `services`
+    /// section is not told apart from its `endpoint_url`.)
+    pub fn endpoint(&self, service: &str, region: &str) -> Endpoint {
+        let set = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let own = format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase());
+        if let Some(url) = set(&own) {
+            return Endpoint {
+                url,
+                origin: Origin::Env(own),
+            };
+        }
+        if let Some(url) = set("AWS_ENDPOINT_URL") {
+            return Endpoint {
+                url,
+                origin: Origin::Env("AWS_ENDPOINT_URL".into()),
+            };
+        }
+        if let Some(url) = self.config.endpoint_url() {
+            let profile = set("AWS_PROFILE").unwrap_or_else(|| "default".into());
+            return Endpoint {
+                url: url.to_string(),
+                origin: Origin::Profile(profile),
+            };
+        }
+        Endpoint {
+            url: format!("https://{service}.{region}.amazonaws.com"),
+            origin: Origin::Default,
+        }
+    }
+
+    /// What watches the calls of one client: retries reported, connection
+    /// failures retried briefly and named with their endpoint.
+    fn watch(&self, service: &'static str, region: &str) -> Watch {
+        Watch::new(
+            region,
+            Arc::new(self.endpoint(service, region)),
+            self.config.sleep_impl(),
+        )
+    }
+
     /// An EC2 client for `region`.
     pub fn ec2(&self, region: &str) -> Ec2 {
+        let watch = self.watch("ec2", region);
         let conf = aws_sdk_ec2::config::Builder::from(&self.config)
             .region(Region::new(region.to_string()))
+            .sleep_impl(watch.sleep())
+            .interceptor(watch)
             .build();
         Ec2 {
             client: aws_sdk_ec2::Client::from_conf(conf),
@@ -65,12 +113,60 @@ impl Session {
 
     /// An SSM client for `region`.
     pub fn ssm(&self, region: &str) -> Ssm {
+        let watch = self.watch("ssm", region);
         let conf = aws_sdk_ssm::config::Builder::from(&self.config)
             .region(Region::new(region.to_string()))
+            .sleep_impl(watch.sleep())
+            .interceptor(watch)
             .build();
         Ssm {
             client: aws_sdk_ssm::Client::from_conf(conf),
             region: region.to_string(),
+        }
+    }
+}
+
+/// Where a client's calls go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The URL.
+    pub url: String,
+    /// Which setting chose it.
+    pub origin: Origin,
+}
+
+/// Which setting chose an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// An environment variable (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_EC2`).
+    Env(String),
+    /// The `endpoint_url` of this profile.
+    Profile(String),
+    /// None: the service's regional endpoint.
+    Default,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Env(var) => write!(f, "from {var}"),
+            Origin::Profile(p) => write!(f, "from the `endpoint_url` of profile `{p}`"),
+            Origin::Default => f.write_str("the regional endpoint"),
+        }
+    }
+}
+
+impl Origin {
+    /// What to check when the endpoint cannot be reached.
+    pub fn advice(&self) -> String {
+        match self {
+            Origin::Env(var) => format!(
+                "check that the emulator or proxy it names is running, or `unset {var}` to use AWS"
+            ),
+            Origin::Profile(p) => format!(
+                "check the `endpoint_url` of profile `{p}` in the AWS config file, or remove it to use AWS"
+            ),
+            Origin::Default => "check the network, DNS and any proxy (HTTPS_PROXY) between here and AWS".into(),
         }
     }
 }

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::{json, Value};
 
 use crate::aws::{build, change, images, json, parameter, project, slow_proxy};
+use crate::errors::{retries, without_retries};
 use crate::moto::{python, Moto};
 use crate::support::{repo_root, Test};
 
@@ -346,8 +347,14 @@ fn a_call_that_never_answers_times_out_and_is_named() {
     let puts = held.requests();
     drop(held);
     assert_eq!(r.status, 1, "{}", r.stderr);
+    assert_eq!(
+        retries(&r.stderr),
+        ["retrying PutParameter in eu-central-1: attempt 2 of 2 (no answer within 2 s)"],
+        "{}",
+        r.stderr
+    );
     assert!(
-        r.stderr.starts_with(
+        without_retries(&r.stderr).starts_with(
             "error: AWS PutParameter in `eu-central-1` failed for `/imagectl/app/dev`: "
         ),
         "{}",
@@ -386,6 +393,15 @@ fn a_build_throttled_beyond_the_bound_names_the_call_and_builds_nothing() {
     ]);
     let r = t.run_with(&["build", "app", "--publish", "dev"]);
     assert_eq!(r.status, 1, "{}", r.stderr);
+    assert_eq!(
+        retries(&r.stderr),
+        [
+            "retrying DescribeImages in eu-west-1: attempt 2 of 3 (RequestLimitExceeded, HTTP 503)",
+            "retrying DescribeImages in eu-west-1: attempt 3 of 3 (RequestLimitExceeded, HTTP 503)",
+        ],
+        "{}",
+        r.stderr
+    );
     assert_eq!(
         r.stderr.lines().last().unwrap(),
         "error: AWS DescribeImages in `eu-west-1` failed for images of role `app`: \
@@ -437,7 +453,16 @@ fn a_publish_failing_beyond_the_bound_names_the_parameter_and_moves_nothing() {
     let r = via.run_with(&["publish", "app", "--channel", "staging"]);
     assert_eq!(r.status, 1, "{}", r.stderr);
     assert_eq!(
-        r.stderr,
+        retries(&r.stderr),
+        [
+            "retrying PutParameter in eu-central-1: attempt 2 of 3 (ThrottlingException, HTTP 400)",
+            "retrying PutParameter in eu-central-1: attempt 3 of 3 (ThrottlingException, HTTP 400)",
+        ],
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        without_retries(&r.stderr),
         "error: AWS PutParameter in `eu-central-1` failed for `/imagectl/app/staging`: \
          throttled (`ThrottlingException`: Rate exceeded); \
          gave up after 3 attempts (the bound: set AWS_MAX_ATTEMPTS to change it)\n"
@@ -454,7 +479,16 @@ fn a_publish_failing_beyond_the_bound_names_the_parameter_and_moves_nothing() {
     let r = via.run_with(&["promote", "app", "--from", "dev", "--to", "prod"]);
     assert_eq!(r.status, 1, "{}", r.stderr);
     assert_eq!(
-        r.stderr,
+        retries(&r.stderr),
+        [
+            "retrying PutParameter in eu-central-1: attempt 2 of 3 (InternalError, HTTP 500)",
+            "retrying PutParameter in eu-central-1: attempt 3 of 3 (InternalError, HTTP 500)",
+        ],
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        without_retries(&r.stderr),
         "error: AWS PutParameter in `eu-central-1` failed for `/imagectl/app/prod`: \
          AWS failed on its side (`InternalError`: We encountered an internal error. Please try again.); \
          gave up after 3 attempts (the bound: set AWS_MAX_ATTEMPTS to change it)\n"
