@@ -14,6 +14,7 @@ mod layers;
 mod local;
 mod moto;
 mod packer;
+mod plan;
 mod support;
 mod sweep;
 mod workflows;
