@@ -200,18 +200,26 @@ fn shown(path: &str, v: &Value) -> Option<String> {
     })
 }
 
-/// A token, a key or a password: a long word of letters and digits (and
-/// the characters of base64), not a path.
+/// A token, a key or a password: a word of 16 characters or more, of
+/// letters, digits and the characters of base64, not a path, that mixes
+/// cases and digits (`ghp_...`, an AWS secret key), is a fifth digits or
+/// more (hex), or is an AWS access key ID. Package names
+/// (`python3-requests-toolbelt`) are none of these.
 fn looks_secret(word: &str) -> bool {
-    let s = word;
-    let word = s
+    let count = |f: fn(&char) -> bool| word.chars().filter(f).count();
+    let charset = word
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "+/=_-".contains(c));
-    s.len() >= 20
-        && word
-        && !s.starts_with('/')
-        && s.chars().any(|c| c.is_ascii_digit())
-        && s.chars().any(|c| c.is_ascii_alphabetic())
+    let (digits, upper, lower) = (
+        count(char::is_ascii_digit),
+        count(char::is_ascii_uppercase),
+        count(char::is_ascii_lowercase),
+    );
+    let access_key = word.len() == 20 && (word.starts_with("AKIA") || word.starts_with("ASIA"));
+    word.len() >= 16
+        && charset
+        && !word.starts_with('/')
+        && ((digits > 0 && upper > 0 && lower > 0) || digits * 5 >= word.len() || access_key)
 }
 
 /// `path.key`, quoting a key that is not a bare TOML key
@@ -329,5 +337,26 @@ mod tests {
             ["boot.parameters changed", "users.learn.api_key changed"]
         );
         assert_eq!(changes("{", "{}"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn what_looks_like_a_secret() {
+        for secret in [
+            "ghp_0123456789abcdefABCDEF0123456789abcd",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "AKIAIOSFODNN7EXAMPLE",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ] {
+            assert!(looks_secret(secret), "{secret}");
+        }
+        for plain in [
+            "python3-requests-toolbelt",
+            "libnginx-mod-http-headers-more-filter",
+            "/srv/learn/releases/2026-11-26T120000",
+            "nginx=1.22.1-9",
+            "t3.medium",
+        ] {
+            assert!(!looks_secret(plain), "{plain}");
+        }
     }
 }
