@@ -1,6 +1,8 @@
 //! What needs building, and why: each target against the images AWS has
 //! (or, offline, the local build record), with the reasons a role must be
-//! built in words (what changed since the image its first channel holds).
+//! built in words (what changed since the image its first channel holds),
+//! and, for a role that is up to date, the channels that hold another
+//! build of it (after a rollback, say).
 
 use std::collections::BTreeMap;
 
@@ -46,10 +48,14 @@ pub struct Row {
     pub status: Status,
     /// Why it needs building.
     pub reasons: Vec<String>,
+    /// For a role that needs no build: the channels holding another build
+    /// than this hash's image, and how to move them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// The image with this hash, per region (home region), if any.
     pub amis: BTreeMap<String, String>,
-    /// What each channel holds in the home region, for the roles to build
-    /// that were built before (the plan reads no more than it needs).
+    /// What each channel holds in the home region, for the roles built
+    /// before (a role never built has no channel to read).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub channels: BTreeMap<String, String>,
 }
@@ -72,8 +78,9 @@ pub fn offline(project: &Project, targets: &[Target]) -> Result<Vec<Row>, record
                 reasons: if found.is_some() {
                     vec![]
                 } else {
-                    vec!["no build of this hash in the local record".into()]
+                    offline_reasons(&records, t)
                 },
+                notes: vec![],
                 amis: found
                     .map(|r| BTreeMap::from([(r.target.as_str().to_string(), r.artifact.clone())]))
                     .unwrap_or_default(),
@@ -83,15 +90,31 @@ pub fn offline(project: &Project, targets: &[Target]) -> Result<Vec<Row>, record
         .collect())
 }
 
-/// What AWS says about the roles to build that were built before: what
-/// their channels hold, the hash the first channel's image has, and the
-/// inputs recorded for that hash.
+/// Why `t` has no build in the local record: what changed since the
+/// newest build of the role that recorded its inputs, if any.
+fn offline_reasons(records: &[record::Record], t: &Target) -> Vec<String> {
+    let previous = record::latest_with_inputs(records, t.name());
+    let changes = previous
+        .and_then(|r| r.inputs.as_deref().map(|i| (r, t.hash.changes_since(i))))
+        .filter(|(_, c)| !c.is_empty());
+    match changes {
+        Some((r, c)) => c
+            .into_iter()
+            .map(|c| format!("{c} (since local build {})", hash::short(&r.hash)))
+            .collect(),
+        None => vec!["no build of this hash in the local record".into()],
+    }
+}
+
+/// What AWS says about the roles that were built before: what their
+/// channels hold and, for those to build, the hash the first channel's
+/// image has and the inputs recorded for that hash.
 struct History {
     /// The first channel (`dev`), the one changes are compared against.
     first: String,
     /// Roles with images, none of them of the current hash.
     changed: Vec<String>,
-    /// Parameter name → value, for the channels of the changed roles.
+    /// Parameter name → value, for the channels of the roles with images.
     channels: BTreeMap<String, String>,
     /// Role → the hash of the image its first channel holds.
     first_hash: BTreeMap<String, String>,
@@ -100,10 +123,10 @@ struct History {
 }
 
 /// Against AWS: one DescribeImages for every role's images, then, for the
-/// roles to build that were built before, GetParameters (ten names a call)
-/// for their channels and recorded inputs, to say what changed. Unchanged
-/// and new roles cost no further call, so the plan's calls grow with the
-/// changes, not the roles.
+/// roles built before, GetParameters (ten names a call) for their channels
+/// (to say which hold another build), and for the roles to build the
+/// recorded inputs of what their first channel holds, to say what changed.
+/// New roles cost no further call.
 pub async fn online(
     project: &Project,
     session: &Session,
@@ -122,6 +145,7 @@ pub async fn online(
                 hash: t.hash.hash.clone(),
                 status: Status::UpToDate,
                 reasons: vec![],
+                notes: history.notes(project, t, image, &images),
                 amis: BTreeMap::from([(home.clone(), image.id.clone())]),
                 channels: history.channels_of(project, t.name()),
             },
@@ -130,6 +154,7 @@ pub async fn online(
                 hash: t.hash.hash.clone(),
                 status: Status::Build,
                 reasons: history.reasons(project, t),
+                notes: vec![],
                 amis: BTreeMap::new(),
                 channels: history.channels_of(project, t.name()),
             },
@@ -152,13 +177,17 @@ async fn history(
         .first()
         .cloned()
         .unwrap_or_default();
-    let changed: Vec<String> = targets
+    let built: Vec<String> = targets
         .iter()
         .map(|t| t.name().to_string())
-        .filter(|r| !existing.contains_key(r))
         .filter(|r| images.iter().any(|i| i.tag(tags::ROLE) == Some(r)))
         .collect();
-    let names: Vec<String> = changed
+    let changed: Vec<String> = built
+        .iter()
+        .filter(|r| !existing.contains_key(*r))
+        .cloned()
+        .collect();
+    let names: Vec<String> = built
         .iter()
         .flat_map(|r| {
             settings
@@ -205,6 +234,47 @@ impl History {
                     .map(|v| (c.clone(), v.clone()))
             })
             .collect()
+    }
+
+    /// What the channels of `t` hold other than `current`, its hash's
+    /// image, in channel order: an older build (after a rollback, or not
+    /// yet promoted) with the command that moves the channel, a newer one,
+    /// or an image that is not one of the role's.
+    fn notes(
+        &self,
+        project: &Project,
+        t: &Target,
+        current: &ImageInfo,
+        images: &[ImageInfo],
+    ) -> Vec<String> {
+        let p = &project.settings.publish;
+        let role = t.name();
+        let mut holds_current: Option<&str> = None;
+        let mut out = Vec::new();
+        for c in &p.channels {
+            let Some(ami) = self.channels.get(&channel_parameter(&p.prefix, role, c)) else {
+                continue;
+            };
+            let Some(image) = images.iter().find(|i| &i.id == ami) else {
+                out.push(format!("`{c}` holds {ami}, no available image of `{role}`"));
+                continue;
+            };
+            let held = hash::short(image.tag(tags::HASH).unwrap_or_default());
+            if image.tag(tags::HASH) == Some(t.hash.hash.as_str()) {
+                holds_current.get_or_insert(c);
+            } else if image.created > current.created {
+                out.push(format!("`{c}` holds a newer build ({ami}, hash {held})"));
+            } else {
+                let how = match holds_current {
+                    Some(from) => format!("imagectl promote {role} --from {from} --to {c}"),
+                    None => format!("imagectl publish {role} --channel {c}"),
+                };
+                out.push(format!(
+                    "`{c}` holds an older build ({ami}, hash {held}); `{how}` moves it to this one"
+                ));
+            }
+        }
+        out
     }
 
     /// Why `t`, which has no image of its hash, must be built.

@@ -57,11 +57,12 @@ pub fn append_plan(rows: &[Row]) {
         "### imagectl plan\n\n| role | status | hash | reasons |\n| --- | --- | --- | --- |\n",
     );
     for r in rows {
-        let reasons = if r.reasons.is_empty() {
+        let reasons = if r.reasons.is_empty() && r.notes.is_empty() {
             "-".to_string()
         } else {
             r.reasons
                 .iter()
+                .chain(&r.notes)
                 .map(|x| cell(x))
                 .collect::<Vec<_>>()
                 .join("<br>")

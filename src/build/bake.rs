@@ -216,7 +216,8 @@ impl Bakery<'_> {
             .map(|(r, a)| format!("{r}={a}"))
             .collect::<Vec<_>>()
             .join(",");
-        let rec = record::Record::now(t.name(), t.hash.hash.as_str(), record::Kind::Aws, artifact);
+        let rec = record::Record::now(t.name(), t.hash.hash.as_str(), record::Kind::Aws, artifact)
+            .with_inputs(t.hash.record());
         if let Err(e) = record::add(&self.project.root, rec) {
             tracing::warn!(
                 "{}: {e} (`plan --offline` will not know this build)",

@@ -46,10 +46,15 @@ fn print(config: &Config, args: &PlanArgs, rows: &[Row]) {
         (None, OutputFormat::Text) => {
             println!("{:<12} {:<12} {:<10} REASONS", "ROLE", "HASH", "STATUS");
             for r in rows {
-                let why = if r.reasons.is_empty() {
+                let why = if r.reasons.is_empty() && r.notes.is_empty() {
                     "-".to_string()
                 } else {
-                    r.reasons.join("; ")
+                    r.reasons
+                        .iter()
+                        .chain(&r.notes)
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 };
                 println!(
                     "{:<12} {:<12} {:<10} {why}",

@@ -185,7 +185,8 @@ pub fn build(
         t.hash.hash.as_str(),
         record::Kind::Local,
         format!("{LOCAL_DIR}/{name}"),
-    );
+    )
+    .with_inputs(t.hash.record());
     if let Err(e) = record::add(&project.root, rec) {
         tracing::warn!(
             "{}: {e} (`plan --offline` will not know this build)",

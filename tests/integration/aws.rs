@@ -531,8 +531,10 @@ fn plan_lists_exactly_the_roles_to_build_with_reasons() {
     assert_eq!(v["roles"][0]["status"], "up-to-date");
     assert_eq!(v["roles"][0]["reasons"], serde_json::json!([]));
     assert_eq!(v["roles"][0]["amis"]["eu-west-1"], ami.as_str());
-    // An up-to-date role costs no channel read.
-    assert_eq!(v["roles"][0].get("channels"), None, "{v}");
+    // Its channels are read, to say which hold another build: dev holds
+    // this one.
+    assert_eq!(v["roles"][0]["channels"], serde_json::json!({"dev": ami}));
+    assert_eq!(v["roles"][0].get("notes"), None, "{v}");
     assert_eq!(
         t.ok_with(&["plan", "--format", "github-matrix"]),
         "{\"include\":[]}\n"

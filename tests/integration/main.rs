@@ -15,6 +15,7 @@ mod layers;
 mod local;
 mod moto;
 mod packer;
+mod plan;
 mod preview;
 mod sandbox;
 mod support;

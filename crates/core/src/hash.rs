@@ -146,7 +146,22 @@ pub struct ContentHash {
     pub hash: Hash,
     /// Everything that went into it, in hashing order.
     pub inputs: Vec<Input>,
+    /// The role's canonical form (the JSON its `role` input digests), kept
+    /// in the [record](ContentHash::record) so that a later plan can say
+    /// which keys changed.
+    #[serde(skip)]
+    pub canonical: String,
 }
+
+/// The largest record [`ContentHash::record`] writes with the role's
+/// canonical form in it: what a standard-tier SSM parameter holds (4 KB).
+/// A record is kept for every build and never pruned, so it stays in the
+/// free tier: a bigger role is recorded without its canonical form, and a
+/// later plan says only that the role definition changed.
+pub const MAX_RECORD_BYTES: usize = 4096;
+
+/// How a record's line holding the role's canonical form starts.
+const CANONICAL_LINE: &str = "role-json\t";
 
 impl ContentHash {
     /// The first 12 digits, for names and tables.
@@ -192,7 +207,13 @@ pub fn compute(
             hex(&Sha256::digest(template.as_bytes())),
         ),
     ];
-    let mut role_input = Input::named("role", role.name.clone(), digest_json(role));
+    // Serializing plain data structs to a string cannot fail.
+    let canonical = serde_json::to_string(role).unwrap_or_default();
+    let mut role_input = Input::named(
+        "role",
+        role.name.clone(),
+        hex(&Sha256::digest(canonical.as_bytes())),
+    );
     role_input.path = role.sources.last().cloned();
     inputs.push(role_input);
     inputs.extend(context.sources.iter().map(|s| Input {
@@ -215,14 +236,28 @@ pub fn compute(
         role: role.name.clone(),
         hash: Hash(hex(&h.finalize())),
         inputs,
+        canonical,
     }
 }
 
 impl ContentHash {
     /// The inputs in the compact form stored next to the channels (one line
     /// each: kind, path or name, the first 16 hex digits of the digest, and
-    /// the AMI for the base), so that a later plan can say what changed.
+    /// the AMI for the base), then the role's canonical form on a line of
+    /// its own (`role-json`, TAB, compact JSON, which escapes every line
+    /// break and tab) when the whole fits in [`MAX_RECORD_BYTES`], so that
+    /// a later plan can say what changed, down to the role's keys.
     pub fn record(&self) -> String {
+        let inputs = self.input_lines();
+        let full = format!("{inputs}\n{CANONICAL_LINE}{}", self.canonical);
+        if self.canonical.is_empty() || full.len() > MAX_RECORD_BYTES {
+            inputs
+        } else {
+            full
+        }
+    }
+
+    fn input_lines(&self) -> String {
         self.inputs
             .iter()
             .map(|i| {
@@ -272,6 +307,7 @@ impl ContentHash {
                     ("base", Some(a), Some(b)) => {
                         out.push(format!("new base image `{what}`: {a} -> {b}"))
                     }
+                    ("role", _, _) => out.extend(self.role_changes(record, what)),
                     _ => out.push(format!("changed {}", describe(kind, what))),
                 },
                 Some(_) => {}
@@ -289,10 +325,22 @@ impl ContentHash {
     }
 }
 
-fn digest_json<T: Serialize>(value: &T) -> String {
-    // Serializing plain data structs to a string cannot fail.
-    let json = serde_json::to_string(value).unwrap_or_default();
-    hex(&Sha256::digest(json.as_bytes()))
+impl ContentHash {
+    /// What changed in the role definition since `record`, key by key
+    /// when the record holds the role's canonical form, else in one line.
+    fn role_changes(&self, record: &str, what: &str) -> Vec<String> {
+        let old = record.lines().find_map(|l| l.strip_prefix(CANONICAL_LINE));
+        let keys = old
+            .map(|old| crate::role::changes(old, &self.canonical))
+            .unwrap_or_default();
+        if keys.is_empty() {
+            vec![format!(
+                "changed the role definition of `{what}` (its file or a parent's)"
+            )]
+        } else {
+            keys
+        }
+    }
 }
 
 #[cfg(test)]
@@ -312,5 +360,43 @@ mod tests {
         assert_eq!(serde_json::from_str::<Hash>(&json).unwrap(), h);
         assert!(serde_json::from_str::<Hash>("\"abc\"").is_err());
         assert_eq!(short("abc"), "abc");
+    }
+
+    /// A content hash of role `cron` whose role input digests to `digit`
+    /// repeated, with `canonical` as its canonical form.
+    fn hashed(canonical: &str, digit: char) -> ContentHash {
+        let mut role = Input::named("role", "cron", digit.to_string().repeat(64));
+        role.path = Some("roles/cron.toml".into());
+        ContentHash {
+            role: "cron".into(),
+            hash: Hash(digit.to_string().repeat(64)),
+            inputs: vec![role],
+            canonical: canonical.into(),
+        }
+    }
+
+    #[test]
+    fn a_record_holds_the_canonical_role_so_changes_name_its_keys() {
+        let old = hashed(r#"{"image":{"instance_type":"t3.small"}}"#, 'a');
+        let new = hashed(r#"{"image":{"instance_type":"t3.medium"}}"#, 'b');
+        assert_eq!(
+            old.record(),
+            "role\troles/cron.toml\taaaaaaaaaaaaaaaa\nrole-json\t{\"image\":{\"instance_type\":\"t3.small\"}}"
+        );
+        assert_eq!(
+            new.changes_since(&old.record()),
+            ["image.instance_type t3.small -> t3.medium"]
+        );
+        // A record from before canonical forms were kept, or of a role too
+        // big to keep one: the role definition changed, in one line.
+        let fallback =
+            ["changed the role definition of `roles/cron.toml` (its file or a parent's)"];
+        assert_eq!(new.changes_since(&old.input_lines()), fallback);
+        let big = hashed(
+            &format!(r#"{{"description":"{}"}}"#, "x".repeat(MAX_RECORD_BYTES)),
+            'c',
+        );
+        assert_eq!(big.record(), big.input_lines());
+        assert_eq!(new.changes_since(&big.record()), fallback);
     }
 }

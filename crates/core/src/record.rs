@@ -41,6 +41,11 @@ pub struct Record {
     pub artifact: String,
     /// When, in seconds since the epoch.
     pub built_at: u64,
+    /// The build's inputs as [`crate::hash::ContentHash::record`] writes
+    /// them, so that an offline plan can say what changed since; absent
+    /// from records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
 }
 
 impl Record {
@@ -52,7 +57,14 @@ impl Record {
             target,
             artifact,
             built_at: u64::try_from(crate::time::now_secs()).unwrap_or(0),
+            inputs: None,
         }
+    }
+
+    /// The same record, with the build's inputs.
+    pub fn with_inputs(mut self, inputs: String) -> Record {
+        self.inputs = Some(inputs);
+        self
     }
 }
 
@@ -108,6 +120,14 @@ pub fn add(root: &Path, record: Record) -> Result<(), Error> {
     write_atomic(&p, &json).map_err(|source| Error::Write { path: p, source })
 }
 
+/// The newest record of `role` that holds its build's inputs, if any.
+pub fn latest_with_inputs<'a>(records: &'a [Record], role: &str) -> Option<&'a Record> {
+    records
+        .iter()
+        .rev()
+        .find(|r| r.role == role && r.inputs.is_some())
+}
+
 /// The newest record of `role` with `hash`, if any.
 pub fn find<'a>(records: &'a [Record], role: &str, hash: &str) -> Option<&'a Record> {
     records
@@ -130,6 +150,7 @@ mod tests {
             target: Kind::Local,
             artifact: "x.tar".into(),
             built_at: 1,
+            inputs: None,
         };
         add(dir.path(), r.clone()).unwrap();
         add(dir.path(), r.clone()).unwrap();
@@ -137,5 +158,19 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!(find(&all, "worker", "ab"), Some(&r));
         assert_eq!(find(&all, "worker", "cd"), None);
+        assert_eq!(latest_with_inputs(&all, "worker"), None);
+        let mut newer = r.clone().with_inputs("role\tworker\t00".into());
+        newer.hash = "cd".into();
+        add(dir.path(), newer.clone()).unwrap();
+        add(
+            dir.path(),
+            Record {
+                hash: "ef".into(),
+                ..r
+            },
+        )
+        .unwrap();
+        let all = load(dir.path()).unwrap();
+        assert_eq!(latest_with_inputs(&all, "worker"), Some(&newer));
     }
 }

@@ -17,8 +17,10 @@ use crate::arch::Arch;
 // parents, and `entries`, `sources` and `validate` check single entries,
 // the files they reference, and the merged role as a whole; `archive`
 // reads the archives entries bake, entry by entry; `sandbox` knows
-// what the agent can write at boot.
+// what the agent can write at boot; `changes` says, key by key, what
+// differs between two canonical forms (for `plan`).
 mod archive;
+mod changes;
 mod entries;
 mod load;
 mod merge;
@@ -33,6 +35,7 @@ mod archive_tests;
 #[cfg(test)]
 mod tests;
 
+pub use changes::changes;
 pub use load::{load, load_all, load_in_memory, role_names};
 pub use raw::schema;
 pub use store::MemoryRoles;
