@@ -218,10 +218,11 @@ fn publish_promote_and_rollback_move_parameters_and_launch_templates() {
     );
 
     // Promote: exactly what dev holds, every region; the launch template
-    // that follows prod gets a new default version requiring IMDSv2.
+    // that follows prod (pinning an AMI) gets a new default version
+    // requiring IMDSv2.
     let out = t.ok_with(&["promote", "app", "--from", "dev", "--to", "prod"]);
     assert!(
-        out.contains("launch template app-prod in eu-west-1: version 2 is the default"),
+        out.contains(&format!("app-prod eu-west-1: version 2 is the default ({v1})")),
         "{out}"
     );
     assert_eq!(
@@ -299,14 +300,14 @@ print(json.dumps({"default": t["DefaultVersionNumber"], "latest": t["LatestVersi
     );
     assert!(parameter(&moto, "eu-west-1", "/imagectl/app/staging").is_null());
 
-    // A launch template that does not say which channel it follows is not
-    // moved, and nothing else either: that channel's publish policy could
-    // not change it.
+    // A launch template pinning an AMI that does not say which channel it
+    // follows is not moved, and nothing else either: that channel's publish
+    // policy could not change it.
     moto.boto3(
         r#"
 for region in ["eu-west-1", "eu-central-1"]:
     ec2 = boto3.client("ec2", region_name=region)
-    ec2.create_launch_template(LaunchTemplateName="app-staging", LaunchTemplateData={"ImageId": "resolve:ssm:/imagectl/app/staging"})
+    ec2.create_launch_template(LaunchTemplateName="app-staging", LaunchTemplateData={"ImageId": "ami-0d1e2b1200a900901"})
 "#,
     );
     let settings = std::fs::read_to_string(t.path("imagectl.toml")).unwrap();

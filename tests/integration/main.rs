@@ -13,6 +13,7 @@ mod identity;
 mod layers;
 mod local;
 mod moto;
+mod publish;
 mod packer;
 mod support;
 mod sweep;
