@@ -362,12 +362,7 @@ fn prune_never_removes_an_image_still_referenced() {
     ));
 
     let out = t.ok_with(&["prune", "--keep", "1", "--dry-run"]);
-    let line = |ami: &str| {
-        out.lines()
-            .find(|l| l.contains(ami))
-            .unwrap_or_else(|| panic!("{ami} not in {out}"))
-            .to_string()
-    };
+    let line = |ami: &str| block(&out, ami);
     assert!(line(&v[5].0).starts_with("keep") && line(&v[5].0).contains("among the 1 newest"));
     assert!(
         line(&v[4].0).contains("channel /imagectl/app/dev (current)"),
@@ -382,7 +377,7 @@ fn prune_never_removes_an_image_still_referenced() {
         "{out}"
     );
     assert!(
-        line(&v[2].0).contains("launch template app-prod v2 (default)"),
+        line(&v[2].0).contains("launch template app-prod v2 (default, latest)"),
         "{out}"
     );
     assert!(line(&v[1].0).contains("instances in eu-west-1"), "{out}");
@@ -395,11 +390,7 @@ fn prune_never_removes_an_image_still_referenced() {
 
     let out = t.ok_with(&["prune", "--keep", "1"]);
     assert!(line(&v[0].0).starts_with("would delete"));
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("deleted") && l.contains(&v[0].0)),
-        "{out}"
-    );
+    assert!(block(&out, &v[0].0).starts_with("deleted"), "{out}");
     for (region, pick) in [("eu-west-1", 0usize), ("eu-central-1", 1)] {
         let left: Vec<String> = images(&moto, region)
             .as_array()
@@ -420,6 +411,22 @@ print(json.dumps(len(s)))
 "#,
     );
     assert_eq!(snaps, 5);
+}
+
+/// The block of `prune` or `images` output about the image `ami`: its head
+/// line and the indented lines under it, joined.
+pub(crate) fn block(out: &str, ami: &str) -> String {
+    let mut blocks: Vec<String> = Vec::new();
+    for l in out.lines() {
+        match blocks.last_mut() {
+            Some(b) if l.starts_with(' ') => b.push_str(&format!(" {}", l.trim())),
+            _ => blocks.push(l.to_string()),
+        }
+    }
+    blocks
+        .into_iter()
+        .find(|b| b.contains(ami))
+        .unwrap_or_else(|| panic!("{ami} not in {out}"))
 }
 
 /// The policy `imagectl iam-policy JOB` prints, as moto can evaluate it:

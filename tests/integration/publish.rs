@@ -165,3 +165,41 @@ fn promote_refuses_a_channel_to_itself() {
         r.stderr
     );
 }
+
+#[test]
+fn prune_keeps_three_by_default() {
+    let help = Test::new().ok_with(&["prune", "--help"]);
+    assert!(help.contains("[default: 3]"), "{help}");
+}
+
+#[test]
+fn images_and_prune_name_each_reference_once_within_100_columns() {
+    let moto = Moto::start();
+    let mut t = project(&moto);
+    let mut v = Vec::new();
+    for n in 0..4 {
+        change(&t, n);
+        v.push(build(&mut t));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    t.ok_with(&["publish", "app", "--channel", "prod", "--ami", &v[0].0]);
+    for (cmd, args) in [("images", vec!["images"]), ("prune", vec!["prune", "--dry-run"])] {
+        let out = t.ok_with(&args);
+        for l in out.lines() {
+            assert!(l.len() <= 100, "{cmd}: {} columns: {l}", l.len());
+        }
+        assert_eq!(
+            out.matches("launch template app-prod v2 (default, latest)").count(),
+            1,
+            "{cmd}: {out}"
+        );
+        for (home, copy) in &v {
+            assert_eq!(out.matches(home.as_str()).count(), 1, "{cmd}: {out}");
+            assert_eq!(out.matches(copy.as_str()).count(), 1, "{cmd}: {out}");
+        }
+    }
+    // The default keeps the three newest and the referenced oldest.
+    let out = t.ok_with(&["prune", "--dry-run"]);
+    assert!(!out.contains("would delete"), "{out}");
+    assert_eq!(out.matches("among the 3 newest").count(), 3, "{out}");
+}
