@@ -359,7 +359,11 @@ mod tests {
             tags: BTreeMap::new(),
         };
         let current = BTreeMap::from([("/imagectl/app/prod".to_string(), "ami-c".to_string())]);
-        let refs = |t| template_references(&t, &current).into_iter().collect::<Vec<_>>();
+        let refs = |t| {
+            template_references(&t, &current)
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
         let r = |ami: &str, why: &str| (ami.to_string(), why.to_string());
         assert_eq!(
             refs(lt(2, 2, &[(1, "ami-a"), (2, "ami-b")])),
@@ -367,13 +371,23 @@ mod tests {
         );
         assert_eq!(
             refs(lt(2, 3, &[(2, "ami-b"), (3, "ami-b")])),
-            [r("ami-b", "launch template app-prod v2 (default), v3 (latest)")]
+            [r(
+                "ami-b",
+                "launch template app-prod v2 (default), v3 (latest)"
+            )]
         );
         assert_eq!(
-            refs(lt(1, 2, &[(1, "resolve:ssm:/imagectl/app/prod"), (2, "ami-b")])),
+            refs(lt(
+                1,
+                2,
+                &[(1, "resolve:ssm:/imagectl/app/prod"), (2, "ami-b")]
+            )),
             [
                 r("ami-b", "launch template app-prod v2 (latest)"),
-                r("ami-c", "launch template app-prod v1 (default, resolves /imagectl/app/prod)"),
+                r(
+                    "ami-c",
+                    "launch template app-prod v1 (default, resolves /imagectl/app/prod)"
+                ),
             ]
         );
     }

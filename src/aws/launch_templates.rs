@@ -249,8 +249,18 @@ mod tests {
         let channel = "/imagectl/app/prod";
         for (written, name, selector, follows) in [
             ("/imagectl/app/prod", "/imagectl/app/prod", None, true),
-            ("/imagectl/app/prod:3", "/imagectl/app/prod", Some("3"), false),
-            ("/imagectl/app/prod:stable", "/imagectl/app/prod", Some("stable"), false),
+            (
+                "/imagectl/app/prod:3",
+                "/imagectl/app/prod",
+                Some("3"),
+                false,
+            ),
+            (
+                "/imagectl/app/prod:stable",
+                "/imagectl/app/prod",
+                Some("stable"),
+                false,
+            ),
             ("/imagectl/app/dev", "/imagectl/app/dev", None, false),
             (
                 "arn:aws:ssm:eu-west-1:111122223333:parameter/imagectl/app/prod",

@@ -46,7 +46,10 @@ fn pack(first: String, items: &[String], sep: &str, indent: usize) -> Vec<String
 
 /// The creation time to the second, as `2026-12-02 15:40:26`.
 fn created(i: &gc::Image) -> String {
-    i.created.get(..19).unwrap_or(&i.created).replacen('T', " ", 1)
+    i.created
+        .get(..19)
+        .unwrap_or(&i.created)
+        .replacen('T', " ", 1)
 }
 
 /// One image's block: `lead` (the action, for prune), the head line with
@@ -137,20 +140,30 @@ mod tests {
 
     #[test]
     fn packing_wraps_at_the_width_under_the_indent() {
-        let items: Vec<String> = (0..8).map(|n| format!("eu-west-{n} ami-0123456789abcdef{n}")).collect();
+        let items: Vec<String> = (0..8)
+            .map(|n| format!("eu-west-{n} ami-0123456789abcdef{n}"))
+            .collect();
         let lines = pack(format!("{:<40}", "app"), &items, "  ", 40);
         assert!(lines.len() > 1, "{lines:?}");
         for l in &lines {
             assert!(l.len() <= WIDTH, "{l:?}");
         }
-        assert!(lines[1].starts_with(&format!("{:40}eu-west-", "")), "{lines:?}");
+        assert!(
+            lines[1].starts_with(&format!("{:40}eu-west-", "")),
+            "{lines:?}"
+        );
         let all = lines.join(" ");
         for item in &items {
             assert_eq!(all.matches(item.as_str()).count(), 1, "{item}");
         }
         // A note list ends each wrapped line with its separator.
-        let notes: Vec<String> = (0..6).map(|n| format!("channel /imagectl/app/c{n} (current)")).collect();
+        let notes: Vec<String> = (0..6)
+            .map(|n| format!("channel /imagectl/app/c{n} (current)"))
+            .collect();
         let lines = pack("    ".into(), &notes, "; ", 4);
-        assert!(lines[0].ends_with(';') && lines[1].starts_with("    channel"), "{lines:?}");
+        assert!(
+            lines[0].ends_with(';') && lines[1].starts_with("    channel"),
+            "{lines:?}"
+        );
     }
 }

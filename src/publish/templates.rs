@@ -74,7 +74,10 @@ impl std::fmt::Display for TemplateChange {
         let (lt, region) = (&self.name, &self.region);
         match &self.outcome {
             Outcome::Version { version, image } => {
-                write!(f, "{lt} {region}: version {version} is the default ({image})")
+                write!(
+                    f,
+                    "{lt} {region}: version {version} is the default ({image})"
+                )
             }
             Outcome::Resolves {
                 parameter, image, ..

@@ -222,7 +222,9 @@ fn publish_promote_and_rollback_move_parameters_and_launch_templates() {
     // requiring IMDSv2.
     let out = t.ok_with(&["promote", "app", "--from", "dev", "--to", "prod"]);
     assert!(
-        out.contains(&format!("app-prod eu-west-1: version 2 is the default ({v1})")),
+        out.contains(&format!(
+            "app-prod eu-west-1: version 2 is the default ({v1})"
+        )),
         "{out}"
     );
     assert_eq!(

@@ -52,9 +52,16 @@ print(json.dumps({{"default": t["DefaultVersionNumber"], "latest": t["LatestVers
 fn a_template_resolving_the_channel_is_left_resolving_it_and_a_pinned_one_moves() {
     let moto = Moto::start();
     let mut t = project(&moto);
-    template(&moto, &t, "app-staging", "staging", "resolve:ssm:/imagectl/app/staging");
+    template(
+        &moto,
+        &t,
+        "app-staging",
+        "staging",
+        "resolve:ssm:/imagectl/app/staging",
+    );
     let (v1, v1_copy) = build(&mut t);
-    let resolving = json!({"default": 1, "latest": 1, "image": "resolve:ssm:/imagectl/app/staging"});
+    let resolving =
+        json!({"default": 1, "latest": 1, "image": "resolve:ssm:/imagectl/app/staging"});
 
     // publish, promote and rollback: no version on the resolving template,
     // and a line per region saying what it launches now.
@@ -72,7 +79,9 @@ fn a_template_resolving_the_channel_is_left_resolving_it_and_a_pinned_one_moves(
     t.ok_with(&["publish", "app", "--channel", "dev"]);
     let out = t.ok_with(&["promote", "app", "--from", "dev", "--to", "staging"]);
     assert!(
-        out.contains(&format!("app-staging eu-west-1: resolves /imagectl/app/staging (now {v2}), no new version")),
+        out.contains(&format!(
+            "app-staging eu-west-1: resolves /imagectl/app/staging (now {v2}), no new version"
+        )),
         "{out}"
     );
     let out = t.ok_with(&["rollback", "app", "--channel", "staging"]);
@@ -81,9 +90,16 @@ fn a_template_resolving_the_channel_is_left_resolving_it_and_a_pinned_one_moves(
         "{out}"
     );
     for region in REGIONS {
-        assert_eq!(read_template(&moto, region, "app-staging"), resolving, "{region}");
+        assert_eq!(
+            read_template(&moto, region, "app-staging"),
+            resolving,
+            "{region}"
+        );
     }
-    let v = crate::aws::json(&mut t, &["publish", "app", "--channel", "staging", "--ami", &v2]);
+    let v = crate::aws::json(
+        &mut t,
+        &["publish", "app", "--channel", "staging", "--ami", &v2],
+    );
     assert_eq!(
         v["launch_templates"][0],
         json!({"region": "eu-west-1", "name": "app-staging", "resolves": "/imagectl/app/staging", "version": 1, "image": v2})
@@ -92,11 +108,15 @@ fn a_template_resolving_the_channel_is_left_resolving_it_and_a_pinned_one_moves(
     // The fixture's app-prod pins an AMI: a new default version with the image.
     let out = t.ok_with(&["promote", "app", "--from", "staging", "--to", "prod"]);
     assert!(
-        out.contains(&format!("app-prod eu-west-1: version 2 is the default ({v2})")),
+        out.contains(&format!(
+            "app-prod eu-west-1: version 2 is the default ({v2})"
+        )),
         "{out}"
     );
     assert!(
-        out.contains(&format!("app-prod eu-central-1: version 2 is the default ({v2_copy})")),
+        out.contains(&format!(
+            "app-prod eu-central-1: version 2 is the default ({v2_copy})"
+        )),
         "{out}"
     );
     assert_eq!(
@@ -109,7 +129,13 @@ fn a_template_resolving_the_channel_is_left_resolving_it_and_a_pinned_one_moves(
 fn a_template_resolving_another_parameter_is_refused_before_anything_is_written() {
     let moto = Moto::start();
     let mut t = project(&moto);
-    template(&moto, &t, "app-staging", "staging", "resolve:ssm:/imagectl/app/prod");
+    template(
+        &moto,
+        &t,
+        "app-staging",
+        "staging",
+        "resolve:ssm:/imagectl/app/prod",
+    );
     build(&mut t);
     let r = t.run_with(&["publish", "app", "--channel", "staging"]);
     assert_eq!(r.status, 2, "{}", r.stderr);
@@ -121,7 +147,10 @@ fn a_template_resolving_another_parameter_is_refused_before_anything_is_written(
         r.stderr
     );
     for region in REGIONS {
-        assert!(parameter(&moto, region, "/imagectl/app/staging").is_null(), "{region}");
+        assert!(
+            parameter(&moto, region, "/imagectl/app/staging").is_null(),
+            "{region}"
+        );
         assert_eq!(
             read_template(&moto, region, "app-staging"),
             json!({"default": 1, "latest": 1, "image": "resolve:ssm:/imagectl/app/prod"})
@@ -149,7 +178,8 @@ for region in {REGIONS:?}:
         "{out}"
     );
     assert!(
-        lines[1].starts_with("app-prod eu-west-1: version ") && lines[1].ends_with(&format!(" is the default ({v1})")),
+        lines[1].starts_with("app-prod eu-west-1: version ")
+            && lines[1].ends_with(&format!(" is the default ({v1})")),
         "{out}"
     );
     assert_eq!(lines.len(), 3, "{out}");
@@ -160,7 +190,9 @@ fn promote_refuses_a_channel_to_itself() {
     let r = Test::new().run_with(&["promote", "app", "--from", "dev", "--to", "dev"]);
     assert_eq!(r.status, 2, "{}", r.stderr);
     assert!(
-        r.stderr.contains("`--from` and `--to` are both `dev`; promote copies one channel into another"),
+        r.stderr.contains(
+            "`--from` and `--to` are both `dev`; promote copies one channel into another"
+        ),
         "{}",
         r.stderr
     );
@@ -183,13 +215,17 @@ fn images_and_prune_name_each_reference_once_within_100_columns() {
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     t.ok_with(&["publish", "app", "--channel", "prod", "--ami", &v[0].0]);
-    for (cmd, args) in [("images", vec!["images"]), ("prune", vec!["prune", "--dry-run"])] {
+    for (cmd, args) in [
+        ("images", vec!["images"]),
+        ("prune", vec!["prune", "--dry-run"]),
+    ] {
         let out = t.ok_with(&args);
         for l in out.lines() {
             assert!(l.len() <= 100, "{cmd}: {} columns: {l}", l.len());
         }
         assert_eq!(
-            out.matches("launch template app-prod v2 (default, latest)").count(),
+            out.matches("launch template app-prod v2 (default, latest)")
+                .count(),
             1,
             "{cmd}: {out}"
         );
