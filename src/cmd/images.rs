@@ -1,7 +1,7 @@
 //! `imagectl images` and `imagectl prune`: what exists, what references it,
 //! and removing what nothing needs.
 //!
-//! The text output is a block per image that fits in [`WIDTH`] columns: a
+//! The text output is a block per image that fits in 100 columns: a
 //! head line (role, hash, creation time, AMIs), the AMIs that do not fit
 //! wrapped under the first, then the references or the reason, indented.
 

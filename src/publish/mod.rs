@@ -12,7 +12,7 @@
 //! the newest image whatever the order, and the history holds every
 //! image that was published. Launch templates that pin an AMI then follow
 //! the settled channel value the same way; those that resolve the channel
-//! parameter at launch are left alone (see [`templates`]).
+//! parameter at launch are left alone (see `templates.rs`).
 
 mod settle;
 mod templates;
