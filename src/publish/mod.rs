@@ -283,7 +283,27 @@ pub async fn publish(
         moved.insert(r.name.clone(), (old, last.id.clone()));
         settled.insert(r.name.clone(), last);
     }
-    let mut launch_templates = Vec::new();
+    let launch_templates =
+        follow_templates(session, &name, role, channel, templates, &settled).await?;
+    Ok(Change::Moved {
+        parameter: name,
+        regions: moved,
+        launch_templates,
+    })
+}
+
+/// Moves each launch template that pins an AMI to the image the channel
+/// settled on in its region (`settled`), and reads back, for each that
+/// resolves the channel, what the parameter holds there now.
+async fn follow_templates(
+    session: &Session,
+    name: &str,
+    role: &str,
+    channel: &str,
+    templates: Vec<templates::Found>,
+    settled: &BTreeMap<String, ImageInfo>,
+) -> Result<Vec<TemplateChange>, Error> {
+    let mut out = Vec::new();
     for t in templates {
         let outcome = match t.style {
             templates::Style::Pin { latest } => {
@@ -293,7 +313,7 @@ pub async fn publish(
                 let w = settle::Write {
                     session,
                     region: &t.region,
-                    name: &name,
+                    name,
                     role,
                 };
                 match w.follow(channel, &t.name, latest, want).await? {
@@ -304,22 +324,18 @@ pub async fn publish(
             // Left resolving the channel: what it launches now is what the
             // parameter holds, read back.
             templates::Style::Resolves { version } => TemplateOutcome::Resolves {
-                parameter: name.clone(),
+                parameter: name.to_string(),
                 version,
-                image: session.ssm(&t.region).get(&name).await?,
+                image: session.ssm(&t.region).get(name).await?,
             },
         };
-        launch_templates.push(TemplateChange {
+        out.push(TemplateChange {
             region: t.region,
             name: t.name,
             outcome,
         });
     }
-    Ok(Change::Moved {
-        parameter: name,
-        regions: moved,
-        launch_templates,
-    })
+    Ok(out)
 }
 
 /// Every region's image (refused unless it is an available imagectl image
