@@ -108,8 +108,9 @@ pub struct ImagesArgs {
 pub struct PruneArgs {
     /// Only these roles (default: every role with images).
     pub roles: Vec<String>,
-    /// How many of the newest images of each role to keep.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    /// How many of the newest images of each role to keep, referenced or
+    /// not (an image still referenced is kept whatever its age).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
     pub keep: u16,
     /// Print the plan, with the reason each image is kept; delete nothing.
     #[arg(long)]

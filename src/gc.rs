@@ -171,10 +171,8 @@ impl References {
             .collect();
         for lt in templates {
             if let Some(t) = ec2.launch_template(lt).await? {
-                for (which, v) in [("default", t.default_version), ("latest", t.latest_version)] {
-                    if let Some(ami) = t.images.get(&v) {
-                        self.note(region, ami, format!("launch template {lt} v{v} ({which})"));
-                    }
+                for (ami, why) in template_references(&t, &current) {
+                    self.note(region, &ami, why);
                 }
             }
         }
@@ -189,6 +187,45 @@ impl References {
         }
         Ok(())
     }
+}
+
+/// The images a launch template's default and latest versions launch, one
+/// reference per image (`launch template lt v3 (default, latest)`): a
+/// version that resolves a channel parameter launches what `current` (the
+/// region's channel values) holds.
+fn template_references(
+    t: &aws::LaunchTemplate,
+    current: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut both = vec![(t.default_version, "default")];
+    if t.latest_version != t.default_version {
+        both.push((t.latest_version, "latest"));
+    } else {
+        both[0].1 = "default, latest";
+    }
+    for (v, which) in both {
+        let (ami, via) = match t.source(v) {
+            aws::Source::Ami(ami) => (ami.to_string(), String::new()),
+            aws::Source::Parameter {
+                name,
+                selector: None,
+                ..
+            } => match current.get(name) {
+                Some(ami) => (ami.clone(), format!(", resolves {name}")),
+                None => continue,
+            },
+            _ => continue,
+        };
+        versions
+            .entry(ami)
+            .or_default()
+            .push(format!("v{v} ({which}{via})"));
+    }
+    versions
+        .into_iter()
+        .map(|(ami, vs)| (ami, format!("launch template {} {}", t.name, vs.join(", "))))
+        .collect()
 }
 
 /// What `prune` does with an image.
@@ -234,7 +271,7 @@ pub fn plan(images: Vec<Image>, keep: usize) -> Vec<Decision> {
             } else {
                 (
                     Action::Delete,
-                    "older than the newest and referenced by nothing".to_string(),
+                    format!("older than the {keep} newest and referenced by nothing"),
                 )
             };
             out.push(Decision {
@@ -310,5 +347,48 @@ mod tests {
             ]
         );
         assert!(decisions[2].reason.contains("/imagectl/web/prod"));
+    }
+
+    #[test]
+    fn a_launch_template_references_each_image_once() {
+        let lt = |default, latest, images: &[(i64, &str)]| aws::LaunchTemplate {
+            name: "app-prod".into(),
+            default_version: default,
+            latest_version: latest,
+            images: images.iter().map(|(v, i)| (*v, i.to_string())).collect(),
+            tags: BTreeMap::new(),
+        };
+        let current = BTreeMap::from([("/imagectl/app/prod".to_string(), "ami-c".to_string())]);
+        let refs = |t| {
+            template_references(&t, &current)
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        let r = |ami: &str, why: &str| (ami.to_string(), why.to_string());
+        assert_eq!(
+            refs(lt(2, 2, &[(1, "ami-a"), (2, "ami-b")])),
+            [r("ami-b", "launch template app-prod v2 (default, latest)")]
+        );
+        assert_eq!(
+            refs(lt(2, 3, &[(2, "ami-b"), (3, "ami-b")])),
+            [r(
+                "ami-b",
+                "launch template app-prod v2 (default), v3 (latest)"
+            )]
+        );
+        assert_eq!(
+            refs(lt(
+                1,
+                2,
+                &[(1, "resolve:ssm:/imagectl/app/prod"), (2, "ami-b")]
+            )),
+            [
+                r("ami-b", "launch template app-prod v2 (latest)"),
+                r(
+                    "ami-c",
+                    "launch template app-prod v1 (default, resolves /imagectl/app/prod)"
+                ),
+            ]
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! EC2 launch templates: reading their versions' images, adding a version
-//! with a new image, making it the default.
+//! EC2 launch templates: reading their versions' images (an AMI ID, or a
+//! Systems Manager parameter resolved at launch), adding a version with a
+//! new image, making it the default.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +27,80 @@ pub struct LaunchTemplate {
     pub images: BTreeMap<i64, String>,
     /// Its tags.
     pub tags: BTreeMap<String, String>,
+}
+
+impl LaunchTemplate {
+    /// What the default version launches. The default, not the latest: it
+    /// is what a launch that names no version (and an Auto Scaling group on
+    /// `$Default`) uses, and the version publishing moves.
+    pub fn default_source(&self) -> Source<'_> {
+        self.source(self.default_version)
+    }
+
+    /// What version `version` launches ([`Source::Nothing`] if there is no
+    /// such version).
+    pub fn source(&self, version: i64) -> Source<'_> {
+        source(self.images.get(&version).map_or("", String::as_str))
+    }
+}
+
+/// What a launch template version's `ImageId` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// No image at all.
+    Nothing,
+    /// A fixed AMI ID.
+    Ami(&'a str),
+    /// A Systems Manager parameter EC2 reads at each launch
+    /// (`resolve:ssm:NAME`, `resolve:ssm:NAME:VERSION-OR-LABEL`, or the same
+    /// with the parameter's ARN).
+    Parameter {
+        /// The parameter's name (from an ARN, the part after `parameter`).
+        name: &'a str,
+        /// The version or label after the name, if any: it pins the launch
+        /// to that value of the parameter.
+        selector: Option<&'a str>,
+        /// The reference as written, after `resolve:ssm:`.
+        written: &'a str,
+    },
+}
+
+impl Source<'_> {
+    /// Whether this is the parameter `name` itself, following its current
+    /// value (no version or label). Names are compared without a leading
+    /// `/`, which an ARN folds into `parameter/`.
+    pub fn follows(&self, parameter: &str) -> bool {
+        matches!(self, Source::Parameter { name, selector: None, .. }
+            if name.trim_start_matches('/') == parameter.trim_start_matches('/'))
+    }
+}
+
+/// Reads a launch template version's `ImageId`.
+pub fn source(image_id: &str) -> Source<'_> {
+    let Some(written) = image_id.strip_prefix("resolve:ssm:") else {
+        return if image_id.is_empty() {
+            Source::Nothing
+        } else {
+            Source::Ami(image_id)
+        };
+    };
+    // A name cannot hold `:`, so what follows the name's `:` is the version
+    // or label. An ARN has five `:` before `parameter/NAME`.
+    let (name, selector) = if written.starts_with("arn:") {
+        let mut parts = written.splitn(7, ':');
+        let name = parts.nth(5).unwrap_or_default();
+        (name.strip_prefix("parameter").unwrap_or(name), parts.next())
+    } else {
+        match written.split_once(':') {
+            Some((n, s)) => (n, Some(s)),
+            None => (written, None),
+        }
+    };
+    Source::Parameter {
+        name,
+        selector,
+        written,
+    }
 }
 
 impl Ec2 {
@@ -163,6 +238,58 @@ fn launch_template_token(name: &str, source: i64, image: &str, description: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_id_is_an_ami_or_a_parameter_resolved_at_launch() {
+        assert_eq!(source(""), Source::Nothing);
+        assert_eq!(
+            source("ami-0123456789abcdef0"),
+            Source::Ami("ami-0123456789abcdef0")
+        );
+        let channel = "/imagectl/app/prod";
+        for (written, name, selector, follows) in [
+            ("/imagectl/app/prod", "/imagectl/app/prod", None, true),
+            (
+                "/imagectl/app/prod:3",
+                "/imagectl/app/prod",
+                Some("3"),
+                false,
+            ),
+            (
+                "/imagectl/app/prod:stable",
+                "/imagectl/app/prod",
+                Some("stable"),
+                false,
+            ),
+            ("/imagectl/app/dev", "/imagectl/app/dev", None, false),
+            (
+                "arn:aws:ssm:eu-west-1:111122223333:parameter/imagectl/app/prod",
+                "/imagectl/app/prod",
+                None,
+                true,
+            ),
+            (
+                "arn:aws:ssm:eu-west-1:111122223333:parameter/imagectl/app/prod:2",
+                "/imagectl/app/prod",
+                Some("2"),
+                false,
+            ),
+        ] {
+            let id = format!("resolve:ssm:{written}");
+            let s = source(&id);
+            assert_eq!(
+                s,
+                Source::Parameter {
+                    name,
+                    selector,
+                    written
+                },
+                "{written}"
+            );
+            assert_eq!(s.follows(channel), follows, "{written}");
+        }
+        assert!(!source("ami-0123456789abcdef0").follows(channel));
+    }
 
     #[test]
     fn a_launch_template_token_is_the_same_for_the_same_request_only() {

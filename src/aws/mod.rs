@@ -17,7 +17,7 @@ use aws_sdk_ec2::types::Tag;
 pub use error::Error;
 pub use images::ImageInfo;
 pub use instances::Resource;
-pub use launch_templates::LaunchTemplate;
+pub use launch_templates::{LaunchTemplate, Source};
 pub use retry::{
     attempt_timeout, max_attempts, ATTEMPT_TIMEOUT_ENV, CONNECT_ATTEMPTS, CONNECT_MAX_BACKOFF,
     CONNECT_TIMEOUT, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_ENV, MAX_BACKOFF,

@@ -1,5 +1,9 @@
 //! `imagectl images` and `imagectl prune`: what exists, what references it,
 //! and removing what nothing needs.
+//!
+//! The text output is a block per image that fits in 100 columns: a
+//! head line (role, hash, creation time, AMIs), the AMIs that do not fit
+//! wrapped under the first, then the references or the reason, indented.
 
 use serde_json::json;
 
@@ -10,12 +14,63 @@ use crate::cli::{ImagesArgs, OutputFormat, PruneArgs};
 use crate::gc::Action;
 use crate::{aws, gc, Config, Error};
 
-fn amis(i: &gc::Image) -> String {
-    i.amis
-        .iter()
-        .map(|(r, a)| format!("{r}={a}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The width the text output fits in.
+const WIDTH: usize = 100;
+
+/// How far notes (references, reasons) are indented.
+const NOTE_INDENT: usize = 4;
+
+/// Lays `items` out after `first`, separated by `sep`, starting a line
+/// indented by `indent` whenever the next item would pass [`WIDTH`]. An
+/// item longer than a line gets one to itself.
+fn pack(first: String, items: &[String], sep: &str, indent: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = first;
+    let mut empty = true;
+    for item in items {
+        if empty {
+            line.push_str(item);
+        } else if line.len() + sep.trim_end().len() + 1 + item.len() <= WIDTH {
+            line.push_str(sep);
+            line.push_str(item);
+        } else {
+            line.push_str(sep.trim_end());
+            lines.push(line);
+            line = format!("{:indent$}{item}", "");
+        }
+        empty = false;
+    }
+    lines.push(line);
+    lines
+}
+
+/// The creation time to the second, as `2026-12-02 15:40:26`.
+fn created(i: &gc::Image) -> String {
+    i.created
+        .get(..19)
+        .unwrap_or(&i.created)
+        .replacen('T', " ", 1)
+}
+
+/// One image's block: `lead` (the action, for prune), the head line with
+/// the AMIs wrapped under the first, then `notes` indented.
+fn block(lead: &str, i: &gc::Image, notes: &[String]) -> Vec<String> {
+    let head = format!(
+        "{lead}{:<12} {:<12}  {:<19}  ",
+        i.role,
+        short(&i.hash),
+        created(i)
+    );
+    let indent = head.len();
+    let amis: Vec<String> = i.amis.iter().map(|(r, a)| format!("{r} {a}")).collect();
+    let mut lines = pack(head, &amis, "  ", indent);
+    if !notes.is_empty() {
+        lines.extend(pack(" ".repeat(NOTE_INDENT), notes, "; ", NOTE_INDENT));
+    }
+    lines
+        .into_iter()
+        .map(|l| l.trim_end().to_string())
+        .collect()
 }
 
 /// Lists every imagectl image with its references.
@@ -29,23 +84,18 @@ pub fn images(config: &Config, args: &ImagesArgs) -> Result<(), Error> {
     match config.output {
         OutputFormat::Json => print_json(&json!({ "images": list })),
         OutputFormat::Text => {
-            println!(
-                "{:<12} {:<12} {:<24} {:<60} REFERENCED BY",
-                "ROLE", "HASH", "CREATED", "AMIS"
-            );
+            println!("{:<12} {:<12}  {:<19}  AMIS", "ROLE", "HASH", "CREATED");
             for i in &list {
-                let refs = if i.references.is_empty() {
-                    "-".to_string()
+                let notes = if i.references.is_empty() {
+                    vec!["referenced by nothing".to_string()]
                 } else {
-                    i.references.join("; ")
+                    let mut notes = i.references.clone();
+                    notes[0] = format!("referenced by {}", notes[0]);
+                    notes
                 };
-                println!(
-                    "{:<12} {:<12} {:<24} {:<60} {refs}",
-                    i.role,
-                    short(&i.hash),
-                    i.created,
-                    amis(i)
-                );
+                for line in block("", i, &notes) {
+                    println!("{line}");
+                }
             }
         }
     }
@@ -74,16 +124,46 @@ pub fn prune(config: &Config, args: &PruneArgs) -> Result<(), Error> {
                     (Action::Delete, false) => "deleted",
                     _ => "keep",
                 };
-                println!(
-                    "{action:<12} {:<12} {:<12} {:<24} {}  ({})",
-                    d.image.role,
-                    short(&d.image.hash),
-                    d.image.created,
-                    amis(&d.image),
-                    d.reason
-                );
+                let reason: Vec<String> = d.reason.split("; ").map(String::from).collect();
+                for line in block(&format!("{action:<12}  "), &d.image, &reason) {
+                    println!("{line}");
+                }
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packing_wraps_at_the_width_under_the_indent() {
+        let items: Vec<String> = (0..8)
+            .map(|n| format!("eu-west-{n} ami-0123456789abcdef{n}"))
+            .collect();
+        let lines = pack(format!("{:<40}", "app"), &items, "  ", 40);
+        assert!(lines.len() > 1, "{lines:?}");
+        for l in &lines {
+            assert!(l.len() <= WIDTH, "{l:?}");
+        }
+        assert!(
+            lines[1].starts_with(&format!("{:40}eu-west-", "")),
+            "{lines:?}"
+        );
+        let all = lines.join(" ");
+        for item in &items {
+            assert_eq!(all.matches(item.as_str()).count(), 1, "{item}");
+        }
+        // A note list ends each wrapped line with its separator.
+        let notes: Vec<String> = (0..6)
+            .map(|n| format!("channel /imagectl/app/c{n} (current)"))
+            .collect();
+        let lines = pack("    ".into(), &notes, "; ", 4);
+        assert!(
+            lines[0].ends_with(';') && lines[1].starts_with("    channel"),
+            "{lines:?}"
+        );
+    }
 }

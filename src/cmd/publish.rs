@@ -27,7 +27,7 @@ fn report(config: &Config, change: &Change) {
                     "parameter": parameter,
                     "changed": true,
                     "regions": regions.iter().map(|(r, (old, new))| (r.clone(), json!({"from": old, "to": new}))).collect::<BTreeMap<_, _>>(),
-                    "launch_templates": launch_templates.iter().map(|(r, n, v)| json!({"region": r, "name": n, "version": v})).collect::<Vec<_>>(),
+                    "launch_templates": launch_templates,
                 }),
             };
             print_json(&v);

@@ -10,10 +10,12 @@
 //! current value, or it writes that one again. Whoever writes last has
 //! every earlier write in the history before it, so the channel settles on
 //! the newest image whatever the order, and the history holds every
-//! image that was published. Launch templates then follow the settled
-//! channel value the same way.
+//! image that was published. Launch templates that pin an AMI then follow
+//! the settled channel value the same way; those that resolve the channel
+//! parameter at launch are left alone (see `templates.rs`).
 
 mod settle;
+mod templates;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +25,8 @@ use imagectl_core::project::Project;
 
 use crate::artifacts;
 use crate::aws::{self, ImageInfo, Session};
+
+pub use templates::{Outcome as TemplateOutcome, TemplateChange};
 
 /// Errors publishing.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +87,24 @@ pub enum Error {
         /// How often it was read and rewritten.
         rounds: usize,
     },
+    /// A launch template configured for the channel resolves another
+    /// parameter (or a fixed version or label of the channel's).
+    #[error("launch template `{template}` in `{region}` resolves `{resolves}` (version {version}, its default), not the channel `{parameter}` being published; make it resolve `resolve:ssm:{parameter}`, pin an AMI ID, or configure it for the channel it follows in `[publish.launch_templates]`")]
+    OtherParameter {
+        /// The launch template.
+        template: String,
+        /// The region.
+        region: String,
+        /// Its default version.
+        version: i64,
+        /// What it resolves, after `resolve:ssm:`.
+        resolves: String,
+        /// The channel parameter being published.
+        parameter: String,
+    },
+    /// `promote` from a channel to itself.
+    #[error("`--from` and `--to` are both `{0}`; promote copies one channel into another (`imagectl publish` or `imagectl rollback` move a channel by itself)")]
+    SameChannel(String),
     /// Nothing to roll back to, or nothing to promote.
     #[error("{0}")]
     Nothing(String),
@@ -117,8 +139,9 @@ pub enum Change {
         parameter: String,
         /// Region → (old value, new value).
         regions: BTreeMap<String, (Option<String>, String)>,
-        /// Launch template versions created: (region, template, version).
-        launch_templates: Vec<(String, String, i64)>,
+        /// The launch templates of the channel: the version each pinned
+        /// one now defaults to, or the parameter each resolving one follows.
+        launch_templates: Vec<TemplateChange>,
     },
 }
 
@@ -137,12 +160,14 @@ impl fmt::Display for Change {
                         format!("{r} {} -> {new}", old.as_deref().unwrap_or("(none)"))
                     })
                     .collect();
-                write!(f, "{parameter}: {}", moves.join(", "))?;
-                for (r, lt, v) in launch_templates {
-                    write!(
-                        f,
-                        "; launch template {lt} in {r}: version {v} is the default"
-                    )?;
+                if moves.is_empty() {
+                    // Only launch templates moved.
+                    write!(f, "{parameter}: already holds its image in every region")?;
+                } else {
+                    write!(f, "{parameter}: {}", moves.join(", "))?;
+                }
+                for lt in launch_templates {
+                    write!(f, "\n{lt}")?;
                 }
                 Ok(())
             }
@@ -219,8 +244,11 @@ pub async fn publish(
     // Look before touching anything: every region's image and value, the
     // launch templates that follow the channel.
     let plan = survey(project, session, &name, role, amis).await?;
-    let templates = templates_to_move(project, session, &name, role, channel, &plan).await?;
-    if plan.iter().all(Region::holds) && templates.is_empty() {
+    let templates = templates::survey(project, session, &name, role, channel, &plan).await?;
+    let pinned_to_move = templates
+        .iter()
+        .any(|t| matches!(t.style, templates::Style::Pin { .. }));
+    if plan.iter().all(Region::holds) && !pinned_to_move {
         return Ok(Change::Unchanged { parameter: name });
     }
     // A channel never moves backwards by accident.
@@ -255,26 +283,59 @@ pub async fn publish(
         moved.insert(r.name.clone(), (old, last.id.clone()));
         settled.insert(r.name.clone(), last);
     }
-    let mut launch_templates = Vec::new();
-    for (region, lt, latest) in templates {
-        let Some(want) = settled.get(&region) else {
-            continue;
-        };
-        let w = settle::Write {
-            session,
-            region: &region,
-            name: &name,
-            role,
-        };
-        if let Some(v) = w.follow(channel, &lt, latest, want).await? {
-            launch_templates.push((region, lt, v));
-        }
-    }
+    let launch_templates =
+        follow_templates(session, &name, role, channel, templates, &settled).await?;
     Ok(Change::Moved {
         parameter: name,
         regions: moved,
         launch_templates,
     })
+}
+
+/// Moves each launch template that pins an AMI to the image the channel
+/// settled on in its region (`settled`), and reads back, for each that
+/// resolves the channel, what the parameter holds there now.
+async fn follow_templates(
+    session: &Session,
+    name: &str,
+    role: &str,
+    channel: &str,
+    templates: Vec<templates::Found>,
+    settled: &BTreeMap<String, ImageInfo>,
+) -> Result<Vec<TemplateChange>, Error> {
+    let mut out = Vec::new();
+    for t in templates {
+        let outcome = match t.style {
+            templates::Style::Pin { latest } => {
+                let Some(want) = settled.get(&t.region) else {
+                    continue;
+                };
+                let w = settle::Write {
+                    session,
+                    region: &t.region,
+                    name,
+                    role,
+                };
+                match w.follow(channel, &t.name, latest, want).await? {
+                    Some((version, image)) => TemplateOutcome::Version { version, image },
+                    None => continue,
+                }
+            }
+            // Left resolving the channel: what it launches now is what the
+            // parameter holds, read back.
+            templates::Style::Resolves { version } => TemplateOutcome::Resolves {
+                parameter: name.to_string(),
+                version,
+                image: session.ssm(&t.region).get(name).await?,
+            },
+        };
+        out.push(TemplateChange {
+            region: t.region,
+            name: t.name,
+            outcome,
+        });
+    }
+    Ok(out)
 }
 
 /// Every region's image (refused unless it is an available imagectl image
@@ -332,59 +393,6 @@ async fn survey(
         });
     }
     Ok(plan)
-}
-
-/// The launch templates that follow this channel and do not launch its new
-/// image yet: (region, template, latest version). A template missing in
-/// the home region is refused before anything moves.
-async fn templates_to_move(
-    project: &Project,
-    session: &Session,
-    name: &str,
-    role: &str,
-    channel: &str,
-    plan: &[Region],
-) -> Result<Vec<(String, String, i64)>, Error> {
-    let settings = &project.settings;
-    let Some(lt) = settings
-        .publish
-        .launch_templates
-        .get(role)
-        .and_then(|m| m.get(channel))
-    else {
-        return Ok(Vec::new());
-    };
-    let mut templates = Vec::new();
-    for r in plan {
-        match session.ec2(&r.name).launch_template(lt).await? {
-            Some(t) if t.images.get(&t.default_version) == Some(&r.image.id) => {}
-            // The publish policy of a channel may move only the templates
-            // tagged with it: refused here, before anything is written,
-            // rather than by IAM halfway through.
-            Some(t) if t.tags.get(tags::CHANNEL).map(String::as_str) != Some(channel) => {
-                return Err(Error::Refused {
-                    parameter: name.to_string(),
-                    region: r.name.clone(),
-                    reason: format!(
-                        "launch template `{lt}` is not tagged `{} = {channel}`, so the publish policy of `{channel}` may not change it; tag it (docs/aws-setup.md)",
-                        tags::CHANNEL
-                    ),
-                });
-            }
-            Some(t) => templates.push((r.name.clone(), lt.clone(), t.latest_version)),
-            None if r.name == settings.aws.region => {
-                return Err(Error::Refused {
-                    parameter: name.to_string(),
-                    region: r.name.clone(),
-                    reason: format!(
-                        "launch template `{lt}` (configured for `{role}` `{channel}`) does not exist; create it (see the README) or remove it from `[publish.launch_templates]`"
-                    ),
-                });
-            }
-            None => tracing::debug!("no launch template `{lt}` in {}", r.name),
-        }
-    }
-    Ok(templates)
 }
 
 /// Refuses to replace a channel's image with an older one.
@@ -445,6 +453,9 @@ pub async fn promote(
     to: &str,
     allow_older: bool,
 ) -> Result<Change, Error> {
+    if from == to {
+        return Err(Error::SameChannel(to.to_string()));
+    }
     check_channel(project, to)?;
     let amis = read_channel(project, session, role, from).await?;
     if amis.is_empty() {

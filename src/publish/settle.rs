@@ -109,14 +109,15 @@ impl Write<'_> {
     /// channel and the template after its change, and a version another
     /// publisher added since `latest` (this publish's first look) for the
     /// channel's image is reused rather than added again. Returns the default
-    /// version, or `None` when the template is gone.
+    /// version and its image, or `None` when the template is gone or was
+    /// meanwhile made to resolve the channel parameter itself.
     pub async fn follow(
         &self,
         channel: &str,
         lt: &str,
         latest: i64,
         want: &ImageInfo,
-    ) -> Result<Option<i64>, Error> {
+    ) -> Result<Option<(i64, String)>, Error> {
         let (region, name, role) = (self.region, self.name, self.role);
         let ec2 = self.session.ec2(region);
         let ssm = self.session.ssm(region);
@@ -125,6 +126,10 @@ impl Write<'_> {
             let Some(t) = ec2.launch_template(lt).await? else {
                 return Ok(None);
             };
+            if t.default_source().follows(name) {
+                tracing::info!("{lt} in {region} now resolves {name} itself: no version added");
+                return Ok(None);
+            }
             if let Some(now) = ssm.get(name).await?.filter(|v| *v != want.id) {
                 // Another publish moved the channel after this one settled it.
                 match ec2.images_by_id(std::slice::from_ref(&now)).await?.pop() {
@@ -139,7 +144,7 @@ impl Write<'_> {
                 }
             }
             if t.images.get(&t.default_version) == Some(&want.id) {
-                return Ok(Some(t.default_version));
+                return Ok(Some((t.default_version, want.id)));
             }
             let added = t
                 .images

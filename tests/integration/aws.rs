@@ -218,10 +218,13 @@ fn publish_promote_and_rollback_move_parameters_and_launch_templates() {
     );
 
     // Promote: exactly what dev holds, every region; the launch template
-    // that follows prod gets a new default version requiring IMDSv2.
+    // that follows prod (pinning an AMI) gets a new default version
+    // requiring IMDSv2.
     let out = t.ok_with(&["promote", "app", "--from", "dev", "--to", "prod"]);
     assert!(
-        out.contains("launch template app-prod in eu-west-1: version 2 is the default"),
+        out.contains(&format!(
+            "app-prod eu-west-1: version 2 is the default ({v1})"
+        )),
         "{out}"
     );
     assert_eq!(
@@ -299,14 +302,14 @@ print(json.dumps({"default": t["DefaultVersionNumber"], "latest": t["LatestVersi
     );
     assert!(parameter(&moto, "eu-west-1", "/imagectl/app/staging").is_null());
 
-    // A launch template that does not say which channel it follows is not
-    // moved, and nothing else either: that channel's publish policy could
-    // not change it.
+    // A launch template pinning an AMI that does not say which channel it
+    // follows is not moved, and nothing else either: that channel's publish
+    // policy could not change it.
     moto.boto3(
         r#"
 for region in ["eu-west-1", "eu-central-1"]:
     ec2 = boto3.client("ec2", region_name=region)
-    ec2.create_launch_template(LaunchTemplateName="app-staging", LaunchTemplateData={"ImageId": "resolve:ssm:/imagectl/app/staging"})
+    ec2.create_launch_template(LaunchTemplateName="app-staging", LaunchTemplateData={"ImageId": "ami-0d1e2b1200a900901"})
 "#,
     );
     let settings = std::fs::read_to_string(t.path("imagectl.toml")).unwrap();
@@ -361,12 +364,7 @@ fn prune_never_removes_an_image_still_referenced() {
     ));
 
     let out = t.ok_with(&["prune", "--keep", "1", "--dry-run"]);
-    let line = |ami: &str| {
-        out.lines()
-            .find(|l| l.contains(ami))
-            .unwrap_or_else(|| panic!("{ami} not in {out}"))
-            .to_string()
-    };
+    let line = |ami: &str| block(&out, ami);
     assert!(line(&v[5].0).starts_with("keep") && line(&v[5].0).contains("among the 1 newest"));
     assert!(
         line(&v[4].0).contains("channel /imagectl/app/dev (current)"),
@@ -381,7 +379,7 @@ fn prune_never_removes_an_image_still_referenced() {
         "{out}"
     );
     assert!(
-        line(&v[2].0).contains("launch template app-prod v2 (default)"),
+        line(&v[2].0).contains("launch template app-prod v2 (default, latest)"),
         "{out}"
     );
     assert!(line(&v[1].0).contains("instances in eu-west-1"), "{out}");
@@ -394,11 +392,7 @@ fn prune_never_removes_an_image_still_referenced() {
 
     let out = t.ok_with(&["prune", "--keep", "1"]);
     assert!(line(&v[0].0).starts_with("would delete"));
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("deleted") && l.contains(&v[0].0)),
-        "{out}"
-    );
+    assert!(block(&out, &v[0].0).starts_with("deleted"), "{out}");
     for (region, pick) in [("eu-west-1", 0usize), ("eu-central-1", 1)] {
         let left: Vec<String> = images(&moto, region)
             .as_array()
@@ -419,6 +413,22 @@ print(json.dumps(len(s)))
 "#,
     );
     assert_eq!(snaps, 5);
+}
+
+/// The block of `prune` or `images` output about the image `ami`: its head
+/// line and the indented lines under it, joined.
+pub(crate) fn block(out: &str, ami: &str) -> String {
+    let mut blocks: Vec<String> = Vec::new();
+    for l in out.lines() {
+        match blocks.last_mut() {
+            Some(b) if l.starts_with(' ') => b.push_str(&format!(" {}", l.trim())),
+            _ => blocks.push(l.to_string()),
+        }
+    }
+    blocks
+        .into_iter()
+        .find(|b| b.contains(ami))
+        .unwrap_or_else(|| panic!("{ami} not in {out}"))
 }
 
 /// The policy `imagectl iam-policy JOB` prints, as moto can evaluate it:

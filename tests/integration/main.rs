@@ -17,6 +17,7 @@ mod moto;
 mod packer;
 mod plan;
 mod preview;
+mod publish;
 mod sandbox;
 mod support;
 mod sweep;
