@@ -71,6 +71,9 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Print the least-privilege IAM policy (JSON) of a job.
     IamPolicy(IamPolicyArgs),
+    /// Check that what builds and publications need exists in AWS: one
+    /// line per resource and region, each problem with its fix.
+    Doctor,
     /// Print the JSON Schema of role files, for editors.
     Schema,
     /// Print shell completions.
@@ -179,6 +182,9 @@ pub struct PublishArgs {
     /// Publish even an image older than the one the channel holds.
     #[arg(long)]
     pub allow_older: bool,
+    /// Skip the preflight (the checks of `imagectl doctor` this needs).
+    #[arg(long)]
+    pub no_preflight: bool,
 }
 
 /// `imagectl promote`.
@@ -195,6 +201,9 @@ pub struct PromoteArgs {
     /// Promote even an image older than the one the target channel holds.
     #[arg(long)]
     pub allow_older: bool,
+    /// Skip the preflight (the checks of `imagectl doctor` this needs).
+    #[arg(long)]
+    pub no_preflight: bool,
 }
 
 /// `imagectl rollback`.
@@ -245,6 +254,10 @@ pub struct BuildArgs {
     /// (`podman load`/`docker load`) next to the tarball.
     #[arg(long, value_enum, default_value_t = LocalFormat::Tar)]
     pub format: LocalFormat,
+    /// Skip the preflight (the checks of `imagectl doctor` a bake and the
+    /// `--publish` channel need), run before anything is baked.
+    #[arg(long)]
+    pub no_preflight: bool,
 }
 
 /// Where `imagectl build` puts an image.

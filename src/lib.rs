@@ -29,6 +29,7 @@ pub mod inputs;
 pub mod local;
 pub mod packer_exec;
 pub mod plan;
+pub mod preflight;
 pub mod progress;
 pub mod publish;
 pub mod sidecar;
@@ -130,6 +131,7 @@ layer_errors!(
     build::Error,
     local::Error,
     publish::Error,
+    preflight::Error,
 );
 
 impl From<project::Error> for Error {

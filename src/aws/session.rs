@@ -74,3 +74,11 @@ impl Session {
         }
     }
 }
+
+impl Session {
+    /// The loaded configuration, for clients of services only the
+    /// preflight uses (`super::preflight`).
+    pub(super) fn sdk_config(&self) -> &SdkConfig {
+        &self.config
+    }
+}
