@@ -1,245 +1,18 @@
-//! The preflight: whether what a build or a publication needs is there
-//! before anything starts (credentials, the build network, the instance
-//! profile, the KMS key, the base images, the launch templates of the
-//! channels, SSM), as one check per resource and region, each problem
-//! with its fix. `imagectl doctor` prints every check; `build`, `publish`
-//! and `promote` run the ones they need first and stop on a missing one,
-//! so nothing is baked for a publication that would fail afterwards.
-
-use serde::Serialize;
+//! The checks of the preflight, one function per kind of resource, each
+//! answering a line per resource and region.
 
 use imagectl_core::lock::Lock;
 use imagectl_core::names::tags;
 use imagectl_core::project::Project;
 
+use super::{Check, Status};
 use crate::aws::{self, Session};
 
 const NETWORK_DOC: &str = "docs/aws-setup.md#network-for-builds";
 const KMS_DOC: &str = "docs/aws-setup.md#kms";
 const TEMPLATE_DOC: &str = "docs/aws-setup.md#a-launch-template-that-follows-a-channel";
-
-/// What a check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// There, as needed.
-    Ok,
-    /// Missing or unusable: the work would fail.
-    Missing,
-    /// Works, but should be looked at.
-    Warn,
-    /// Could not be checked (AWS refused or failed the call).
-    Error,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Missing => "missing",
-            Status::Warn => "warn",
-            Status::Error => "error",
-        }
-    }
-}
-
-/// One resource, in one region, checked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
-    /// What kind of check (`subnet`, `launch-template`).
-    pub name: &'static str,
-    /// The region, or none for what is global (IAM, credentials).
-    pub region: Option<String>,
-    /// The resource, as a person names it.
-    pub resource: String,
-    /// What was found.
-    pub status: Status,
-    /// What was found, or what is wrong with it.
-    pub detail: Option<String>,
-    /// What to do about it.
-    pub fix: Option<String>,
-}
-
-impl Check {
-    fn new(name: &'static str, region: Option<&str>, resource: impl Into<String>) -> Check {
-        Check {
-            name,
-            region: region.map(String::from),
-            resource: resource.into(),
-            status: Status::Ok,
-            detail: None,
-            fix: None,
-        }
-    }
-
-    fn ok(mut self, detail: impl Into<String>) -> Check {
-        self.detail = Some(detail.into()).filter(|d: &String| !d.is_empty());
-        self
-    }
-
-    fn problem(mut self, status: Status, detail: Option<String>, fix: impl Into<String>) -> Check {
-        self.status = status;
-        self.detail = detail;
-        self.fix = Some(fix.into());
-        self
-    }
-
-    fn missing(self, fix: impl Into<String>) -> Check {
-        self.problem(Status::Missing, None, fix)
-    }
-
-    /// The call to check it failed: not known either way.
-    fn failed(self, e: &aws::Error, job: &str) -> Check {
-        self.problem(
-            Status::Error,
-            Some(e.to_string()),
-            format!("check the credentials' permissions (`imagectl iam-policy {job}`)"),
-        )
-    }
-}
-
-impl std::fmt::Display for Check {
-    /// `missing: subnet tagged Name=x in eu-west-1 — create it ...`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.status.as_str(), self.resource)?;
-        if let Some(r) = &self.region {
-            write!(f, " in {r}")?;
-        }
-        if let Some(d) = &self.detail {
-            write!(f, ": {d}")?;
-        }
-        if let Some(fix) = &self.fix {
-            write!(f, " — {fix}")?;
-        }
-        Ok(())
-    }
-}
-
-/// What a preflight found in the way.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Something the work needs is missing.
-    #[error("{}", lines("missing before anything started", .0))]
-    Missing(Vec<Check>),
-    /// Something could not be checked.
-    #[error("{}", lines("could not be checked before anything started", .0))]
-    Unchecked(Vec<Check>),
-}
-
-impl Error {
-    /// Whether the user fixes it (exit 2): a missing resource is theirs to
-    /// create; a check AWS failed is not.
-    pub fn is_usage(&self) -> bool {
-        matches!(self, Error::Missing(_))
-    }
-}
-
-fn lines(what: &str, checks: &[Check]) -> String {
-    let mut s = format!(
-        "{} {what} (`imagectl doctor` lists every check; `--no-preflight` skips them):",
-        if checks.len() == 1 {
-            "1 prerequisite".to_string()
-        } else {
-            format!("{} prerequisites", checks.len())
-        }
-    );
-    for c in checks {
-        s.push_str(&format!("\n  {c}"));
-    }
-    s
-}
-
-/// The outcome of checks: an error naming every missing (else every
-/// unchecked) resource; warnings pass.
-pub fn verdict(checks: &[Check]) -> Result<(), Error> {
-    let of =
-        |s: Status| -> Vec<Check> { checks.iter().filter(|c| c.status == s).cloned().collect() };
-    let missing = of(Status::Missing);
-    if !missing.is_empty() {
-        return Err(Error::Missing(missing));
-    }
-    let unchecked = of(Status::Error);
-    if !unchecked.is_empty() {
-        return Err(Error::Unchecked(unchecked));
-    }
-    Ok(())
-}
-
-/// What to check.
-#[derive(Debug, Clone, Default)]
-pub struct Scope {
-    /// What a bake needs: the build network, instance profile, KMS key,
-    /// base images, image block public access.
-    pub bake: bool,
-    /// The launch templates of these (role, channel) pairs.
-    pub templates: Vec<(String, String)>,
-}
-
-impl Scope {
-    /// Everything: what a bake needs and every launch template configured.
-    pub fn everything(project: &Project) -> Scope {
-        let templates = project
-            .settings
-            .publish
-            .launch_templates
-            .iter()
-            .flat_map(|(role, by)| by.keys().map(move |c| (role.clone(), c.clone())))
-            .collect();
-        Scope {
-            bake: true,
-            templates,
-        }
-    }
-
-    /// Publishing `roles` to `channel`.
-    pub fn publish<'a>(roles: impl IntoIterator<Item = &'a str>, channel: &str) -> Scope {
-        Scope {
-            bake: false,
-            templates: roles
-                .into_iter()
-                .map(|r| (r.to_string(), channel.to_string()))
-                .collect(),
-        }
-    }
-}
-
-/// Runs the checks of `scope`: the credentials first (nothing else can be
-/// checked without them), then each resource in each region.
-pub async fn run(project: &Project, session: &Session, scope: &Scope) -> Vec<Check> {
-    let home = project.settings.aws.region.as_str();
-    let mut checks = Vec::new();
-    match session.identity(home).await {
-        Ok(id) => {
-            checks.push(Check::new("endpoint", Some(home), endpoint()).ok("answers"));
-            checks.push(
-                Check::new("credentials", None, "credentials")
-                    .ok(format!("{} (account {})", id.arn, id.account)),
-            );
-        }
-        Err(e) => {
-            checks.push(identity_problem(home, &e));
-            return checks;
-        }
-    }
-    let job = if scope.bake { "build" } else { "publish" };
-    if scope.bake {
-        checks.extend(network(project, session, job).await);
-        checks.push(instance_profile(project, session, job).await);
-        checks.extend(kms_keys(project, session, job).await);
-        checks.extend(base_images(project, session, job).await);
-    }
-    for (role, channel) in &scope.templates {
-        checks.extend(launch_templates(project, session, role, channel).await);
-    }
-    checks.extend(ssm(project, session, job).await);
-    if scope.bake {
-        checks.extend(block_public_access(project, session).await);
-    }
-    checks
-}
-
 /// The endpoint the SDK is pointed at, as a person names it.
-fn endpoint() -> String {
+pub(super) fn endpoint() -> String {
     match std::env::var("AWS_ENDPOINT_URL")
         .ok()
         .filter(|v| !v.is_empty())
@@ -249,7 +22,7 @@ fn endpoint() -> String {
     }
 }
 
-fn identity_problem(home: &str, e: &aws::IdentityError) -> Check {
+pub(super) fn identity_problem(home: &str, e: &aws::IdentityError) -> Check {
     if e.unreachable {
         return Check::new("endpoint", Some(home), endpoint()).problem(
             Status::Missing,
@@ -276,7 +49,7 @@ fn unset(name: &'static str, key: &str, fix: &str) -> Check {
 
 /// The build subnet and security group in the home region, by their
 /// `Name` tags: found, the group without ingress, both in one VPC.
-async fn network(project: &Project, session: &Session, job: &str) -> Vec<Check> {
+pub(super) async fn network(project: &Project, session: &Session, job: &str) -> Vec<Check> {
     let aws = &project.settings.aws;
     let home = aws.region.as_str();
     let ec2 = session.ec2(home);
@@ -360,7 +133,7 @@ fn ids<'a>(ids: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// The build instance profile, with a role.
-async fn instance_profile(project: &Project, session: &Session, job: &str) -> Check {
+pub(super) async fn instance_profile(project: &Project, session: &Session, job: &str) -> Check {
     let aws = &project.settings.aws;
     let Some(name) = &aws.instance_profile else {
         return unset(
@@ -385,7 +158,7 @@ async fn instance_profile(project: &Project, session: &Session, job: &str) -> Ch
 }
 
 /// The images' KMS key in every region images are encrypted in.
-async fn kms_keys(project: &Project, session: &Session, job: &str) -> Vec<Check> {
+pub(super) async fn kms_keys(project: &Project, session: &Session, job: &str) -> Vec<Check> {
     let aws = &project.settings.aws;
     let mut out = Vec::new();
     for region in aws.regions() {
@@ -409,7 +182,7 @@ async fn kms_keys(project: &Project, session: &Session, job: &str) -> Vec<Check>
 
 /// The locked base images, in every region they are locked for. Builds
 /// start from the home region's: one missing elsewhere is a warning.
-async fn base_images(project: &Project, session: &Session, job: &str) -> Vec<Check> {
+pub(super) async fn base_images(project: &Project, session: &Session, job: &str) -> Vec<Check> {
     let aws = &project.settings.aws;
     let lock = match Lock::load(project) {
         Ok(l) => l,
@@ -467,7 +240,7 @@ async fn base_images(project: &Project, session: &Session, job: &str) -> Vec<Che
 /// there and tagged with the channel, which publishing requires. Publish
 /// refuses one missing in the home region and moves none where it is
 /// missing elsewhere.
-async fn launch_templates(
+pub(super) async fn launch_templates(
     project: &Project,
     session: &Session,
     role: &str,
@@ -513,7 +286,7 @@ async fn launch_templates(
 }
 
 /// SSM answers under the prefix, in every region channels live in.
-async fn ssm(project: &Project, session: &Session, job: &str) -> Vec<Check> {
+pub(super) async fn ssm(project: &Project, session: &Session, job: &str) -> Vec<Check> {
     let prefix = &project.settings.publish.prefix;
     let mut out = Vec::new();
     for region in project.settings.aws.regions() {
@@ -533,7 +306,7 @@ async fn ssm(project: &Project, session: &Session, job: &str) -> Vec<Check> {
 /// The account's image block public access, per region: unblocked is a
 /// warning (imagectl shares only with the accounts named, but anybody
 /// with `ec2:ModifyImageAttribute` could make an image public).
-async fn block_public_access(project: &Project, session: &Session) -> Vec<Check> {
+pub(super) async fn block_public_access(project: &Project, session: &Session) -> Vec<Check> {
     let mut out = Vec::new();
     for region in project.settings.aws.regions() {
         let c = Check::new(
@@ -559,40 +332,4 @@ async fn block_public_access(project: &Project, session: &Session) -> Vec<Check>
         );
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_problem_is_one_line_with_its_region_and_fix() {
-        let c = Check::new("subnet", Some("eu-west-1"), "subnet tagged Name=x")
-            .missing("create it (docs/aws-setup.md#network-for-builds) or set [aws].build_subnet");
-        assert_eq!(
-            c.to_string(),
-            "missing: subnet tagged Name=x in eu-west-1 — create it (docs/aws-setup.md#network-for-builds) or set [aws].build_subnet"
-        );
-        assert_eq!(
-            Check::new("instance-profile", None, "instance profile p")
-                .ok("role r")
-                .to_string(),
-            "ok: instance profile p: role r"
-        );
-    }
-
-    #[test]
-    fn missing_wins_over_unchecked_and_warnings_pass() {
-        let warn = Check::new("a", None, "a").problem(Status::Warn, None, "x");
-        let missing = Check::new("b", None, "b").missing("y");
-        let failed = Check::new("c", None, "c").problem(Status::Error, None, "z");
-        assert!(verdict(&[warn.clone()]).is_ok());
-        let e = verdict(&[warn.clone(), failed.clone(), missing]).unwrap_err();
-        assert!(e.is_usage());
-        assert!(e
-            .to_string()
-            .starts_with("1 prerequisite missing before anything started"));
-        let e = verdict(&[warn, failed]).unwrap_err();
-        assert!(!e.is_usage());
-    }
 }
