@@ -14,6 +14,8 @@
 //!   [`sidecar`]s): artifacts;
 //! - [`publish`], [`plan`], [`gc`], [`sweep`]: channels and launch
 //!   templates, what needs building, what can go;
+//! - [`preflight`]: whether what a build or a publication needs exists in
+//!   AWS, checked before it starts (and by `imagectl doctor`);
 //! - [`cmd`]: one module per subcommand, which nothing else imports.
 
 pub mod artifacts;
