@@ -73,6 +73,9 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Print the least-privilege IAM policy (JSON) of a job.
     IamPolicy(IamPolicyArgs),
+    /// Check that what builds and publications need exists in AWS: one
+    /// line per resource and region, each problem with its fix.
+    Doctor,
     /// Print the JSON Schema of role files, for editors.
     Schema,
     /// Print shell completions.
@@ -182,6 +185,9 @@ pub struct PublishArgs {
     /// Publish even an image older than the one the channel holds.
     #[arg(long)]
     pub allow_older: bool,
+    /// Skip the preflight (the checks of `imagectl doctor` this needs).
+    #[arg(long)]
+    pub no_preflight: bool,
 }
 
 /// `imagectl promote`.
@@ -198,6 +204,9 @@ pub struct PromoteArgs {
     /// Promote even an image older than the one the target channel holds.
     #[arg(long)]
     pub allow_older: bool,
+    /// Skip the preflight (the checks of `imagectl doctor` this needs).
+    #[arg(long)]
+    pub no_preflight: bool,
 }
 
 /// `imagectl rollback`.
@@ -248,6 +257,10 @@ pub struct BuildArgs {
     /// (`podman load`/`docker load`) next to the tarball.
     #[arg(long, value_enum, default_value_t = LocalFormat::Tar)]
     pub format: LocalFormat,
+    /// Skip the preflight (the checks of `imagectl doctor` a bake and the
+    /// `--publish` channel need), run before anything is baked.
+    #[arg(long)]
+    pub no_preflight: bool,
 }
 
 /// Where `imagectl build` puts an image.

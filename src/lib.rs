@@ -14,6 +14,8 @@
 //!   [`sidecar`]s): artifacts;
 //! - [`publish`], [`plan`], [`gc`], [`sweep`]: channels and launch
 //!   templates, what needs building, what can go;
+//! - [`preflight`]: whether what a build or a publication needs exists in
+//!   AWS, checked before it starts (and by `imagectl doctor`);
 //! - [`cmd`]: one module per subcommand, which nothing else imports.
 
 pub mod artifacts;
@@ -29,6 +31,7 @@ pub mod inputs;
 pub mod local;
 pub mod packer_exec;
 pub mod plan;
+pub mod preflight;
 pub mod progress;
 pub mod publish;
 pub mod sidecar;
@@ -130,6 +133,7 @@ layer_errors!(
     build::Error,
     local::Error,
     publish::Error,
+    preflight::Error,
 );
 
 impl From<project::Error> for Error {

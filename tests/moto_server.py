@@ -5,11 +5,16 @@ which is how Packer 1.6.6 sets an AMI's description and how imagectl
 requires IMDSv2 on it. Real EC2 applies both; so does this wrapper, so that
 a test can read them back instead of skipping the check.
 
+moto 5.2.5 has no image block public access (Get/Enable/Disable
+ImageBlockPublicAccess): kept here per account and region, `unblocked`
+until enabled, as in an account that never turned it on.
+
 Usage: python moto_server.py -H 127.0.0.1 -p PORT
 """
 
 import sys
 
+from moto.core.responses import ActionResult
 from moto.ec2.responses.amis import AmisResponse
 from moto.server import main
 
@@ -34,6 +39,29 @@ def modify_image_attribute(self):
 
 
 AmisResponse.modify_image_attribute = modify_image_attribute
+
+_block_public_access = {}
+
+
+def get_image_block_public_access_state(self):
+    state = _block_public_access.get((self.current_account, self.region), "unblocked")
+    return ActionResult({"ImageBlockPublicAccessState": state})
+
+
+def enable_image_block_public_access(self):
+    state = self._get_param("ImageBlockPublicAccessState")
+    _block_public_access[(self.current_account, self.region)] = state
+    return ActionResult({"ImageBlockPublicAccessState": state})
+
+
+def disable_image_block_public_access(self):
+    _block_public_access[(self.current_account, self.region)] = "unblocked"
+    return ActionResult({"ImageBlockPublicAccessState": "unblocked"})
+
+
+AmisResponse.get_image_block_public_access_state = get_image_block_public_access_state
+AmisResponse.enable_image_block_public_access = enable_image_block_public_access
+AmisResponse.disable_image_block_public_access = disable_image_block_public_access
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,6 +6,7 @@ mod error;
 mod images;
 mod instances;
 mod launch_templates;
+mod preflight;
 mod retry;
 mod session;
 mod ssm;
@@ -18,6 +19,7 @@ pub use error::Error;
 pub use images::ImageInfo;
 pub use instances::Resource;
 pub use launch_templates::{LaunchTemplate, Source};
+pub use preflight::{Group, Identity, IdentityError, Key, Subnet};
 pub use retry::{
     attempt_timeout, max_attempts, ATTEMPT_TIMEOUT_ENV, CONNECT_ATTEMPTS, CONNECT_MAX_BACKOFF,
     CONNECT_TIMEOUT, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_ENV, MAX_BACKOFF,

@@ -170,3 +170,11 @@ impl Origin {
         }
     }
 }
+
+impl Session {
+    /// The loaded configuration, for clients of services only the
+    /// preflight uses (`super::preflight`).
+    pub(super) fn sdk_config(&self) -> &SdkConfig {
+        &self.config
+    }
+}

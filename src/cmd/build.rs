@@ -13,7 +13,7 @@ use super::{aws_runtime, print_json};
 use crate::build::{self, Options, Outcome, Status};
 use crate::cli::{BuildArgs, BuildTarget, LocalFormat, OutputFormat};
 use crate::progress::Display;
-use crate::{aws, local, publish, summary, Config, Error};
+use crate::{artifacts, aws, local, preflight, publish, summary, Config, Error};
 
 /// Builds the requested roles.
 pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
@@ -45,8 +45,21 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
         jobs: usize::from(args.jobs),
         agent,
     };
+    let rt = aws_runtime()?;
+    let verdict = if args.no_preflight {
+        Ok(())
+    } else {
+        rt.block_on(preflight(&project, &targets, args))?
+    };
+    // A dry run says what it would do, then what is missing.
+    let verdict = if args.dry_run {
+        verdict
+    } else {
+        verdict?;
+        Ok(())
+    };
     let display = Arc::new(Display::new(config.quiet));
-    let result = aws_runtime()?.block_on(async {
+    let result = rt.block_on(async {
         let session = aws::Session::load(&project.settings.aws.region).await;
         let outcomes = build::run(&project, &session, targets, &options, display.clone()).await?;
         let mut published = Vec::new();
@@ -77,11 +90,43 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
         }
     }
     summary::append_builds(&outcomes);
+    verdict?;
     if failed.is_empty() {
         Ok(())
     } else {
         Err(Error::Failed(anyhow::anyhow!("{}", failed.join("\n"))))
     }
+}
+
+/// The preflight of a build, before Packer starts: what a bake needs when
+/// something will be baked (and always on a dry run), and the launch
+/// templates of the `--publish` channel. Warnings are logged.
+async fn preflight(
+    project: &Project,
+    targets: &[Target],
+    args: &BuildArgs,
+) -> Result<Result<(), preflight::Error>, Error> {
+    let home = &project.settings.aws.region;
+    let session = aws::Session::load(home).await;
+    let existing = artifacts::find_existing(&session.ec2(home), targets).await?;
+    let bakes = args.force || targets.iter().any(|t| !existing.contains_key(t.name()));
+    let mut scope = match &args.publish {
+        Some(channel) => preflight::Scope::publish(targets.iter().map(Target::name), channel),
+        None => preflight::Scope::default(),
+    };
+    scope.bake = bakes || args.dry_run;
+    if !scope.bake && scope.templates.is_empty() {
+        return Ok(Ok(()));
+    }
+    let checks = preflight::run(project, &session, &scope).await;
+    for c in checks
+        .iter()
+        .filter(|c| c.status == preflight::Status::Warn)
+    {
+        tracing::warn!("preflight: {c}");
+    }
+    tracing::info!("preflight: {} checks", checks.len());
+    Ok(preflight::verdict(&checks))
 }
 
 fn print(config: &Config, outcomes: &[Outcome]) {

@@ -4,6 +4,7 @@
 
 pub mod bases;
 pub mod build;
+pub mod doctor;
 pub mod hash;
 pub mod images;
 pub mod inputs;
@@ -39,6 +40,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
         Command::Images(a) => images::images(&config, a),
         Command::Prune(a) => images::prune(&config, a),
         Command::Sweep(a) => sweep::run(&config, a),
+        Command::Doctor => doctor::run(&config),
         Command::Schema => {
             print_json(&imagectl_core::role::schema());
             Ok(())

@@ -10,7 +10,7 @@ use imagectl_core::{role, target};
 use super::{aws_runtime, print_json};
 use crate::cli::{OutputFormat, PromoteArgs, PublishArgs, RollbackArgs};
 use crate::publish::{self, Change};
-use crate::{artifacts, aws, Config, Error};
+use crate::{artifacts, aws, preflight, Config, Error};
 
 fn report(config: &Config, change: &Change) {
     match config.output {
@@ -40,6 +40,32 @@ fn session(config: &Config) -> Result<(Project, tokio::runtime::Runtime), Error>
     Ok((config.project()?, aws_runtime()?))
 }
 
+/// The preflight of publishing `role` to `channel`: the credentials, the
+/// channel's launch templates, SSM; warnings are logged.
+fn preflight(
+    rt: &tokio::runtime::Runtime,
+    project: &Project,
+    role: &str,
+    channel: &str,
+) -> Result<(), Error> {
+    let checks = rt.block_on(async {
+        let session = aws::Session::load(&project.settings.aws.region).await;
+        preflight::run(
+            project,
+            &session,
+            &preflight::Scope::publish([role], channel),
+        )
+        .await
+    });
+    for c in checks
+        .iter()
+        .filter(|c| c.status == preflight::Status::Warn)
+    {
+        tracing::warn!("preflight: {c}");
+    }
+    Ok(preflight::verdict(&checks)?)
+}
+
 /// The image `publish` is asked for.
 enum Wanted {
     /// `--ami ID`.
@@ -60,6 +86,9 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), Error> {
         }
         None => Wanted::Current(Box::new(target::resolve_one(&project, &args.role)?)),
     };
+    if !args.no_preflight {
+        preflight(&rt, &project, &args.role, &args.channel)?;
+    }
     let change = rt.block_on(async {
         let session = aws::Session::load(&project.settings.aws.region).await;
         let home = &project.settings.aws.region;
@@ -96,6 +125,9 @@ pub fn promote(config: &Config, args: &PromoteArgs) -> Result<(), Error> {
     let (project, rt) = session(config)?;
     publish::check_channel(&project, &args.from)?;
     publish::check_channel(&project, &args.to)?;
+    if !args.no_preflight {
+        preflight(&rt, &project, &args.role, &args.to)?;
+    }
     let change = rt.block_on(async {
         let session = aws::Session::load(&project.settings.aws.region).await;
         publish::promote(

@@ -3,7 +3,9 @@
 //! instance profile, from a base image, tagged as a build), image only
 //! such instances, copy, tag, share and clean up only imagectl's images,
 //! reach only build instances through Session Manager, use the KMS key only
-//! through EC2. It writes no channel.
+//! through EC2. It writes no channel. It reads what the preflight checks
+//! (`crate::preflight`): the images' key, SSM at the prefix, the account's
+//! image block public access.
 //!
 //! This is for current Packer with the amazon plugin, which tags images and
 //! snapshots as it creates them and asks for IMDSv2 at launch. Debian's
@@ -19,7 +21,7 @@ use imagectl_core::settings::Settings;
 use super::{allow, allow_if, ec2_arns, tagged, Names};
 
 /// Actions that take no resource-level permissions: only `*` works.
-const DESCRIBE: [&str; 10] = [
+const DESCRIBE: [&str; 11] = [
     "ec2:DescribeImages",
     "ec2:DescribeImageAttribute",
     "ec2:DescribeInstances",
@@ -30,6 +32,8 @@ const DESCRIBE: [&str; 10] = [
     "ec2:DescribeSubnets",
     "ec2:DescribeTags",
     "ec2:DescribeVolumes",
+    // The preflight's advice on the account's image block public access.
+    "ec2:GetImageBlockPublicAccessState",
 ];
 
 /// Every statement of the build job.
@@ -38,6 +42,13 @@ pub(super) fn statements(project: &Project, n: &Names) -> Vec<Value> {
     let mut st = vec![
         allow("Describe", &DESCRIBE, "*"),
         n.record_inputs(),
+        // The preflight asks SSM under the prefix itself: no parameter is
+        // there, so this reads nothing.
+        allow(
+            "PreflightReachesSsm",
+            &["ssm:GetParametersByPath"],
+            n.parameter_path.clone(),
+        ),
         allow(
             "TemporaryKeyPair",
             &["ec2:CreateKeyPair", "ec2:DeleteKeyPair"],
@@ -244,7 +255,23 @@ fn encrypt_images(s: &Settings, key: &str) -> Vec<Value> {
         }
         c
     };
+    // The preflight describes the key itself (not through EC2) in every
+    // region, to say before a bake whether it is usable there.
+    let describe = match &alias {
+        Some(a) => allow_if(
+            "PreflightDescribesImagesKey",
+            &["kms:DescribeKey"],
+            resources.clone(),
+            json!({"ForAnyValue:StringEquals": {"kms:ResourceAliases": a}}),
+        ),
+        None => allow(
+            "PreflightDescribesImagesKey",
+            &["kms:DescribeKey"],
+            resources.clone(),
+        ),
+    };
     vec![
+        describe,
         allow_if(
             "EncryptImagesThroughEc2",
             &[

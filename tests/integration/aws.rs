@@ -321,7 +321,23 @@ for region in ["eu-west-1", "eu-central-1"]:
         ),
     )
     .unwrap();
+    // The preflight says so first; publish itself refuses it too.
     let r = t.run_with(&["publish", "app", "--channel", "staging", "--ami", &v2]);
+    assert_eq!(r.status, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("  missing: launch template app-staging (app staging) in eu-west-1: it is not tagged `imagectl:channel = staging`"),
+        "{}",
+        r.stderr
+    );
+    let r = t.run_with(&[
+        "publish",
+        "app",
+        "--channel",
+        "staging",
+        "--ami",
+        &v2,
+        "--no-preflight",
+    ]);
     assert_eq!(r.status, 2, "{}", r.stderr);
     assert!(
         r.stderr.contains(

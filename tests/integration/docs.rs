@@ -57,6 +57,7 @@ fn completions_and_the_man_page_cover_every_command() {
         "prune",
         "sweep",
         "iam-policy",
+        "doctor",
     ] {
         assert!(bash.contains(command), "completions lack {command}");
         assert!(man.contains(command), "man page lacks {command}");

@@ -204,6 +204,15 @@ fn build_probes() -> Vec<Probe> {
             .with(via_ec2.clone()),
         probe("record the build's inputs", "ssm:PutParameter", "allow")
             .on(parameter("/imagectl/app/inputs/0123"), json!({})),
+        // The preflight, before a bake.
+        probe("the preflight describes the images' key", "kms:DescribeKey", "allow")
+            .on(key.clone(), json!({"kms:ResourceAliases": ["alias/imagectl-images"]})),
+        probe("the preflight reaches SSM at the prefix", "ssm:GetParametersByPath", "allow")
+            .on(parameter("/imagectl"), json!({})),
+        probe("the preflight reads image block public access", "ec2:GetImageBlockPublicAccessState", "allow")
+            .on("*", json!({})),
+        probe("the preflight reads the build instance profile", "iam:GetInstanceProfile", "allow")
+            .on(format!("arn:aws:iam::{ACCOUNT}:instance-profile/imagectl-build"), json!({})),
         // What it must not do.
         probe("image a production instance", "ec2:CreateImage", "deny")
             .on(ec2("instance", "i-prod"), json!({"ec2:ResourceTag/Name": "learn-web-prod"}))
@@ -248,9 +257,17 @@ fn build_probes() -> Vec<Probe> {
         probe("decrypt with the key directly", "kms:Decrypt", "deny")
             .on(key.clone(), json!({"kms:ResourceAliases": ["alias/imagectl-images"]})),
         probe("decrypt with another key", "kms:Decrypt", "deny")
-            .on(key, json!({}))
+            .on(key.clone(), json!({}))
             .with(json!({"kms:ViaService": "ec2.eu-west-1.amazonaws.com", "kms:ResourceAliases": ["alias/prod-secrets"]})),
         probe("write a channel", "ssm:PutParameter", "deny").on(parameter("/imagectl/app/dev"), json!({})),
+        probe("describe another key", "kms:DescribeKey", "deny")
+            .on(key, json!({"kms:ResourceAliases": ["alias/prod-secrets"]})),
+        probe("read a role's channels by path", "ssm:GetParametersByPath", "deny")
+            .on(parameter("/imagectl/app"), json!({})),
+        probe("read parameters outside the prefix", "ssm:GetParametersByPath", "deny")
+            .on(parameter("/learn/prod/web"), json!({})),
+        probe("read another instance profile", "iam:GetInstanceProfile", "deny")
+            .on(format!("arn:aws:iam::{ACCOUNT}:instance-profile/admin"), json!({})),
         probe("deregister an image imagectl did not make", "ec2:DeregisterImage", "deny")
             .on(ec2("image", "ami-other"), json!({})),
     ]

@@ -4,6 +4,7 @@ mod aws;
 mod bad_roles;
 mod cli;
 mod docs;
+mod doctor;
 mod errors;
 mod faults;
 mod fuzz_corpus;

@@ -288,9 +288,9 @@ unset AWS_PROFILE AWS_SESSION_TOKEN
     assert_eq!(
         out("imagectl promote worker --from dev --to prod", 0).stdout,
         format!(
-            "/imagectl/worker/prod: eu-central-1 (none) -> {v1_copy}, eu-west-1 (none) -> {v1}; \
-             launch template learn-worker-prod in eu-west-1: version 2 is the default; \
-             launch template learn-worker-prod in eu-central-1: version 2 is the default\n"
+            "/imagectl/worker/prod: eu-central-1 (none) -> {v1_copy}, eu-west-1 (none) -> {v1}\n\
+             learn-worker-prod eu-west-1: version 2 is the default ({v1})\n\
+             learn-worker-prod eu-central-1: version 2 is the default ({v1_copy})\n"
         )
     );
     let second = &out("imagectl build worker --publish dev", 0).stdout;
@@ -299,17 +299,17 @@ unset AWS_PROFILE AWS_SESSION_TOKEN
     assert_eq!(
         out("imagectl promote worker --from dev --to prod", 1).stdout,
         format!(
-            "/imagectl/worker/prod: eu-central-1 {v1_copy} -> {v2_copy}, eu-west-1 {v1} -> {v2}; \
-             launch template learn-worker-prod in eu-west-1: version 3 is the default; \
-             launch template learn-worker-prod in eu-central-1: version 3 is the default\n"
+            "/imagectl/worker/prod: eu-central-1 {v1_copy} -> {v2_copy}, eu-west-1 {v1} -> {v2}\n\
+             learn-worker-prod eu-west-1: version 3 is the default ({v2})\n\
+             learn-worker-prod eu-central-1: version 3 is the default ({v2_copy})\n"
         )
     );
     assert_eq!(
         out("imagectl rollback worker --channel prod", 0).stdout,
         format!(
-            "/imagectl/worker/prod: eu-central-1 {v2_copy} -> {v1_copy}, eu-west-1 {v2} -> {v1}; \
-             launch template learn-worker-prod in eu-west-1: version 4 is the default; \
-             launch template learn-worker-prod in eu-central-1: version 4 is the default\n"
+            "/imagectl/worker/prod: eu-central-1 {v2_copy} -> {v1_copy}, eu-west-1 {v2} -> {v1}\n\
+             learn-worker-prod eu-west-1: version 4 is the default ({v1})\n\
+             learn-worker-prod eu-central-1: version 4 is the default ({v1_copy})\n"
         )
     );
     let images = &out("imagectl images worker", 0).stdout;
