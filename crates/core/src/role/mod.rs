@@ -17,11 +17,13 @@ use crate::arch::Arch;
 // parents, and `entries`, `sources` and `validate` check single entries,
 // the files they reference, and the merged role as a whole; `archive`
 // reads the archives entries bake, entry by entry; `sandbox` knows
-// what the agent can write at boot.
+// what the agent can write at boot; `params` checks the boot templates
+// against the role's test parameters.
 mod archive;
 mod entries;
 mod load;
 mod merge;
+mod params;
 mod raw;
 mod sandbox;
 mod sources;
@@ -33,7 +35,7 @@ mod archive_tests;
 #[cfg(test)]
 mod tests;
 
-pub use load::{load, load_all, load_in_memory, role_names};
+pub use load::{check, check_all, load, load_all, load_in_memory, role_names, Problem, Report};
 pub use raw::schema;
 pub use store::MemoryRoles;
 
