@@ -16,4 +16,5 @@ mod moto;
 mod packer;
 mod support;
 mod sweep;
+mod validate;
 mod workflows;

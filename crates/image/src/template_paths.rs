@@ -388,7 +388,11 @@ mod tests {
             &context,
             &Multiline::All,
         );
-        assert_eq!(rendered.is_err(), !found.is_empty(), "{source}: {rendered:?}");
+        assert_eq!(
+            rendered.is_err(),
+            !found.is_empty(),
+            "{source}: {rendered:?}"
+        );
         found
     }
 
@@ -445,7 +449,9 @@ mod tests {
             ["report.emial@1:24"]
         );
         assert_eq!(
-            lacks("{{#unless params.tls}}-{{else}}{{params.tls.cert}}{{params.tls.key}}{{/unless}}"),
+            lacks(
+                "{{#unless params.tls}}-{{else}}{{params.tls.cert}}{{params.tls.key}}{{/unless}}"
+            ),
             ["tls.key@1:53"]
         );
         assert_eq!(lacks("{{shell params.opt}}"), ["opt@1:9"]);

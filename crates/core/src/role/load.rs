@@ -93,7 +93,8 @@ pub struct Problem {
 impl Report {
     /// The roles when there is no problem, else every problem.
     pub fn into_result(self) -> Result<Vec<Role>, Diagnostics> {
-        Diagnostics(self.problems.into_iter().map(|p| p.diagnostic).collect()).into_result(self.roles)
+        Diagnostics(self.problems.into_iter().map(|p| p.diagnostic).collect())
+            .into_result(self.roles)
     }
 }
 

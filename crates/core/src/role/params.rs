@@ -53,7 +53,9 @@ impl Loader<'_> {
             Err(Unusable::Missing) => return None,
             Err(why) => {
                 let d = Diagnostic::file(&shown, format!("cannot read test parameters: {why}"))
-                    .help(format!("make `{shown}` a regular file of TOML inside `{ROLES_DIR}/`, or remove it"));
+                    .help(format!(
+                        "make `{shown}` a regular file of TOML inside `{ROLES_DIR}/`, or remove it"
+                    ));
                 self.diags.push(d);
                 return None;
             }
@@ -61,8 +63,13 @@ impl Loader<'_> {
         let text = match not_text(bytes) {
             Ok(t) => t,
             Err((text, at, what)) => {
-                let d = Diagnostic::at(&shown, &text, at..at + 1, format!("test parameters file {what}"))
-                    .help("save it as UTF-8 text");
+                let d = Diagnostic::at(
+                    &shown,
+                    &text,
+                    at..at + 1,
+                    format!("test parameters file {what}"),
+                )
+                .help("save it as UTF-8 text");
                 self.diags.push(d);
                 return None;
             }
@@ -77,7 +84,9 @@ impl Loader<'_> {
                     span,
                     format!("TOML syntax error: {}", e.message().trim()),
                 )
-                .help("fix the syntax at this point; the TOML format is described at https://toml.io");
+                .help(
+                    "fix the syntax at this point; the TOML format is described at https://toml.io",
+                );
                 self.diags.push(d);
                 return None;
             }
