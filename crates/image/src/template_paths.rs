@@ -31,6 +31,8 @@ pub struct MissingParam {
     /// The keys the parameters have where the path leaves them, sorted:
     /// what a misspelt segment was probably meant to be.
     pub siblings: Vec<String>,
+    /// Byte offset of the path in the template.
+    pub offset: usize,
     /// 1-based line of the path in the template.
     pub line: usize,
     /// 1-based column, in characters.
@@ -81,6 +83,9 @@ pub fn missing_params(source: &str, params: &Value) -> Vec<MissingParam> {
     });
     let mut walk = Walk {
         source,
+        line_starts: std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(i, _)| i + 1))
+            .collect(),
         params,
         out: Vec::new(),
     };
@@ -109,6 +114,9 @@ pub fn missing_params(source: &str, params: &Value) -> Vec<MissingParam> {
 
 struct Walk<'a> {
     source: &'a str,
+    /// Where each line starts, to turn positions into offsets and back
+    /// without rereading the template for each path.
+    line_starts: Vec<usize>,
     params: &'a Value,
     out: Vec<MissingParam>,
 }
@@ -246,11 +254,13 @@ impl<'a> Walk<'a> {
             return;
         }
         let (found, siblings) = self.divergence(&abs[1..]);
-        let (line, column) = self.locate(at, &written);
+        let offset = self.locate(at, &written);
+        let (line, column) = self.position(offset);
         self.out.push(MissingParam {
             path: abs[1..].to_vec(),
             found,
             siblings,
+            offset,
             line,
             column,
             written,
@@ -322,39 +332,36 @@ impl<'a> Walk<'a> {
         (path.len(), Vec::new())
     }
 
-    /// Where `written` is, looked for from the tag at `at` on.
-    fn locate(&self, at: (usize, usize), written: &str) -> (usize, usize) {
-        let start = offset(self.source, at.0, at.1);
+    /// The byte offset of `written`, looked for from the tag at `at` on
+    /// (the tag itself when it is not found).
+    fn locate(&self, at: (usize, usize), written: &str) -> usize {
+        let start = self.offset(at.0, at.1);
         match self.source[start..].find(written) {
-            Some(i) => position(self.source, start + i),
-            None => at,
+            Some(i) => start + i,
+            None => start,
         }
     }
-}
 
-/// The byte offset of a 1-based line and column (in characters).
-fn offset(source: &str, line: usize, column: usize) -> usize {
-    let start: usize = source
-        .split_inclusive('\n')
-        .take(line.saturating_sub(1))
-        .map(str::len)
-        .sum();
-    let start = start.min(source.len());
-    let col: usize = source[start..]
-        .chars()
-        .take_while(|c| *c != '\n')
-        .take(column.saturating_sub(1))
-        .map(char::len_utf8)
-        .sum();
-    start + col
-}
+    /// The byte offset of a 1-based line and column (in characters).
+    fn offset(&self, line: usize, column: usize) -> usize {
+        let Some(&start) = self.line_starts.get(line.saturating_sub(1)) else {
+            return self.source.len();
+        };
+        let col: usize = self.source[start..]
+            .chars()
+            .take_while(|c| *c != '\n')
+            .take(column.saturating_sub(1))
+            .map(char::len_utf8)
+            .sum();
+        start + col
+    }
 
-/// 1-based line and column of a byte offset.
-fn position(source: &str, offset: usize) -> (usize, usize) {
-    let before = &source[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    (line, col)
+    /// 1-based line and column (in characters) of a byte offset.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let line = self.line_starts.partition_point(|&s| s <= offset);
+        let start = self.line_starts[line - 1];
+        (line, self.source[start..offset].chars().count() + 1)
+    }
 }
 
 #[cfg(test)]
@@ -402,9 +409,11 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].path, ["report", "emial"]);
         assert_eq!((m[0].found, m[0].line, m[0].column), (1, 1, 7));
+        assert_eq!(m[0].offset, 6);
         assert_eq!(m[0].siblings, ["email", "to"]);
         assert_eq!(m[0].written, "params.report.emial");
         assert_eq!(lacks("a\n  {{params.nope}}\n"), ["nope@2:5"]);
+        assert_eq!(lacks("é\n{{params.é}} {{params.x}}"), ["é@2:3", "x@2:16"]);
     }
 
     #[test]

@@ -9,10 +9,14 @@ use serde_json::Value;
 
 use super::load::Loader;
 use super::merge::Merged;
-use super::sources::offset_of;
 use super::store::{not_text, Unusable};
 use super::{MAX_ROLE_BYTES, ROLES_DIR};
 use crate::diag::{did_you_mean, Diagnostic};
+
+/// The most missing paths reported for one template: past a few, the
+/// parameters file is probably the wrong one, and each report costs a pass
+/// over the template to place it.
+const MAX_PER_TEMPLATE: usize = 20;
 
 /// Where a role's test parameters live, relative to `roles/`.
 pub(super) fn params_file(role: &str) -> String {
@@ -35,8 +39,22 @@ impl Loader<'_> {
                 continue;
             };
             let rel = format!("{ROLES_DIR}/{}", t.v.file.source);
-            for miss in missing_params(text, &params) {
-                let d = missing_diag(&rel, text, &shown, &miss);
+            let missing = missing_params(text, &params);
+            for miss in missing.iter().take(MAX_PER_TEMPLATE) {
+                let d = missing_diag(&rel, text, &shown, miss);
+                self.diags.push(d);
+            }
+            if missing.len() > MAX_PER_TEMPLATE {
+                let d = Diagnostic::file(
+                    &rel,
+                    format!(
+                        "{} more `params` paths are not in `{shown}`",
+                        missing.len() - MAX_PER_TEMPLATE
+                    ),
+                )
+                .help(format!(
+                    "check that `{shown}` is the right file for this template"
+                ));
                 self.diags.push(d);
             }
         }
@@ -99,7 +117,7 @@ impl Loader<'_> {
 /// in the parameters file `shown`.
 fn missing_diag(rel: &str, text: &str, shown: &str, miss: &MissingParam) -> Diagnostic {
     let path = format!("params.{}", key_text(&miss.path));
-    let at = offset_of(text, miss.line, miss.column);
+    let at = miss.offset;
     let d = Diagnostic::at(
         rel,
         text,

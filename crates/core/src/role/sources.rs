@@ -282,7 +282,7 @@ impl Loader<'_> {
 const MULTILINE_HELP: &str = "list the parameters whose values may span lines as the template names them below `params`, like `multiline = [\"tls.cert\"]` for `{{params.tls.cert}}`; `multiline = true` allows every value it prints";
 
 /// The byte offset of a 1-based line and column in `text`.
-pub(super) fn offset_of(text: &str, line: usize, column: usize) -> usize {
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
     let start: usize = text
         .split_inclusive('\n')
         .take(line.saturating_sub(1))
