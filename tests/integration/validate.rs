@@ -45,6 +45,30 @@ error: 2 problems found; nothing was written
 }
 
 #[test]
+fn a_syntax_error_does_not_hide_a_missing_file_in_the_same_role_file() {
+    let t = app_missing_file(Test::new());
+    let app = std::fs::read_to_string(t.path("roles/app.toml")).unwrap();
+    let t = t.write("roles/app.toml", app.replace("[image]", "[image"));
+    let r = t.args(&["validate"]).run();
+    assert_eq!(r.status, 2);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: TOML syntax error: unclosed table, expected `]`
+ --> roles/app.toml:4:7
+  |
+4 | [image
+  |       ^
+  = help: fix the syntax at this point; the TOML format is described at https://toml.io
+
+{MISSING_FILE}
+error: 2 problems found; nothing was written
+"
+        )
+    );
+}
+
+#[test]
 fn an_unknown_parent_does_not_hide_the_childs_own_missing_file() {
     let t = app_missing_file(Test::new());
     let app = std::fs::read_to_string(t.path("roles/app.toml")).unwrap();

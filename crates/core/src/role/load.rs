@@ -308,7 +308,7 @@ impl Loader<'_> {
                 return None;
             }
         };
-        let (raw, diags): (RawRole, _) = tomlfile::parse(&rel, &text);
+        let (raw, diags): (RawRole, _) = tomlfile::parse_salvaging(&rel, &text);
         let failed = !diags.is_empty();
         for d in diags {
             self.diags.push(d);
