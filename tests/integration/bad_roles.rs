@@ -131,7 +131,7 @@ fn a_bad_settings_file_points_into_it() {
   |
 3 | regoins = [\"x\"]
   | ^^^^^^^
-  = help: remove it; the keys allowed here are `region`, `copy_regions`, `share_accounts`, `build_subnet`, `build_security_group`, `instance_profile`, `kms_key`
+  = help: did you mean `region`?
 
 error: base `debian-12` needs both `owners` and `name`
  --> imagectl.toml:5:1

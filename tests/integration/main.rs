@@ -22,4 +22,5 @@ mod publish;
 mod sandbox;
 mod support;
 mod sweep;
+mod validate;
 mod workflows;

@@ -19,19 +19,58 @@ pub trait Partial: DeserializeOwned + Default {
 pub fn parse<T: Partial>(file: &str, text: &str) -> (T, Vec<Diagnostic>) {
     let (doc, errors) = DeTable::parse_recoverable(text);
     if !errors.is_empty() {
-        let diags = errors
-            .iter()
-            .map(|e| {
-                let d = to_diagnostic(file, text, e, 0..0, "TOML syntax error: ");
-                d.help(syntax_help(e.message()))
-            })
-            .collect();
-        return (T::default(), diags);
+        return (T::default(), syntax_errors(file, text, &errors));
     }
+    absorb(file, text, doc, |_| true)
+}
+
+/// [`parse`], but a document with syntax errors still gives the top-level
+/// keys that read cleanly around them, so that what they reference can be
+/// checked in the same run (a role file with a typo on one line and a
+/// missing source file on another reports both). Only the syntax errors
+/// are reported: what the parser recovered past one may be an artifact of
+/// it, so its other problems are not, and a key whose value holds an error
+/// is left out.
+pub fn parse_salvaging<T: Partial>(file: &str, text: &str) -> (T, Vec<Diagnostic>) {
+    let (doc, errors) = DeTable::parse_recoverable(text);
+    if errors.is_empty() {
+        return absorb(file, text, doc, |_| true);
+    }
+    let at: Vec<usize> = errors
+        .iter()
+        .filter_map(|e| e.span())
+        .map(|s| s.start)
+        .collect();
+    let clean = |span: &std::ops::Range<usize>| !at.iter().any(|a| span.contains(a));
+    let (value, _) = absorb(file, text, doc, clean);
+    (value, syntax_errors(file, text, &errors))
+}
+
+fn syntax_errors(file: &str, text: &str, errors: &[toml::de::Error]) -> Vec<Diagnostic> {
+    errors
+        .iter()
+        .map(|e| {
+            let d = to_diagnostic(file, text, e, 0..0, "TOML syntax error: ");
+            d.help(syntax_help(e.message()))
+        })
+        .collect()
+}
+
+/// Reads `doc` one top-level key at a time, each whose value's span passes
+/// `keep`, with a diagnostic for each that does not read.
+fn absorb<T: Partial>(
+    file: &str,
+    text: &str,
+    doc: Spanned<DeTable<'_>>,
+    keep: impl Fn(&std::ops::Range<usize>) -> bool,
+) -> (T, Vec<Diagnostic>) {
     let mut value = T::default();
     let mut diags = Vec::new();
     let doc_span = doc.span();
     for (key, item) in doc.into_inner() {
+        if !keep(&item.span()) {
+            continue;
+        }
         let key_span = key.span();
         let mut single = DeTable::new();
         single.insert(key, item);
@@ -146,6 +185,37 @@ fn humanize(msg: &str) -> (String, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(serde::Deserialize, Default, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        a: Option<bool>,
+        b: Option<String>,
+        c: Option<u32>,
+    }
+
+    impl Partial for Doc {
+        fn absorb(&mut self, o: Doc) {
+            self.a = o.a.or(self.a.take());
+            self.b = o.b.or(self.b.take());
+            self.c = o.c.or(self.c.take());
+        }
+    }
+
+    #[test]
+    fn salvaging_keeps_the_keys_around_a_syntax_error_and_only_its_error() {
+        let (doc, diags) = parse_salvaging::<Doc>("f.toml", "a = tru\nb = \"x\"\nc = \"wrong\"\n");
+        assert_eq!(diags.len(), 1);
+        assert!(
+            diags[0].message.starts_with("TOML syntax error"),
+            "{}",
+            diags[0]
+        );
+        // `tru` is not read as anything; `c`'s wrong type is not reported.
+        assert_eq!((doc.a, doc.b.as_deref(), doc.c), (None, Some("x"), None));
+        let (doc, diags) = parse::<Doc>("f.toml", "a = tru\nb = \"x\"\n");
+        assert_eq!((diags.len(), doc.b), (1, None));
+    }
 
     #[test]
     fn unknown_field_gets_a_suggestion() {

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod identity;
 pub mod template;
+pub mod template_paths;
 
 /// The systemd unit that runs `imagectl-agent boot` on every boot; imagectl
 /// bakes it at `/etc/systemd/system/imagectl-agent.service`.

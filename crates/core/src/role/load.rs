@@ -60,20 +60,65 @@ pub fn role_names(project: &Project) -> Vec<String> {
 
 /// Loads every role in `roles/`.
 pub fn load_all(project: &Project) -> Result<Vec<Role>, Diagnostics> {
-    let names = role_names(project);
-    if names.is_empty() {
-        return Err(Diagnostics(vec![Diagnostic::file(
-            ROLES_DIR,
-            "no role files found",
-        )
-        .help("add a role as `roles/NAME.toml`")]));
-    }
-    load(project, &names)
+    check_all(project).into_result()
 }
 
 /// Loads the named roles, each with its parents merged in.
 pub fn load(project: &Project, names: &[String]) -> Result<Vec<Role>, Diagnostics> {
-    load_from(&disk(project), &project.settings.bases, names)
+    check(project, names).into_result()
+}
+
+/// What loading some roles found: the roles that are valid, and every
+/// problem with the role whose loading found it. `imagectl validate`
+/// reports it whole; [`load`] keeps only the roles, or the problems.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The valid roles, in the order they were asked for.
+    pub roles: Vec<Role>,
+    /// Every problem, each once, in the order found.
+    pub problems: Vec<Problem>,
+}
+
+/// One problem and the role whose loading found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The role being loaded when it was found (a problem in a parent is
+    /// reported once, with the first role that found it); `None` when no
+    /// role was being loaded.
+    pub role: Option<String>,
+    /// What is wrong and where.
+    pub diagnostic: Diagnostic,
+}
+
+impl Report {
+    /// The roles when there is no problem, else every problem.
+    pub fn into_result(self) -> Result<Vec<Role>, Diagnostics> {
+        Diagnostics(self.problems.into_iter().map(|p| p.diagnostic).collect())
+            .into_result(self.roles)
+    }
+}
+
+/// Checks every role in `roles/`, as [`check`] does.
+pub fn check_all(project: &Project) -> Report {
+    let names = role_names(project);
+    if names.is_empty() {
+        let d = Diagnostic::file(ROLES_DIR, "no role files found")
+            .help("add a role as `roles/NAME.toml`");
+        return Report {
+            roles: Vec::new(),
+            problems: vec![Problem {
+                role: None,
+                diagnostic: d,
+            }],
+        };
+    }
+    check(project, &names)
+}
+
+/// Loads the named roles and reports every problem found on the way: a
+/// role that fails does not stop the others from being checked.
+pub fn check(project: &Project, names: &[String]) -> Report {
+    check_from(&disk(project), &project.settings.bases, names)
 }
 
 /// Loads the named roles from role files held in memory, exactly as
@@ -84,14 +129,10 @@ pub fn load_in_memory(
     roles: &MemoryRoles,
     names: &[String],
 ) -> Result<Vec<Role>, Diagnostics> {
-    load_from(roles, &settings.bases, names)
+    check_from(roles, &settings.bases, names).into_result()
 }
 
-fn load_from(
-    store: &dyn Store,
-    bases: &BTreeMap<String, Base>,
-    names: &[String],
-) -> Result<Vec<Role>, Diagnostics> {
+fn check_from(store: &dyn Store, bases: &BTreeMap<String, Base>, names: &[String]) -> Report {
     let mut loader = Loader {
         store,
         bases,
@@ -102,24 +143,42 @@ fn load_from(
         scans: HashMap::new(),
     };
     let mut roles = Vec::new();
+    let mut owners: Vec<(usize, &String)> = Vec::new();
     for name in names {
+        let before = loader.diags.0.len();
         if !loader.known.contains(name) {
             let d = loader.unknown_role(name);
             loader.diags.push(d);
-            continue;
-        }
-        if let Some(role) = loader.role(name) {
+        } else if let Some(role) = loader.role(name) {
             roles.push(role);
         }
+        owners.push((loader.diags.0.len() - before, name));
     }
+    let mut found = loader.diags.0.into_iter();
     let mut seen = BTreeSet::new();
-    let unique: Vec<Diagnostic> = loader
-        .diags
-        .0
-        .into_iter()
-        .filter(|d| seen.insert(d.to_string()))
-        .collect();
-    Diagnostics(unique).into_result(roles)
+    let mut problems = Vec::new();
+    for (count, name) in owners {
+        for d in found.by_ref().take(count) {
+            if seen.insert(d.to_string()) {
+                problems.push(Problem {
+                    role: Some(name.clone()),
+                    diagnostic: d,
+                });
+            }
+        }
+    }
+    Report { roles, problems }
+}
+
+/// How much of a role's `extends` chain could be laid out, worst last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Chain {
+    /// Every ancestor is there.
+    Whole,
+    /// Some ancestors are missing or unreadable, or form a cycle.
+    Gaps,
+    /// The chain goes past [`MAX_EXTENDS_DEPTH`].
+    TooDeep,
 }
 
 /// A chain of role names for a message, shortened in the middle when long.
@@ -205,17 +264,24 @@ impl Loader<'_> {
                 return unusable_role_file(&rel, why);
             }
         }
-        let d = Diagnostic::file(rel, format!("unknown role `{name}`"));
-        match did_you_mean(name, self.known.iter().map(String::as_str)) {
-            Some(s) => d.help(format!("did you mean `{s}`?")),
-            None => d.help(format!(
+        // The role has no file, so the report points at the directory the
+        // roles are in rather than at a file that does not exist.
+        let d = Diagnostic::file(
+            format!("{ROLES_DIR}/"),
+            format!("unknown role `{name}`: there is no `{rel}`"),
+        );
+        let roles = if self.known.is_empty() {
+            "there are no roles yet".to_string()
+        } else {
+            format!(
                 "the roles are: {}",
-                if self.known.is_empty() {
-                    "(none)".to_string()
-                } else {
-                    self.known.iter().cloned().collect::<Vec<_>>().join(", ")
-                }
-            )),
+                self.known.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        };
+        match did_you_mean(name, self.known.iter().map(String::as_str)) {
+            Some(s) => d.help(format!("did you mean `{s}`? {roles}")),
+            None if is_name(name) => d.help(format!("{roles}; create `{rel}` to add `{name}`")),
+            None => d.help(roles),
         }
     }
 
@@ -242,7 +308,7 @@ impl Loader<'_> {
                 return None;
             }
         };
-        let (raw, diags): (RawRole, _) = tomlfile::parse(&rel, &text);
+        let (raw, diags): (RawRole, _) = tomlfile::parse_salvaging(&rel, &text);
         let failed = !diags.is_empty();
         for d in diags {
             self.diags.push(d);
@@ -283,37 +349,37 @@ impl Loader<'_> {
         stack: &mut Vec<String>,
         out: &mut Vec<String>,
         seen: &mut BTreeSet<String>,
-    ) -> bool {
+    ) -> Chain {
         if seen.contains(name) {
-            return true;
+            return Chain::Whole;
         }
         let Some(layer) = self.layer(name) else {
-            return false;
+            return Chain::Gaps;
         };
         let file = layer.file;
         let parents: Vec<Spanned<String>> = layer.raw.extends.clone().unwrap_or_default();
         stack.push(name.to_string());
-        let mut ok = true;
+        let mut chain = Chain::Whole;
         for parent in parents {
             let at = Self::at(file, parent);
             if let Some(d) = self.bad_parent(&at, stack) {
                 self.diags.push(d);
-                ok = false;
+                chain = chain.max(Chain::Gaps);
                 continue;
             }
             if stack.len() >= MAX_EXTENDS_DEPTH {
                 // Every other parent is as deep: one report is enough.
                 let d = self.too_deep(&at, stack);
                 self.diags.push(d);
-                ok = false;
+                chain = Chain::TooDeep;
                 break;
             }
-            ok &= self.linearize(&at.v, stack, out, seen);
+            chain = chain.max(self.linearize(&at.v, stack, out, seen));
         }
         stack.pop();
         seen.insert(name.to_string());
         out.push(name.to_string());
-        ok
+        chain
     }
 
     /// Why `at`, in the `extends` of the role on top of `stack`, cannot be
@@ -366,10 +432,19 @@ impl Loader<'_> {
 
     fn role(&mut self, name: &str) -> Option<Role> {
         let mut chain = Vec::new();
-        if !self.linearize(name, &mut Vec::new(), &mut chain, &mut BTreeSet::new()) {
+        let linear = self.linearize(name, &mut Vec::new(), &mut chain, &mut BTreeSet::new());
+        // A parent that is missing, unreadable or part of a cycle leaves a
+        // gap: the layers that are there are still merged and checked, so
+        // that one run also reports the role's own mistakes (its missing
+        // files), and the role is not produced. A chain past the depth
+        // limit is not merged at all: a hostile one holds thousands.
+        if linear == Chain::TooDeep || !chain.iter().any(|n| n == name) {
             return None;
         }
-        let mut m = Merged::default();
+        let mut m = Merged {
+            broken: linear == Chain::Gaps,
+            ..Merged::default()
+        };
         for layer_name in &chain {
             let layer = self.layers.remove(layer_name).flatten()?;
             m.broken |= layer.broken;

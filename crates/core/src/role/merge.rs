@@ -36,11 +36,13 @@ pub(super) struct Merged {
     pub(super) health: Option<Health>,
 }
 
-/// A `[[boot.templates]]` entry once checked: its file, and which of its
-/// printed values may hold control characters.
+/// A `[[boot.templates]]` entry once checked: its file, which of its
+/// printed values may hold control characters, and its text when it
+/// parses (for the check against the role's test parameters).
 pub(super) struct TemplateSpec {
     pub(super) file: FileSpec,
     pub(super) multiline: Multiline,
+    pub(super) text: Option<String>,
 }
 
 impl Loader<'_> {
@@ -249,6 +251,7 @@ impl Loader<'_> {
                     v: TemplateSpec {
                         file: spec,
                         multiline,
+                        text,
                     },
                     file: f,
                     span: at.span,

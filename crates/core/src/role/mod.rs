@@ -18,12 +18,14 @@ use crate::arch::Arch;
 // the files they reference, and the merged role as a whole; `archive`
 // reads the archives entries bake, entry by entry; `sandbox` knows
 // what the agent can write at boot; `changes` says, key by key, what
-// differs between two canonical forms (for `plan`).
+// differs between two canonical forms (for `plan`); `params` checks the
+// boot templates against the role's test parameters.
 mod archive;
 mod changes;
 mod entries;
 mod load;
 mod merge;
+mod params;
 mod raw;
 mod sandbox;
 mod sources;
@@ -36,7 +38,7 @@ mod archive_tests;
 mod tests;
 
 pub use changes::changes;
-pub use load::{load, load_all, load_in_memory, role_names};
+pub use load::{check, check_all, load, load_all, load_in_memory, role_names, Problem, Report};
 pub use raw::schema;
 pub use store::MemoryRoles;
 

@@ -213,3 +213,46 @@ fn a_name_longer_than_linux_allows_is_refused_in_every_path() {
         ]
     );
 }
+
+#[test]
+fn templates_are_checked_against_the_roles_test_parameters() {
+    let app = template("/etc/app/app.env", "0600");
+    let tpl = |body| {
+        [
+            ("templates/app/app.env.hbs", body),
+            ("params/app.toml", &b"[a]\nb = \"x\"\n"[..]),
+        ]
+    };
+    assert_eq!(
+        problems(&app, &tpl(b"A={{params.a.b}}\n")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems(&app, &tpl(b"A={{params.a.c}}\n")),
+        ["`params.a.c` is not in `roles/params/app.toml` | did you mean `params.a.b`?"]
+    );
+    // A file of the wrong role's parameters: the first few, then a count.
+    let many: String = (0..25).map(|i| format!("{{{{params.z{i}}}}}\n")).collect();
+    let found = problems(&app, &tpl(many.as_bytes()));
+    assert_eq!(found.len(), 21);
+    assert_eq!(
+        found[20],
+        "5 more `params` paths are not in `roles/params/app.toml` | check that `roles/params/app.toml` is the right file for this template"
+    );
+    assert_eq!(
+        problems(&app, &[("templates/app/app.env.hbs", b"A={{params.a}}\n"), ("params/app.toml", b"a = \"x\n")]),
+        ["TOML syntax error: invalid basic string, expected `\"` | fix the syntax at this point; the TOML format is described at https://toml.io"]
+    );
+}
+
+#[test]
+fn an_unknown_parent_leaves_the_roles_own_files_checked() {
+    let app = "extends = [\"bsae\"]\n\n[[files]]\nsource = \"files/app/nope.conf\"\ndest = \"/etc/app/app.conf\"\n";
+    assert_eq!(
+        problems(app, &[]),
+        [
+            "unknown parent role `bsae` | did you mean `base`?",
+            "source file `roles/files/app/nope.conf` does not exist | create `roles/files/app/nope.conf`, or fix the path (it is relative to `roles/`)",
+        ]
+    );
+}

@@ -30,6 +30,9 @@ impl Loader<'_> {
         let volume_size_gb = self.volume_size(&m);
         self.check_dests(&m);
         self.check_start(&m);
+        if !is_abstract {
+            self.check_params(name, &m);
+        }
         if self.diags.0.len() > before || m.broken {
             return None;
         }
