@@ -198,16 +198,6 @@ fn the_readme_walk_through_the_aws_sandbox_works_on_a_fresh_checkout() {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             status: out.status.code().unwrap_or(-1),
         };
-        // TODO(integrator): `imagectl doctor` lands on another branch; once
-        // it is merged, remove this skip so that the walk runs it too.
-        if command == "imagectl doctor"
-            && step.status == 2
-            && step
-                .stderr
-                .starts_with("error: unrecognized subcommand 'doctor'")
-        {
-            continue;
-        }
         assert_eq!(
             step.status, 0,
             "`{line}` failed:\n{}\n{}",
@@ -265,6 +255,12 @@ unset AWS_PROFILE AWS_SESSION_TOKEN
             .unwrap_or_else(|| panic!("`{command}` (#{nth}) did not run"))
             .1
     };
+    // doctor finds everything the walk needs, and says so check by check.
+    let doctor = &out("imagectl doctor", 0).stdout;
+    assert!(doctor.lines().count() >= 10, "{doctor}");
+    for line in doctor.lines() {
+        assert!(line.starts_with("ok"), "not ok: {line}\n{doctor}");
+    }
     assert_eq!(
         out("imagectl bases update", 0).stdout,
         "no changes: every base image is the newest match\n"
@@ -316,13 +312,25 @@ unset AWS_PROFILE AWS_SESSION_TOKEN
     for ami in [&v1, &v1_copy, &v2, &v2_copy] {
         assert!(images.contains(ami.as_str()), "{ami} not in {images}");
     }
-    let line = |ami: &str| images.lines().find(|l| l.contains(ami)).unwrap();
+    // One block per image: a head line, its other AMIs and its references
+    // indented below it.
+    let mut blocks: Vec<String> = Vec::new();
+    for l in images.lines().skip(1) {
+        match blocks.last_mut() {
+            Some(b) if l.starts_with(' ') => b.push_str(&format!("{l}\n")),
+            _ => blocks.push(format!("{l}\n")),
+        }
+    }
+    let block = |ami: &str| blocks.iter().find(|b| b.contains(ami)).unwrap().clone();
+    assert_eq!(blocks.len(), 2, "{images}");
+    assert_eq!(block(&v1), block(&v1_copy));
     assert!(
-        line(&v1).contains("channel /imagectl/worker/prod (current)"),
+        block(&v1).contains("channel /imagectl/worker/prod (current)")
+            && block(&v1).contains("launch template learn-worker-prod v4 (default, latest)"),
         "{images}"
     );
     assert!(
-        line(&v2).contains("channel /imagectl/worker/dev (current)"),
+        block(&v2).contains("channel /imagectl/worker/dev (current)"),
         "{images}"
     );
 
