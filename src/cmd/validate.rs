@@ -80,18 +80,24 @@ fn diagnostic_json(role: Option<&str>, d: &Diagnostic) -> Value {
 fn print_text(report: &Report) {
     for r in &report.roles {
         let kind = if r.is_abstract { "abstract" } else { "role" };
-        println!(
-            "ok  {:<12} {kind:<8} {} packages, {} files, {} templates, {} checks{}",
-            r.name,
-            r.packages.len(),
-            r.files.len(),
-            r.boot.templates.len(),
-            r.checks.len(),
-            match r.archives.len() {
-                0 => String::new(),
-                1 => ", 1 archive".to_string(),
-                n => format!(", {n} archives"),
-            }
-        );
+        let mut counts = vec![
+            count(r.packages.len(), "package"),
+            count(r.files.len(), "file"),
+            count(r.boot.templates.len(), "template"),
+            count(r.checks.len(), "check"),
+        ];
+        if !r.archives.is_empty() {
+            counts.push(count(r.archives.len(), "archive"));
+        }
+        println!("ok  {:<12} {kind:<8} {}", r.name, counts.join(", "));
+    }
+}
+
+/// `1 file`, `2 files`, `0 files`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
