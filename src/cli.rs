@@ -87,6 +87,27 @@ pub enum Command {
     Man,
 }
 
+impl Command {
+    /// Whether the command writes files or changes AWS when it succeeds: its
+    /// refusals of bad input then say that nothing was written.
+    pub fn writes(&self) -> bool {
+        matches!(
+            self,
+            Command::Render(_)
+                | Command::Stage(_)
+                | Command::Preview(_)
+                | Command::Bases(_)
+                | Command::Build(_)
+                | Command::Test(_)
+                | Command::Publish(_)
+                | Command::Promote(_)
+                | Command::Rollback(_)
+                | Command::Prune(_)
+                | Command::Sweep(_)
+        )
+    }
+}
+
 /// `imagectl iam-policy`.
 #[derive(Debug, clap::Args)]
 pub struct IamPolicyArgs {

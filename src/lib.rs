@@ -96,9 +96,13 @@ impl Error {
     }
 
     /// The full message for stderr, each line starting with `error:` where
-    /// it does not already.
-    pub fn report(&self) -> String {
+    /// it does not already; `writes` is whether the command would have
+    /// written anything (see `Command::writes`).
+    pub fn report(&self, writes: bool) -> String {
         match self {
+            // The refusal comes before anything is written: a command that
+            // writes says so, one that never writes has nothing to say.
+            Error::Invalid(d) if writes => format!("{d}; nothing was written"),
             Error::Invalid(d) => d.to_string(),
             Error::Failed(e) => format!("error: {}", imagectl_image::error_chain(&**e)),
             Error::Exit(_) => String::new(),

@@ -38,7 +38,7 @@ fn main() {
         .without_time()
         .init();
     if let Err(e) = imagectl::cmd::run(&args) {
-        let report = e.report();
+        let report = e.report(args.command.writes());
         if !report.is_empty() {
             eprintln!("{report}");
         }

@@ -65,7 +65,7 @@ fn an_unknown_role_is_named_with_a_suggestion() {
     assert_eq!(r.status, 2);
     assert_eq!(
         r.stderr,
-        "error: unknown role `ap`: there is no `roles/ap.toml`\n  --> roles/\n   = help: did you mean `app`? the roles are: app, base\n\nerror: 1 problem found; nothing was written\n"
+        "error: unknown role `ap`: there is no `roles/ap.toml`\n  --> roles/\n   = help: did you mean `app`? the roles are: app, base\n\nerror: 1 problem found\n"
     );
 }
 

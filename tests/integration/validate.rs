@@ -38,7 +38,7 @@ error: TOML syntax error: invalid basic string, expected `\"`
   |                 ^
   = help: fix the syntax at this point; the TOML format is described at https://toml.io
 
-error: 2 problems found; nothing was written
+error: 2 problems found
 "
         )
     );
@@ -62,7 +62,7 @@ fn a_syntax_error_does_not_hide_a_missing_file_in_the_same_role_file() {
   = help: fix the syntax at this point; the TOML format is described at https://toml.io
 
 {MISSING_FILE}
-error: 2 problems found; nothing was written
+error: 2 problems found
 "
         )
     );
@@ -86,7 +86,7 @@ fn an_unknown_parent_does_not_hide_the_childs_own_missing_file() {
   = help: did you mean `base`?
 
 {MISSING_FILE}
-error: 2 problems found; nothing was written
+error: 2 problems found
 "
         )
     );
@@ -118,7 +118,7 @@ fn a_misspelt_parameter_in_a_template_is_caught_with_a_suggestion() {
   |                   ^^^^^^^^^^^^^^^^^^^
   = help: did you mean `params.report.email`?
 
-error: 1 problem found; nothing was written
+error: 1 problem found
 "
     );
 }
@@ -144,7 +144,7 @@ error: `params.zzz` is not in `roles/params/app.toml`
   |     ^^^^^^^^^^
   = help: add it to `roles/params/app.toml` (and to the role's parameters in SSM), or fix the path: `params` has `db`, `report`
 
-error: 2 problems found; nothing was written
+error: 2 problems found
 "
     );
 }
@@ -182,8 +182,7 @@ fn json_on_failure_lists_every_diagnostic_on_stdout() {
     assert_eq!(r.status, 2);
     // The human report still goes to stderr.
     assert!(
-        r.stderr
-            .ends_with("error: 2 problems found; nothing was written\n"),
+        r.stderr.ends_with("error: 2 problems found\n"),
         "{}",
         r.stderr
     );
@@ -271,7 +270,7 @@ error: unknown role `ap`: there is no `roles/ap.toml`
   --> roles/
    = help: did you mean `app`? the roles are: app, base
 
-error: 2 problems found; nothing was written
+error: 2 problems found
 "
     );
 }

@@ -248,7 +248,7 @@ impl fmt::Display for Diagnostics {
         }
         write!(
             f,
-            "error: {n} problem{} found; nothing was written",
+            "error: {n} problem{} found",
             if n == 1 { "" } else { "s" }
         )
     }
@@ -353,7 +353,7 @@ mod tests {
         let r = Diagnostics(vec![one; 60]).to_string();
         assert_eq!(r.matches("error: bad").count(), MAX_SHOWN);
         assert!(r.contains("error: 10 more problems not shown"));
-        assert!(r.ends_with("error: 60 problems found; nothing was written"));
+        assert!(r.ends_with("error: 60 problems found"));
     }
 
     #[test]

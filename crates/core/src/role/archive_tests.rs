@@ -327,7 +327,7 @@ fn the_report_points_at_the_source_of_the_archive() {
   |          ^^^^^^^^^^^^^^^^^^
   = help: remove it from the archive: a release holds files, directories and links, and a device node would give its owner raw access to the instance's hardware
 
-error: 1 problem found; nothing was written"
+error: 1 problem found"
     );
 }
 

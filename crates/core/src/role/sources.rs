@@ -386,7 +386,7 @@ mod tests {
         let err = load_app("multiline = \"tls.cert\"\n", TEMPLATE).unwrap_err();
         assert_eq!(
             err,
-            "error: wrong type: expected `true` or a list of parameter paths like `[\"tls.cert\"]`, found string \"tls.cert\"\n --> roles/app.toml:7:13\n  |\n7 | multiline = \"tls.cert\"\n  |             ^^^^^^^^^^\n  = help: change the value to the expected type\n\nerror: 1 problem found; nothing was written"
+            "error: wrong type: expected `true` or a list of parameter paths like `[\"tls.cert\"]`, found string \"tls.cert\"\n --> roles/app.toml:7:13\n  |\n7 | multiline = \"tls.cert\"\n  |             ^^^^^^^^^^\n  = help: change the value to the expected type\n\nerror: 1 problem found"
         );
         let err = load_app("multiline = [1]\n", TEMPLATE).unwrap_err();
         assert!(err.contains("--> roles/app.toml:7:"), "{err}");
@@ -426,7 +426,7 @@ error: template `roles/templates/app/tls.hbs` never prints `params.tls.certs`
   |                                              ^^^^^^^^^^^
   = help: list the parameters whose values may span lines as the template names them below `params`, like `multiline = [\"tls.cert\"]` for `{{params.tls.cert}}`; `multiline = true` allows every value it prints
 
-error: 3 problems found; nothing was written"
+error: 3 problems found"
         );
     }
 
@@ -464,7 +464,7 @@ error: 3 problems found; nothing was written"
   |   ^^^
   = help: write `{{...}}`: it prints the same, since nothing is HTML-escaped
 
-error: 1 problem found; nothing was written"
+error: 1 problem found"
         );
     }
 }
