@@ -46,18 +46,7 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
         agent,
     };
     let rt = aws_runtime()?;
-    let verdict = if args.no_preflight {
-        Ok(())
-    } else {
-        rt.block_on(preflight(&project, &targets, args))?
-    };
-    // A dry run says what it would do, then what is missing.
-    let verdict = if args.dry_run {
-        verdict
-    } else {
-        verdict?;
-        Ok(())
-    };
+    let verdict = gate(&rt, &project, &targets, args)?;
     let display = Arc::new(Display::new(config.quiet));
     let result = rt.block_on(async {
         let session = aws::Session::load(&project.settings.aws.region).await;
@@ -96,6 +85,26 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
     } else {
         Err(Error::Failed(anyhow::anyhow!("{}", failed.join("\n"))))
     }
+}
+
+/// Runs the preflight unless `--no-preflight`: a problem stops the build
+/// here, before Packer; a dry run goes on to say what it would do and
+/// returns the problems for the end.
+fn gate(
+    rt: &tokio::runtime::Runtime,
+    project: &Project,
+    targets: &[Target],
+    args: &BuildArgs,
+) -> Result<Result<(), preflight::Error>, Error> {
+    if args.no_preflight {
+        return Ok(Ok(()));
+    }
+    let verdict = rt.block_on(preflight(project, targets, args))?;
+    if args.dry_run {
+        return Ok(verdict);
+    }
+    verdict?;
+    Ok(Ok(()))
 }
 
 /// The preflight of a build, before Packer starts: what a bake needs when
