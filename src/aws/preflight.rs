@@ -63,8 +63,11 @@ impl Session {
     /// The identity the credentials resolve to (STS `GetCallerIdentity`,
     /// which needs no permission).
     pub async fn identity(&self, region: &str) -> Result<Identity, IdentityError> {
+        let watch = self.watch("sts", region);
         let conf = aws_sdk_sts::config::Builder::from(self.sdk_config())
             .region(Region::new(region.to_string()))
+            .sleep_impl(watch.sleep())
+            .interceptor(watch)
             .build();
         let out = aws_sdk_sts::Client::from_conf(conf)
             .get_caller_identity()
@@ -96,8 +99,11 @@ impl Session {
         region: &str,
         name: &str,
     ) -> Result<Option<Vec<String>>, Error> {
+        let watch = self.watch("iam", region);
         let conf = aws_sdk_iam::config::Builder::from(self.sdk_config())
             .region(Region::new(region.to_string()))
+            .sleep_impl(watch.sleep())
+            .interceptor(watch)
             .build();
         let out = aws_sdk_iam::Client::from_conf(conf)
             .get_instance_profile()
@@ -128,8 +134,11 @@ impl Session {
     /// The KMS key `key` (ID, ARN or alias) stands for in `region`, or
     /// `None` when it does not exist there.
     pub async fn kms_key(&self, region: &str, key: &str) -> Result<Option<Key>, Error> {
+        let watch = self.watch("kms", region);
         let conf = aws_sdk_kms::config::Builder::from(self.sdk_config())
             .region(Region::new(region.to_string()))
+            .sleep_impl(watch.sleep())
+            .interceptor(watch)
             .build();
         let out = aws_sdk_kms::Client::from_conf(conf)
             .describe_key()

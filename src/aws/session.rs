@@ -89,7 +89,7 @@ impl Session {
 
     /// What watches the calls of one client: retries reported, connection
     /// failures retried briefly and named with their endpoint.
-    fn watch(&self, service: &'static str, region: &str) -> Watch {
+    pub(super) fn watch(&self, service: &'static str, region: &str) -> Watch {
         Watch::new(
             region,
             Arc::new(self.endpoint(service, region)),

@@ -125,6 +125,10 @@ pub fn promote(config: &Config, args: &PromoteArgs) -> Result<(), Error> {
     let (project, rt) = session(config)?;
     publish::check_channel(&project, &args.from)?;
     publish::check_channel(&project, &args.to)?;
+    // A usage mistake is said before any AWS call, the preflight's included.
+    if args.from == args.to {
+        return Err(publish::Error::SameChannel(args.to.clone()).into());
+    }
     if !args.no_preflight {
         preflight(&rt, &project, &args.role, &args.to)?;
     }

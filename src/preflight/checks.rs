@@ -27,7 +27,7 @@ pub(super) fn identity_problem(home: &str, e: &aws::IdentityError) -> Check {
         return Check::new("endpoint", Some(home), endpoint()).problem(
             Status::Missing,
             Some(e.error.message.clone()),
-            "check the network, the proxy and AWS_ENDPOINT_URL",
+            "nothing else is checked until it answers",
         );
     }
     Check::new("credentials", None, "credentials").problem(

@@ -73,18 +73,31 @@ fn the_documented_preview_renders_every_role_of_this_repository() {
 #[test]
 fn a_parameter_missing_from_the_file_fails_the_preview_naming_it() {
     agent_bin();
+    let short = "[logs]\nhost = \"127.0.0.1\"\nport = \"10514\"\n";
+    // Another parameter file (`--params`): the agent refuses to render, as
+    // it would refuse at boot, naming the parameter.
     let r = Test::repo()
-        .write(
-            "roles/params/worker.toml",
-            "[logs]\nhost = \"127.0.0.1\"\nport = \"10514\"\n",
-        )
-        .args(&["preview", "worker", "--out", "pv"])
+        .write("short.toml", short)
+        .args(&["preview", "worker", "--params", "short.toml", "--out", "pv"])
         .run();
     assert_eq!(r.status, 2, "{}", r.stderr);
     assert!(r.stderr.contains("db"), "{}", r.stderr);
     assert!(
         r.stderr
-            .contains("the agent could not render the templates"),
+            .contains("the agent could not render the templates (see its error above); fix the template or `short.toml`"),
+        "{}",
+        r.stderr
+    );
+    // The role's own parameter file: the role does not even load, as with
+    // `validate`.
+    let r = Test::repo()
+        .write("roles/params/worker.toml", short)
+        .args(&["preview", "worker", "--out", "pv"])
+        .run();
+    assert_eq!(r.status, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("error: `params.db.url` is not in `roles/params/worker.toml`"),
         "{}",
         r.stderr
     );
