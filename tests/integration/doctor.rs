@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::aws::project;
 use crate::moto::Moto;
-use crate::support::Test;
+use crate::support::{marking_packer, Test};
 
 /// Every check on the fixture, as `doctor` prints it.
 const ALL_OK: [&str; 17] = [
@@ -243,32 +243,11 @@ fn an_unreachable_endpoint_is_one_missing_line() {
     );
 }
 
-/// A `packer` that only leaves a mark that it ran, first on PATH.
-fn marking_packer(t: &Test) -> (String, std::path::PathBuf) {
-    let bin = t.path("fake-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let mark = t.path("packer-ran");
-    let script = bin.join("packer");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\ntouch '{}'\nexit 1\n", mark.display()),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    (path, mark)
-}
-
 #[test]
 fn a_build_whose_publication_would_fail_stops_before_packer_unless_told_not_to_check() {
     let moto = Moto::start();
     let t = project(&moto);
-    let (path, mark) = marking_packer(&t);
+    let (path, mark) = marking_packer(&t.path("fake"));
     let mut t = t.envs([("PATH", path)]);
     delete_launch_template(&moto, "eu-west-1");
 

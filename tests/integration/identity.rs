@@ -9,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::moto::Moto;
-use crate::support::{agent_bin, agent_built_with, foreign_agent, repo_root, target_dir, Test};
+use crate::support::{
+    agent_bin, agent_built_with, foreign_agent, marking_packer, repo_root, target_dir, Test,
+};
 
 /// The identity an agent binary says it carries (`imagectl-agent --version`).
 fn identity_of(agent: &Path) -> String {
@@ -34,28 +36,6 @@ fn identity_in_hash(t: &mut Test) -> String {
         .find(|i| i["kind"] == "agent")
         .unwrap();
     agent["sha256"].as_str().unwrap().to_string()
-}
-
-/// A `packer` first on PATH that leaves a mark when it runs.
-fn marking_packer(dir: &Path) -> (String, std::path::PathBuf) {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let mark = dir.join("packer-ran");
-    let script = bin.join("packer");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\ntouch '{}'\nexit 1\n", mark.display()),
-    )
-    .unwrap();
-    let mut perms = std::fs::metadata(&script).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&script, perms).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    (path, mark)
 }
 
 #[test]

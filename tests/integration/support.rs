@@ -308,3 +308,26 @@ impl Test {
         s.trim_end().to_string()
     }
 }
+
+/// A `packer` first on PATH (in `dir/bin`) that leaves a mark
+/// (`dir/packer-ran`) when it runs: the PATH to use, and the mark.
+pub fn marking_packer(dir: &Path) -> (String, std::path::PathBuf) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mark = dir.join("packer-ran");
+    let script = bin.join("packer");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ntouch '{}'\nexit 1\n", mark.display()),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    (path, mark)
+}
