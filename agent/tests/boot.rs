@@ -47,6 +47,7 @@ fn worker_boot(start: &[&str]) -> Boot {
             ),
         ],
         health: health_command("true", 5),
+        ..Default::default()
     }
 }
 
@@ -523,6 +524,7 @@ fn forward_image() -> Image {
                 ),
             ],
             health: None,
+            ..Default::default()
         },
         &[
             (source, text.as_str()),

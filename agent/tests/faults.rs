@@ -44,6 +44,7 @@ fn fault_image() -> Image {
                 ),
             ],
             health: health_command("true", 5),
+            ..Default::default()
         },
         &[
             ("templates/app.env.hbs", APP_ENV),

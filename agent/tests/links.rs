@@ -60,6 +60,7 @@ fn a_link_the_application_user_planted_refuses_the_write_and_writes_nothing() {
                 ),
             ],
             health: None,
+            ..Default::default()
         },
         &[("db.yml.hbs", "password: {{params.db.password}}\n")],
     );
@@ -145,6 +146,7 @@ fn with_root_the_images_absolute_links_resolve_inside_the_root() {
             start: vec![],
             templates: vec![template("app.conf.hbs", &dest, "0600", "root")],
             health: None,
+            ..Default::default()
         },
         &[("app.conf.hbs", "password: {{params.db.password}}\n")],
     );

@@ -23,6 +23,63 @@ pub struct Boot {
     /// How the agent decides that the instance is healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
+    /// The Auto Scaling group's launch lifecycle hook the agent completes
+    /// once the boot is over. Left out when unset, as is every new key with
+    /// its default, so that the configuration (and the canonical form and
+    /// content hash) of a role without it is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_hook: Option<String>,
+    /// What the agent tells Auto Scaling after a failed boot.
+    #[serde(default, skip_serializing_if = "OnFailure::is_replace")]
+    pub on_failure: OnFailure,
+}
+
+/// What the agent tells EC2 Auto Scaling when the boot fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Mark the instance unhealthy (and abandon its lifecycle hook), so
+    /// that the group replaces it.
+    #[default]
+    Replace,
+    /// Tell Auto Scaling nothing: the instance stays, for debugging.
+    Stay,
+}
+
+impl OnFailure {
+    /// Every value, as a role writes it.
+    pub const NAMES: [&'static str; 2] = ["replace", "stay"];
+
+    /// The value of `name`, as a role writes it.
+    pub fn parse(name: &str) -> Option<OnFailure> {
+        match name {
+            "replace" => Some(OnFailure::Replace),
+            "stay" => Some(OnFailure::Stay),
+            _ => None,
+        }
+    }
+
+    /// The value as a role writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Replace => "replace",
+            OnFailure::Stay => "stay",
+        }
+    }
+
+    /// The default (left out of the serialized configuration).
+    pub fn is_replace(&self) -> bool {
+        *self == OnFailure::Replace
+    }
+}
+
+/// Whether `name` is a lifecycle hook name as Auto Scaling takes it: 1 to
+/// 255 characters, each a letter, a digit, `-`, `_` or `/`.
+pub fn is_lifecycle_hook_name(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'/')
 }
 
 /// One handlebars template rendered at boot.
@@ -208,6 +265,48 @@ mod tests {
             ImageConfig::load(&p),
             Err(ConfigError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn auto_scaling_keys_are_left_out_at_their_defaults() {
+        let mut b = Boot {
+            parameters: Some("/learn/{{env}}/worker".into()),
+            ..Boot::default()
+        };
+        let before = r#"{"parameters":"/learn/{{env}}/worker"}"#;
+        assert_eq!(serde_json::to_string(&b).unwrap(), before);
+        assert_eq!(serde_json::from_str::<Boot>(before).unwrap(), b);
+        b.lifecycle_hook = Some("launch".into());
+        b.on_failure = OnFailure::Stay;
+        let json = serde_json::to_string(&b).unwrap();
+        assert_eq!(
+            json,
+            r#"{"parameters":"/learn/{{env}}/worker","lifecycle_hook":"launch","on_failure":"stay"}"#
+        );
+        assert_eq!(serde_json::from_str::<Boot>(&json).unwrap(), b);
+        let err = serde_json::from_str::<Boot>(r#"{"on_failure":"retry"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown variant `retry`"), "{err}");
+    }
+
+    #[test]
+    fn lifecycle_hook_names_are_what_auto_scaling_takes() {
+        for ok in ["launch", "a", "app/launch-hook_2", &"x".repeat(255)] {
+            assert!(is_lifecycle_hook_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "with space",
+            "a.b",
+            "hook:1",
+            "caf\u{e9}",
+            &"x".repeat(256),
+        ] {
+            assert!(!is_lifecycle_hook_name(bad), "{bad}");
+        }
+        for name in OnFailure::NAMES {
+            assert_eq!(OnFailure::parse(name).unwrap().as_str(), name);
+        }
+        assert_eq!(OnFailure::parse("Replace"), None);
     }
 
     #[test]

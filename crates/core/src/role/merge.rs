@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use imagectl_image::config::Health;
+use imagectl_image::config::{is_lifecycle_hook_name, Health, OnFailure};
 use imagectl_image::template::Multiline;
 
 use super::entries::is_unit_name;
@@ -13,6 +13,7 @@ use super::raw::{RawBoot, RawPackages, RawRole, RawTest};
 use super::sources::Kind;
 use super::{Archive, Check, FileSpec, Package, Service, User};
 use crate::arch::Arch;
+use crate::diag::did_you_mean;
 
 /// A role while its layers are merged, every item still knowing where it came from.
 #[derive(Default)]
@@ -34,6 +35,8 @@ pub(super) struct Merged {
     pub(super) start: Vec<At<String>>,
     pub(super) templates: Vec<At<TemplateSpec>>,
     pub(super) health: Option<Health>,
+    pub(super) lifecycle_hook: Option<At<String>>,
+    pub(super) on_failure: Option<At<OnFailure>>,
 }
 
 /// A `[[boot.templates]]` entry once checked: its file, which of its
@@ -264,5 +267,58 @@ impl Loader<'_> {
                 m.health = Some(health);
             }
         }
+        // Scalars, like `parameters`: a later role's value replaces its
+        // parent's.
+        if let Some(h) = &b.lifecycle_hook {
+            let at = Self::at(f, h.clone());
+            if self.check_lifecycle_hook(&at) {
+                m.lifecycle_hook = Some(at);
+            }
+        }
+        if let Some(o) = &b.on_failure {
+            let at = Self::at(f, o.clone());
+            if let Some(v) = self.on_failure(&at) {
+                m.on_failure = Some(At {
+                    v,
+                    file: f,
+                    span: at.span,
+                });
+            }
+        }
+    }
+
+    /// `[boot] lifecycle_hook`: a name Auto Scaling would take, or every
+    /// boot's `CompleteLifecycleAction` would be refused.
+    fn check_lifecycle_hook(&mut self, at: &At<String>) -> bool {
+        if is_lifecycle_hook_name(&at.v) {
+            return true;
+        }
+        let what = if at.v.is_empty() {
+            "lifecycle hook name is empty".to_string()
+        } else if at.v.len() > 255 {
+            format!("lifecycle hook name is {} characters long", at.v.len())
+        } else {
+            format!("`{}` is not a lifecycle hook name", at.v)
+        };
+        let d = self.diag(at, what).help(
+            "write the name of the Auto Scaling group's launch lifecycle hook as the group has it: 1 to 255 letters, digits, `-`, `_` or `/`; or remove the key if the group has no hook",
+        );
+        self.diags.push(d);
+        false
+    }
+
+    /// `[boot] on_failure`: `replace` or `stay`.
+    fn on_failure(&mut self, at: &At<String>) -> Option<OnFailure> {
+        if let Some(v) = OnFailure::parse(&at.v) {
+            return Some(v);
+        }
+        let d = self
+            .diag(at, format!("`{}` is not an `on_failure` value", at.v))
+            .help(match did_you_mean(&at.v, OnFailure::NAMES) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "write `replace` (the default: a failed boot marks the instance unhealthy, so that Auto Scaling replaces it) or `stay` (Auto Scaling is told nothing and the instance stays, for debugging)".to_string(),
+            });
+        self.diags.push(d);
+        None
     }
 }

@@ -318,6 +318,31 @@ pub(super) struct RawBoot {
     /// What the agent waits for after starting the units.
     #[schemars(with = "Option<RawHealth>")]
     pub(super) health: Option<Spanned<RawHealth>>,
+    /// Name of the Auto Scaling group's launch lifecycle hook, 1 to 255 of `A-Za-z0-9-_/`: the agent completes it with CONTINUE after a healthy boot (ABANDON after a failed one, with `on_failure = "replace"`).
+    #[schemars(with = "Option<String>")]
+    pub(super) lifecycle_hook: Option<Spanned<String>>,
+    /// What the agent tells Auto Scaling after a failed boot: `replace` (default: the instance is marked unhealthy and replaced) or `stay` (nothing: the instance stays for debugging).
+    #[schemars(with = "Option<OnFailureSchema>")]
+    pub(super) on_failure: Option<Spanned<String>>,
+}
+
+/// The schema of `[boot] on_failure`; the value itself is read as a string
+/// and checked as the role merges, so that a typo is reported with its
+/// line and the closest value.
+pub(super) struct OnFailureSchema;
+
+impl JsonSchema for OnFailureSchema {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "OnFailure".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "enum": ["replace", "stay"],
+            "description": "`replace` (mark the instance unhealthy so that Auto Scaling replaces it) or `stay` (leave it in service for debugging)."
+        })
+    }
 }
 
 /// `[boot.health]`: exactly one of `http` and `command`.

@@ -256,3 +256,93 @@ fn an_unknown_parent_leaves_the_roles_own_files_checked() {
         ]
     );
 }
+
+/// Roles `app` extends `mid`, which extends the fixture's `base`; returns
+/// app's `[boot]` as it goes into the image.
+fn boot_of(mid_boot: &str, app_boot: &str) -> imagectl_image::config::Boot {
+    let mut roles = MemoryRoles::default();
+    roles.files.insert(
+        "base.toml".into(),
+        include_bytes!("../../../../tests/fixtures/project/roles/base.toml").to_vec(),
+    );
+    roles.files.insert(
+        "mid.toml".into(),
+        format!("abstract = true\nextends = [\"base\"]\n\n[boot]\n{mid_boot}").into_bytes(),
+    );
+    roles.files.insert(
+        "app.toml".into(),
+        format!("extends = [\"mid\"]\n\n[boot]\n{app_boot}").into_bytes(),
+    );
+    let roles =
+        load_in_memory(&settings(), &roles, &["app".to_string()]).unwrap_or_else(|d| panic!("{d}"));
+    roles[0].boot.clone()
+}
+
+#[test]
+fn auto_scaling_keys_default_inherit_and_are_replaced_like_other_boot_scalars() {
+    use imagectl_image::config::OnFailure;
+    let b = boot_of("", "");
+    assert_eq!((b.lifecycle_hook, b.on_failure), (None, OnFailure::Replace));
+    let b = boot_of("lifecycle_hook = \"launch\"\non_failure = \"stay\"\n", "");
+    assert_eq!(b.lifecycle_hook.as_deref(), Some("launch"));
+    assert_eq!(b.on_failure, OnFailure::Stay);
+    let b = boot_of(
+        "lifecycle_hook = \"launch\"\non_failure = \"stay\"\n",
+        "lifecycle_hook = \"web/launch-2\"\non_failure = \"replace\"\n",
+    );
+    assert_eq!(b.lifecycle_hook.as_deref(), Some("web/launch-2"));
+    assert_eq!(b.on_failure, OnFailure::Replace);
+}
+
+#[test]
+fn bad_auto_scaling_keys_are_reported_where_they_are_written() {
+    let role = |boot: &str| format!("extends = [\"base\"]\n\n[boot]\n{boot}");
+    assert_eq!(
+        report(&role("lifecycle_hook = \"launch hook\"\n"), &[]),
+        "error: `launch hook` is not a lifecycle hook name
+ --> roles/app.toml:4:18
+  |
+4 | lifecycle_hook = \"launch hook\"
+  |                  ^^^^^^^^^^^^^
+  = help: write the name of the Auto Scaling group's launch lifecycle hook as the group has it: 1 to 255 letters, digits, `-`, `_` or `/`; or remove the key if the group has no hook
+
+error: 1 problem found"
+    );
+    let help = "write the name of the Auto Scaling group's launch lifecycle hook as the group has it: 1 to 255 letters, digits, `-`, `_` or `/`; or remove the key if the group has no hook";
+    assert_eq!(
+        problems(&role("lifecycle_hook = \"\"\n"), &[]),
+        [format!("lifecycle hook name is empty | {help}")]
+    );
+    let long = "h".repeat(256);
+    assert_eq!(
+        problems(&role(&format!("lifecycle_hook = \"{long}\"\n")), &[]),
+        [format!(
+            "lifecycle hook name is 256 characters long | {help}"
+        )]
+    );
+    assert_eq!(
+        report(
+            &role(&format!("lifecycle_hook = \"{}\"\n", "h".repeat(255))),
+            &[]
+        ),
+        "ok"
+    );
+    assert_eq!(
+        report(&role("on_failure = \"stya\"\n"), &[]),
+        "error: `stya` is not an `on_failure` value
+ --> roles/app.toml:4:14
+  |
+4 | on_failure = \"stya\"
+  |              ^^^^^^
+  = help: did you mean `stay`?
+
+error: 1 problem found"
+    );
+    assert_eq!(
+        problems(&role("on_failure = \"terminate\"\n"), &[]),
+        ["`terminate` is not an `on_failure` value | write `replace` (the default: a failed boot marks the instance unhealthy, so that Auto Scaling replaces it) or `stay` (Auto Scaling is told nothing and the instance stays, for debugging)"]
+    );
+    // Not a string: serde's own message, at the value.
+    let r = report(&role("on_failure = true\n"), &[]);
+    assert!(r.contains("roles/app.toml:4:14"), "{r}");
+}

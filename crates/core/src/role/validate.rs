@@ -268,6 +268,8 @@ fn into_role(name: &str, is_abstract: bool, image: Image, m: Merged, sources: Ve
             start: m.start.into_iter().map(|s| s.v).collect(),
             templates,
             health: m.health,
+            lifecycle_hook: m.lifecycle_hook.map(|h| h.v),
+            on_failure: m.on_failure.map(|o| o.v).unwrap_or_default(),
         },
         test: TestSpec {
             sidecars: m.sidecars,
