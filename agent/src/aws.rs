@@ -1,7 +1,8 @@
 //! The agent's network calls: the instance identity and user data from
-//! IMDSv2, and the role's parameters from SSM Parameter Store. Both go
-//! through the AWS SDK, which retries with backoff; the caller bounds the
-//! whole with the boot deadline.
+//! IMDSv2, the role's parameters from SSM Parameter Store, and the AWS
+//! configuration every client is built from (Auto Scaling's calls are in
+//! `autoscaling`). All go through the AWS SDK, which retries with backoff;
+//! the caller bounds the whole with the boot deadline.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use imagectl_image::error_chain as chain;
 use aws_config::imds::client::error::{ImdsError, TokenError};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ssm::config::http::HttpResponse;
 use aws_sdk_ssm::config::interceptors::InterceptorContext;
 use aws_sdk_ssm::config::retry::{ClassifyRetry, RetryAction};
@@ -184,7 +185,10 @@ impl ClassifyRetry for ImdsRetry {
     }
 }
 
-async fn imds_get(client: &aws_config::imds::Client, path: &str) -> Result<String, AwsError> {
+pub(crate) async fn imds_get(
+    client: &aws_config::imds::Client,
+    path: &str,
+) -> Result<String, AwsError> {
     match client.get(path).await {
         Ok(s) => Ok(s.into()),
         Err(e @ ImdsError::FailedToLoadToken(_)) => {
@@ -236,11 +240,12 @@ pub async fn user_data(client: &aws_config::imds::Client) -> Result<UserData, Aw
     }
 }
 
-/// An SSM client for `region`: credentials from the standard chain (the
-/// instance profile on EC2), `AWS_ENDPOINT_URL` honoured, standard retries
-/// with exponential backoff.
-pub async fn ssm(region: &str) -> aws_sdk_ssm::Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
+/// The AWS configuration the agent's clients (SSM, Auto Scaling) are built
+/// from, loaded once per boot: credentials from the standard chain (the
+/// instance profile on EC2), the instance's region, `AWS_ENDPOINT_URL`
+/// honoured, standard retries with exponential backoff.
+pub async fn sdk_config(region: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
         .retry_config(
             RetryConfig::standard()
@@ -255,8 +260,27 @@ pub async fn ssm(region: &str) -> aws_sdk_ssm::Client {
                 .build(),
         )
         .load()
-        .await;
-    aws_sdk_ssm::Client::new(&config)
+        .await
+}
+
+/// An SSM client from the agent's configuration.
+pub fn ssm(config: &SdkConfig) -> aws_sdk_ssm::Client {
+    aws_sdk_ssm::Client::new(config)
+}
+
+/// An EC2 Auto Scaling client from the agent's configuration.
+pub fn autoscaling(config: &SdkConfig) -> aws_sdk_autoscaling::Client {
+    aws_sdk_autoscaling::Client::new(config)
+}
+
+/// What an AWS service answered, for an error: its code and message, or
+/// the transport error.
+pub fn reason<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &E) -> String {
+    match (e.code(), e.message()) {
+        (Some(code), Some(msg)) => format!("{code}: {msg}"),
+        (Some(code), None) => code.to_string(),
+        _ => chain(e),
+    }
 }
 
 /// Every parameter below `path`, recursively and decrypted, following
@@ -279,11 +303,7 @@ pub async fn parameters_by_path(
             .await
             .map_err(|e| AwsError::Ssm {
                 path: path.to_string(),
-                reason: match (e.code(), e.message()) {
-                    (Some(code), Some(msg)) => format!("{code}: {msg}"),
-                    (Some(code), None) => code.to_string(),
-                    _ => chain(&e),
-                },
+                reason: reason(&e),
             })?;
         for p in page.parameters() {
             if let (Some(name), Some(value)) = (p.name(), p.value()) {

@@ -1,6 +1,7 @@
 //! The boot flow, step by step: image configuration, identity and user
-//! data, parameters, rendering, writing, starting units, health; and the
-//! report of it at `/run/imagectl/boot.json`.
+//! data, parameters, rendering, writing, starting units, health, and on EC2
+//! telling Auto Scaling how it went; and the report of it at
+//! `/run/imagectl/boot.json`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -8,6 +9,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use aws_config::SdkConfig;
+
+use crate::autoscaling::{self, AutoScalingError, AutoScalingReport};
 use crate::aws::{self, AwsError, Identity};
 use crate::config::{ConfigError, ImageConfig, CONFIG_DIR, CONFIG_FILE, TEMPLATES_DIR};
 use crate::files::{self, Accounts, FileError, Planned, Root};
@@ -82,6 +86,10 @@ pub enum BootError {
     /// A unit did not start or health did not pass.
     #[error(transparent)]
     Units(#[from] UnitError),
+    /// After a healthy boot, Auto Scaling could not be told (the lifecycle
+    /// hook was not completed).
+    #[error(transparent)]
+    AutoScaling(#[from] AutoScalingError),
     /// The boot deadline passed during a step.
     #[error("the boot deadline ({secs}s) passed during step `{step}`")]
     Deadline {
@@ -102,7 +110,7 @@ pub enum BootError {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Step {
     /// Its name (`config`, `identity`, `parameters`, `render`, `write`,
-    /// `start`, `health`).
+    /// `start`, `health`, `autoscaling`).
     pub name: &'static str,
     /// `ok` or `failed`.
     pub status: &'static str,
@@ -141,6 +149,9 @@ pub struct Report {
     pub changed: Vec<String>,
     /// Units started.
     pub started: Vec<String>,
+    /// What the agent found and told EC2 Auto Scaling; `null` when that
+    /// step did not run (a local boot, or the identity is unknown).
+    pub autoscaling: Option<AutoScalingReport>,
     /// Milliseconds from start to end.
     pub total_ms: f64,
 }
@@ -161,14 +172,7 @@ impl Run {
         name: &'static str,
         f: impl FnOnce(&mut Self) -> Result<T, BootError>,
     ) -> Result<T, BootError> {
-        if let Some(root) = &self.report_root {
-            self.report.running_step = Some(name);
-            if let Err(e) = write_report(root, &self.report) {
-                log(&format!("cannot write the boot report: {e}"));
-            }
-            self.report.running_step = None;
-        }
-        let t = Instant::now();
+        let t = self.begin(name);
         let r = if Instant::now() >= self.deadline {
             Err(BootError::Deadline {
                 step: name,
@@ -177,19 +181,37 @@ impl Run {
         } else {
             f(self)
         };
+        self.end(name, t, r.is_ok());
+        if let Err(e) = &r {
+            self.report.failed_step = Some(name);
+            self.report.error = Some(e.to_string());
+        }
+        r
+    }
+
+    /// Says in the report that step `name` is under way; returns when it
+    /// began.
+    fn begin(&mut self, name: &'static str) -> Instant {
+        if let Some(root) = &self.report_root {
+            self.report.running_step = Some(name);
+            if let Err(e) = write_report(root, &self.report) {
+                log(&format!("cannot write the boot report: {e}"));
+            }
+            self.report.running_step = None;
+        }
+        Instant::now()
+    }
+
+    /// Records how step `name`, begun at `t`, went.
+    fn end(&mut self, name: &'static str, t: Instant, ok: bool) {
         let ms = t.elapsed().as_secs_f64() * 1000.0;
-        let status = if r.is_ok() { "ok" } else { "failed" };
+        let status = if ok { "ok" } else { "failed" };
         self.report.steps.push(Step {
             name,
             status,
             ms: (ms * 1000.0).round() / 1000.0,
         });
         log(&format!("step {name}: {status} ({ms:.1} ms)"));
-        if let Err(e) = &r {
-            self.report.failed_step = Some(name);
-            self.report.error = Some(e.to_string());
-        }
-        r
     }
 
     /// Runs a future to completion within what is left of the deadline.
@@ -228,6 +250,7 @@ pub fn run(opts: &Options) -> Result<Report, Box<(Report, BootError)>> {
             steps: Vec::new(),
             changed: Vec::new(),
             started: Vec::new(),
+            autoscaling: None,
             total_ms: 0.0,
         },
         report_root: opts.report.then(|| opts.root.clone()),
@@ -235,7 +258,13 @@ pub fn run(opts: &Options) -> Result<Report, Box<(Report, BootError)>> {
         deadline: began + opts.deadline,
         deadline_secs: opts.deadline.as_secs(),
     };
-    let result = flow(opts, &mut run);
+    let mut ec2 = None;
+    let result = flow(opts, &mut run, &mut ec2);
+    // On EC2, once the identity is known, whatever happened since.
+    let result = match ec2 {
+        Some(ec2) => autoscaling_step(&mut run, ec2, result),
+        None => result,
+    };
     run.report.total_ms = (run.began.elapsed().as_secs_f64() * 1e6).round() / 1000.0;
     run.report.status = if result.is_ok() { "ok" } else { "failed" };
     if opts.report {
@@ -274,7 +303,19 @@ pub fn load_config(root: &Root) -> Result<ImageConfig, BootError> {
     Ok(ImageConfig::parse(&shown, &text)?)
 }
 
-fn flow(opts: &Options, run: &mut Run) -> Result<(), BootError> {
+/// What a boot on EC2 keeps for its last step, `autoscaling`, from the
+/// moment the identity is known: the runtime, the IMDS client (and its
+/// token), the AWS configuration once loaded, and the role's settings.
+struct Ec2 {
+    rt: tokio::runtime::Runtime,
+    imds: aws_config::imds::Client,
+    identity: Option<Identity>,
+    sdk: Option<SdkConfig>,
+    lifecycle_hook: Option<String>,
+    on_failure: crate::config::OnFailure,
+}
+
+fn flow(opts: &Options, run: &mut Run, ec2: &mut Option<Ec2>) -> Result<(), BootError> {
     let config = run.step("config", |_| load_config(&opts.root))?;
     run.report.role = Some(config.role.clone());
     run.report.hash = Some(config.hash.clone());
@@ -282,7 +323,7 @@ fn flow(opts: &Options, run: &mut Run) -> Result<(), BootError> {
     // Identity, user data and parameters: over the network, or local.
     let (identity, env, params) = match &opts.source {
         Source::Local { params, env } => local_inputs(run, params, env)?,
-        Source::Aws => aws_inputs(run, &config)?,
+        Source::Aws => aws_inputs(run, &config, ec2)?,
     };
     let mut context = base_context(&config, &env, &identity);
     context["params"] = params;
@@ -324,17 +365,43 @@ fn local_inputs(
 }
 
 /// On EC2: the identity and user data from IMDSv2, the parameters below
-/// the role's path from SSM.
-fn aws_inputs(run: &mut Run, config: &ImageConfig) -> Result<(Identity, String, Value), BootError> {
+/// the role's path from SSM. Once the identity is known, `ec2` holds what
+/// the `autoscaling` step needs.
+fn aws_inputs(
+    run: &mut Run,
+    config: &ImageConfig,
+    ec2: &mut Option<Ec2>,
+) -> Result<(Identity, String, Value), BootError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(BootError::Runtime)?;
+    let imds = {
+        let _in_runtime = rt.enter();
+        aws::imds()
+    };
+    let session = ec2.insert(Ec2 {
+        rt,
+        imds,
+        identity: None,
+        sdk: None,
+        lifecycle_hook: config.boot.lifecycle_hook.clone(),
+        on_failure: config.boot.on_failure,
+    });
+    let Ec2 {
+        rt,
+        imds,
+        identity: known,
+        sdk,
+        ..
+    } = session;
     let (identity, user_data) = run.step("identity", |r| {
-        r.block_on(&rt, "identity", async {
-            let imds = aws::imds();
-            let identity = aws::identity(&imds).await?;
-            let user_data = aws::user_data(&imds).await?;
+        r.block_on(rt, "identity", async {
+            let identity = aws::identity(imds).await?;
+            // Known from here on, whatever fails next: Auto Scaling can
+            // be told about this instance.
+            *known = Some(identity.clone());
+            let user_data = aws::user_data(imds).await?;
             Ok((identity, user_data))
         })
     })?;
@@ -354,8 +421,11 @@ fn aws_inputs(run: &mut Run, config: &ImageConfig) -> Result<(Identity, String, 
             &base,
             &template::Multiline::Off,
         )?;
-        let pairs = r.block_on(&rt, "parameters", async {
-            let ssm = aws::ssm(&identity.region).await;
+        let pairs = r.block_on(rt, "parameters", async {
+            let config = aws::sdk_config(&identity.region).await;
+            let ssm = aws::ssm(&config);
+            // Loaded once: the Auto Scaling client is built from it too.
+            *sdk = Some(config);
             Ok(aws::parameters_by_path(&ssm, &path).await?)
         })?;
         r.report.parameters = pairs.len();
@@ -365,6 +435,67 @@ fn aws_inputs(run: &mut Run, config: &ImageConfig) -> Result<(Identity, String, 
         )?)
     })?;
     Ok((identity, env, tree))
+}
+
+/// The last step on EC2, after a healthy or a failed boot: tells Auto
+/// Scaling what the role says (`crate::autoscaling`). After a healthy
+/// boot it is bound by the deadline, and a lifecycle hook it could not
+/// complete fails the boot; after a failed boot it gets at least
+/// [`autoscaling::AFTER_FAILURE`] even when the deadline has passed, and
+/// the boot's own failure stays the one reported.
+fn autoscaling_step(
+    run: &mut Run,
+    mut ec2: Ec2,
+    result: Result<(), BootError>,
+) -> Result<(), BootError> {
+    let Some(identity) = ec2.identity.take() else {
+        return result;
+    };
+    if run.report.instance.is_none() {
+        run.report.instance = Some(identity.id.clone());
+    }
+    let boot_ok = result.is_ok();
+    let t = run.begin("autoscaling");
+    let now = Instant::now();
+    let after_failure = now + autoscaling::AFTER_FAILURE;
+    let (until, bound) = if boot_ok || run.deadline >= after_failure {
+        (
+            run.deadline,
+            format!("the boot deadline ({}s)", run.deadline_secs),
+        )
+    } else {
+        (
+            after_failure,
+            format!(
+                "the {}s bound on telling Auto Scaling after a failed boot",
+                autoscaling::AFTER_FAILURE.as_secs()
+            ),
+        )
+    };
+    let req = autoscaling::Request {
+        instance: &identity.id,
+        boot_ok,
+        hook: ec2.lifecycle_hook.as_deref(),
+        on_failure: ec2.on_failure,
+        until: tokio::time::Instant::from_std(until),
+        bound,
+    };
+    let mut api = autoscaling::Api::new(ec2.sdk.take(), &identity.region);
+    let (report, told) = ec2
+        .rt
+        .block_on(autoscaling::tell(&req, &ec2.imds, &mut api));
+    run.report.autoscaling = Some(report);
+    run.end("autoscaling", t, told.is_ok());
+    match (result, told) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => {
+            let e = BootError::from(e);
+            run.report.failed_step = Some("autoscaling");
+            run.report.error = Some(e.to_string());
+            Err(e)
+        }
+        (Ok(()), Ok(())) => Ok(()),
+    }
 }
 
 /// Renders every boot template with `context`, each with the mode and
