@@ -88,6 +88,7 @@ fn prod_imds() -> Server {
     imds(ImdsBehaviour {
         user_data: Some("env = \"prod\"\n".to_string()),
         refuse_tokens: false,
+        ..Default::default()
     })
 }
 
@@ -160,8 +161,15 @@ fn boot_renders_every_file_starts_units_and_reports() {
             "render",
             "write",
             "start",
-            "health"
+            "health",
+            "autoscaling"
         ]
+    );
+    // The test IMDS has no tags and moto no group: in none.
+    assert_eq!(report["autoscaling"]["group"], serde_json::Value::Null);
+    assert_eq!(
+        report["autoscaling"]["found_by"],
+        "DescribeAutoScalingInstances"
     );
     let report_mode = fs::metadata(image.path("/run/imagectl/boot.json"))
         .unwrap()
@@ -248,8 +256,9 @@ fn throttled_ssm_is_retried_with_backoff() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    // 2 throttled, then 2 pages.
-    assert_eq!(ssm.hits(), 4);
+    // 2 throttled, then 2 pages; then DescribeAutoScalingInstances (the
+    // same endpoint, AWS_ENDPOINT_URL).
+    assert_eq!(ssm.hits(), 5);
     assert!(image.read("/etc/learn/app.env").contains(DB_URL));
 }
 
@@ -271,7 +280,14 @@ fn failing_ssm_fails_the_boot_after_retries() {
         error.starts_with("SSM GetParametersByPath `/learn/prod/worker` failed after up to 5 attempts: InternalServerError"),
         "{error}"
     );
-    assert_eq!(ssm.hits(), 5);
+    // 5 attempts of SSM, then of DescribeAutoScalingInstances, then of
+    // SetInstanceHealth, tried all the same after a failed boot.
+    assert_eq!(ssm.hits(), 15);
+    assert_eq!(
+        report["autoscaling"]["errors"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
 }
 
 #[test]
@@ -279,6 +295,7 @@ fn an_imds_without_tokens_fails_the_boot() {
     let imds = imds(ImdsBehaviour {
         user_data: Some("env = \"prod\"\n".to_string()),
         refuse_tokens: true,
+        ..Default::default()
     });
     let image = worker_image(&[]);
     let (report, _) = failed_boot(&image, Some(&imds.url()), None);
@@ -298,6 +315,7 @@ fn missing_user_data_fails_the_boot() {
     let imds = imds(ImdsBehaviour {
         user_data: None,
         refuse_tokens: false,
+        ..Default::default()
     });
     let image = worker_image(&[]);
     let (report, _) = failed_boot(&image, Some(&imds.url()), None);
@@ -313,6 +331,7 @@ fn malformed_user_data_fails_the_boot_without_echoing_it() {
     let imds = imds(ImdsBehaviour {
         user_data: Some("#cloud-config\npassword: hunter2\n".to_string()),
         refuse_tokens: false,
+        ..Default::default()
     });
     let image = worker_image(&[]);
     let (report, _) = failed_boot(&image, Some(&imds.url()), None);

@@ -75,6 +75,7 @@ fn prod_imds() -> Server {
     imds(ImdsBehaviour {
         user_data: Some("env = \"prod\"\n".to_string()),
         refuse_tokens: false,
+        ..Default::default()
     })
 }
 
@@ -264,14 +265,15 @@ fn imds_answering_500_twice_is_retried_and_the_boot_succeeds() {
     });
     let image = fault_image();
     assert_booted(ssm_boot(&image, &imds, &moto.url), &image);
-    // Two failed token requests, then one token, used for both reads.
-    assert_eq!(imds.hits(), 5);
+    // Two failed token requests, then one token, used for every read.
+    assert_eq!(imds.hits(), 6);
     assert_eq!(
         inner.log.lock().unwrap().clone(),
         [
             "PUT /latest/api/token token=false",
             "GET /latest/dynamic/instance-identity/document token=true",
             "GET /latest/user-data token=true",
+            "GET /latest/meta-data/tags/instance token=true",
         ]
     );
 }
@@ -316,23 +318,24 @@ fn imds_dropping_connections_twice_is_retried_and_the_boot_succeeds() {
         .output()
         .unwrap();
     assert_booted(out, &image);
-    assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 5);
-    assert_eq!(inner.hits(), 3);
+    assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 6);
+    assert_eq!(inner.hits(), 4);
 }
 
 // SSM down, throttled, failing.
 
-fn ssm_failure(image: &Image, out: Output, reason: &str) {
+/// A boot failed at `parameters` for `reason`; the `autoscaling` step
+/// after it ended `told` (`ok`, or `failed` when the endpoint is down).
+fn ssm_failure(image: &Image, out: Output, reason: &str, told: &str) {
     let (error, _) = failed_at(out, image, "parameters");
     assert_eq!(
         error,
         format!("SSM GetParametersByPath `{PATH}` failed after up to 5 attempts: {reason}")
     );
     let report = image.report();
-    assert_eq!(
-        steps(&report),
-        failed_steps(&["config", "identity"], "parameters")
-    );
+    let mut expected = failed_steps(&["config", "identity"], "parameters");
+    expected.extend(step_list(&[("autoscaling", told)]));
+    assert_eq!(steps(&report), expected);
     assert_eq!(report["instance"], "i-0abc123def4567890");
     assert_previous_config(image);
 }
@@ -348,6 +351,7 @@ fn ssm_refusing_connections_fails_at_parameters_naming_the_path() {
         out,
         "dispatch failure: io error: client error (Connect): tcp connect error: \
          Connection refused (os error 111)",
+        "failed",
     );
 }
 
@@ -360,9 +364,12 @@ fn proxied(moto: &Moto, error: &str, first: Option<usize>) -> FaultProxy {
     FaultProxy::start(&moto.url, &args)
 }
 
+/// What the proxy saw: SSM's requests, then the `autoscaling` step's
+/// lookup (moto has no group: nothing more to tell).
 fn requests(faults: usize, passes: usize) -> Vec<String> {
     let mut v = vec!["GetParametersByPath fault".to_string(); faults];
     v.extend(vec!["GetParametersByPath pass".to_string(); passes]);
+    v.push("DescribeAutoScalingInstances pass".to_string());
     v
 }
 
@@ -403,7 +410,7 @@ fn ssm_throttled_5_times_fails_at_parameters_naming_ssm_and_the_path() {
     let imds = prod_imds();
     let image = fault_image();
     let out = ssm_boot(&image, &imds, &proxy.url);
-    ssm_failure(&image, out, "ThrottlingException: Rate exceeded");
+    ssm_failure(&image, out, "ThrottlingException: Rate exceeded", "ok");
     assert_eq!(proxy.requests(), requests(5, 0));
 }
 
@@ -418,6 +425,7 @@ fn ssm_answering_500_persistently_fails_at_parameters_naming_ssm_and_the_path() 
         &image,
         out,
         "InternalError: We encountered an internal error. Please try again.",
+        "ok",
     );
     assert_eq!(proxy.requests(), requests(5, 0));
 }

@@ -1,6 +1,7 @@
-//! Test fixtures for the boot tests: moto (SSM) on a free port, a small
-//! IMDSv2 server, an SSM proxy that throttles or fails, an image root in a
-//! temporary directory, and running the agent binary against them.
+//! Test fixtures for the boot tests: moto (SSM, EC2, Auto Scaling) on a
+//! free port, a small IMDSv2 server, an SSM proxy that throttles or fails,
+//! an image root in a temporary directory, and running the agent binary
+//! against them.
 
 #![allow(dead_code)]
 
@@ -15,7 +16,10 @@ use std::time::{Duration, Instant};
 use imagectl_agent::config::{Boot, BootTemplate, Health, ImageConfig, FORMAT_VERSION};
 use imagectl_agent::template::Multiline;
 
-/// A moto server on a free 127.0.0.1 port, killed on drop.
+/// A moto server on a free 127.0.0.1 port, killed on drop: the
+/// repository's wrapper, `tests/moto_server.py` (moto with the gaps the
+/// tests need filled, such as `CompleteLifecycleAction`), run by the
+/// venv's Python.
 pub struct Moto {
     child: Child,
     pub url: String,
@@ -61,18 +65,31 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `tests/moto_server.py` at the workspace root.
+pub fn moto_wrapper() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/moto_server.py")
+}
+
 impl Moto {
     pub fn start() -> Moto {
-        let bin = moto_server_path();
+        let python = python_path();
+        let bin = moto_wrapper();
         // A free port can be taken between probing and binding: retry.
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new(&bin)
+            let mut child = Command::new(&python)
+                .arg(&bin)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}; run scripts/setup", bin.display()));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot run {} {}: {e}; run scripts/setup",
+                        python.display(),
+                        bin.display()
+                    )
+                });
             let until = Instant::now() + Duration::from_secs(30);
             while Instant::now() < until {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -90,10 +107,60 @@ impl Moto {
             let _ = child.kill();
             let _ = child.wait();
         }
-        panic!(
-            "moto_server ({}) did not answer on 127.0.0.1",
-            bin.display()
+        panic!("{} did not answer on 127.0.0.1", bin.display());
+    }
+
+    /// Runs a Python script with boto3 against this moto (`MOTO_URL` in
+    /// its environment, region eu-west-1) and returns the JSON it prints.
+    pub fn python(&self, script: &str, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(python_path())
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .env("MOTO_URL", &self.url)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_DEFAULT_REGION", "eu-west-1")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_PROFILE")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run python: {e}"));
+        assert!(
+            out.status.success(),
+            "python failed: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "python printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// An Auto Scaling group `name` of one instance (from a launch
+    /// template), with a launch lifecycle hook `hook` put on it before the
+    /// instance launches; returns the instance's ID.
+    pub fn auto_scaling_group(&self, name: &str, hook: Option<&str>) -> String {
+        let v = self.python(ASG_SCRIPT, &[name, hook.unwrap_or("")]);
+        v["instance"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no instance in {v}"))
+            .to_string()
+    }
+
+    /// `DescribeAutoScalingInstances` for `instance`, as boto3 reads it:
+    /// `{"HealthStatus", "LifecycleState", "AutoScalingGroupName", ...}`,
+    /// or null when the instance is in no group.
+    pub fn auto_scaling_instance(&self, instance: &str) -> serde_json::Value {
+        self.python(
+            "import boto3, json, os, sys\n\
+             asg = boto3.client('autoscaling', endpoint_url=os.environ['MOTO_URL'])\n\
+             found = asg.describe_auto_scaling_instances(InstanceIds=[sys.argv[1]])['AutoScalingInstances']\n\
+             print(json.dumps(found[0] if found else None, default=str))\n",
+            &[instance],
+        )
     }
 
     /// Puts parameters (`SecureString`) into moto's SSM.
@@ -125,6 +192,34 @@ impl Moto {
         });
     }
 }
+
+const ASG_SCRIPT: &str = r#"
+import boto3, json, os, sys
+name, hook = sys.argv[1], sys.argv[2]
+url = os.environ["MOTO_URL"]
+ec2 = boto3.client("ec2", endpoint_url=url)
+asg = boto3.client("autoscaling", endpoint_url=url)
+ami = ec2.describe_images()["Images"][0]["ImageId"]
+ec2.create_launch_template(
+    LaunchTemplateName=name,
+    LaunchTemplateData={"ImageId": ami, "InstanceType": "t3.small"},
+)
+asg.create_auto_scaling_group(
+    AutoScalingGroupName=name,
+    LaunchTemplate={"LaunchTemplateName": name, "Version": "$Latest"},
+    MinSize=0, MaxSize=1, DesiredCapacity=0,
+    AvailabilityZones=["eu-west-1b"],
+)
+if hook:
+    asg.put_lifecycle_hook(
+        LifecycleHookName=hook, AutoScalingGroupName=name,
+        LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+        HeartbeatTimeout=600, DefaultResult="ABANDON",
+    )
+asg.set_desired_capacity(AutoScalingGroupName=name, DesiredCapacity=1)
+group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
+print(json.dumps({"instance": group["Instances"][0]["InstanceId"]}))
+"#;
 
 fn http_get_status(port: u16, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -258,13 +353,23 @@ impl Server {
 }
 
 /// How the fake IMDS behaves.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct ImdsBehaviour {
     /// User data; `None` answers 404 as IMDS does when there is none.
     pub user_data: Option<String>,
     /// Refuse to issue tokens (IMDSv2 unavailable).
     pub refuse_tokens: bool,
+    /// The instance ID in the identity document; `None`:
+    /// [`INSTANCE_ID`].
+    pub instance_id: Option<String>,
+    /// Instance metadata tags, `(key, value)`: `None` answers 404 below
+    /// `/latest/meta-data/tags/instance`, as IMDS does when the launch
+    /// template does not enable them.
+    pub tags: Option<Vec<(String, String)>>,
 }
+
+/// The instance ID the fake IMDS serves unless told otherwise.
+pub const INSTANCE_ID: &str = "i-0abc123def4567890";
 
 pub const TOKEN: &str = "test-imds-token-AQAEA";
 
@@ -296,14 +401,30 @@ pub fn imds(b: ImdsBehaviour) -> Server {
         if req.header("x-aws-ec2-metadata-token") != Some(TOKEN) {
             return status("401 Unauthorized");
         }
+        let tags = "/latest/meta-data/tags/instance";
         match req.path.as_str() {
-            "/latest/dynamic/instance-identity/document" => ok(
-                r#"{"accountId":"123456789012","architecture":"x86_64","availabilityZone":"eu-west-1b","imageId":"ami-0123","instanceId":"i-0abc123def4567890","instanceType":"t3.small","pendingTime":"2024-01-01T00:00:00Z","privateIp":"10.0.0.1","region":"eu-west-1","version":"2017-09-30"}"#,
-            ),
+            "/latest/dynamic/instance-identity/document" => ok(&format!(
+                r#"{{"accountId":"123456789012","architecture":"x86_64","availabilityZone":"eu-west-1b","imageId":"ami-0123","instanceId":"{}","instanceType":"t3.small","pendingTime":"2024-01-01T00:00:00Z","privateIp":"10.0.0.1","region":"eu-west-1","version":"2017-09-30"}}"#,
+                b.instance_id.as_deref().unwrap_or(INSTANCE_ID)
+            )),
             "/latest/user-data" => match &b.user_data {
                 Some(u) => ok(u),
                 None => status("404 Not Found"),
             },
+            p if p == tags || p.starts_with(&format!("{tags}/")) => {
+                let Some(list) = &b.tags else {
+                    return status("404 Not Found");
+                };
+                if p == tags {
+                    let keys: Vec<&str> = list.iter().map(|(k, _)| k.as_str()).collect();
+                    return ok(&keys.join("\n"));
+                }
+                let key = &p[tags.len() + 1..];
+                match list.iter().find(|(k, _)| k == key) {
+                    Some((_, v)) => ok(v),
+                    None => status("404 Not Found"),
+                }
+            }
             _ => status("404 Not Found"),
         }
     })
