@@ -94,7 +94,11 @@ fn status(
             r.and_then(|r| r.ended.clone()).unwrap_or_else(dash),
             r.map_or_else(dash, |r| r.id.clone()),
         ]);
-        if let Some(reason) = r.and_then(|r| r.reason.clone().or(r.rollback_reason.clone())) {
+        let why = r.and_then(|r| match &r.rollback_reason {
+            Some(rb) if r.status.starts_with("Rollback") => Some(format!("rolled back: {rb}")),
+            _ => r.reason.clone(),
+        });
+        if let Some(reason) = why {
             reasons.push(format!("  {} ({}): {reason}", s.group, s.region));
         }
     }

@@ -376,6 +376,16 @@ impl Outcome {
         }
     }
 
+    /// Why it did not succeed: for a rollback, why it was rolled back
+    /// (the status reason then speaks of the rollback itself).
+    fn why(&self) -> Option<&str> {
+        if self.status.starts_with("Rollback") {
+            self.rollback_reason.as_deref().or(self.reason.as_deref())
+        } else {
+            self.reason.as_deref().or(self.rollback_reason.as_deref())
+        }
+    }
+
     /// Whether the refresh succeeded.
     pub fn succeeded(&self) -> bool {
         self.status == "Successful"
@@ -383,11 +393,7 @@ impl Outcome {
 
     /// The error line of a refresh that did not succeed.
     fn failure(&self, parameter: &str, rollback: &str) -> String {
-        let reason = self
-            .reason
-            .as_deref()
-            .or(self.rollback_reason.as_deref())
-            .unwrap_or("no reason given");
+        let reason = self.why().unwrap_or("no reason given");
         let after = match self.status.as_str() {
             "RollbackSuccessful" => format!(
                 "Auto Scaling rolled the group back to its previous launch template version; channel `{parameter}` and the template's default version still name the new image: `{rollback}` moves them back"
@@ -418,7 +424,7 @@ impl fmt::Display for Outcome {
         }
         f.write_str(")")?;
         if !self.succeeded() {
-            if let Some(r) = self.reason.as_deref().or(self.rollback_reason.as_deref()) {
+            if let Some(r) = self.why() {
                 write!(f, ": {r}")?;
             }
         }

@@ -68,6 +68,9 @@ impl Moto {
                 "MOTO_AMIS_PATH",
                 repo_root().join("tests/fixtures/amis.json"),
             )
+            // Instance refreshes advance a step every 0.2 s, not every
+            // second (tests/moto_autoscaling.py).
+            .env("IMAGECTL_MOTO_REFRESH_STEP_SECS", "0.2")
             .stdout(Stdio::null())
             .stderr(log.reopen().unwrap())
             .spawn()

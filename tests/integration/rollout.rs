@@ -67,6 +67,7 @@ print(json.dumps({{"version": g["LaunchTemplate"]["Version"], "images": sorted(i
 fn publish_roll_replaces_the_fleet_and_a_failed_refresh_is_rolled_back_and_reported() {
     let moto = Moto::start();
     let mut t = project(&moto);
+    let (v1, _) = build(&mut t);
 
     // Without groups for the channel, --roll refuses before anything moves.
     let r = t.run_with(&["publish", "app", "--channel", "prod", "--roll"]);
@@ -78,11 +79,14 @@ fn publish_roll_replaces_the_fleet_and_a_failed_refresh_is_rolled_back_and_repor
         "{}",
         r.stderr
     );
+    let channel = moto.boto3(
+        r#"print(json.dumps(boto3.client("ssm", region_name="eu-west-1").get_parameters(Names=["/imagectl/app/prod"])["Parameters"]))"#,
+    );
+    assert_eq!(channel, serde_json::json!([]), "nothing was published");
 
     group(&moto, &t, 1);
     let base = fleet(&moto);
     assert_eq!(base["instances"], 3, "{base}");
-    let (v1, _) = build(&mut t);
 
     // A successful rollout: every instance replaced by one on v1, the group
     // on the template version publishing made the default.
@@ -114,7 +118,7 @@ fn publish_roll_replaces_the_fleet_and_a_failed_refresh_is_rolled_back_and_repor
     // A bad image: the first new instance is marked unhealthy (as the agent
     // does after a failed boot) while it warms up. Auto Scaling rolls the
     // group back; imagectl names the group and reason and exits 1.
-    settings(&t, 30);
+    settings(&t, 10);
     change(&t, 1);
     let (v2, _) = build(&mut t);
     let (run, marked) = std::thread::scope(|s| {
