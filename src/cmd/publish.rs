@@ -83,15 +83,13 @@ fn preflight(
     project: &Project,
     role: &str,
     channel: &str,
+    roll: bool,
 ) -> Result<(), Error> {
     let checks = rt.block_on(async {
         let session = aws::Session::load(&project.settings.aws.region).await;
-        preflight::run(
-            project,
-            &session,
-            &preflight::Scope::publish([role], channel),
-        )
-        .await
+        let scope = preflight::Scope::publish([role], channel);
+        let scope = if roll { scope.rolling() } else { scope };
+        preflight::run(project, &session, &scope).await
     });
     for c in checks
         .iter()
@@ -123,7 +121,7 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), Error> {
         None => Wanted::Current(Box::new(target::resolve_one(&project, &args.role)?)),
     };
     if !args.no_preflight {
-        preflight(&rt, &project, &args.role, &args.channel)?;
+        preflight(&rt, &project, &args.role, &args.channel, args.roll)?;
     }
     let change = rt.block_on(async {
         let session = aws::Session::load(&project.settings.aws.region).await;
@@ -184,7 +182,7 @@ pub fn promote(config: &Config, args: &PromoteArgs) -> Result<(), Error> {
         return Err(publish::Error::SameChannel(args.to.clone()).into());
     }
     if !args.no_preflight {
-        preflight(&rt, &project, &args.role, &args.to)?;
+        preflight(&rt, &project, &args.role, &args.to, args.roll)?;
     }
     let (change, rolled) = rt.block_on(async {
         let session = aws::Session::load(&project.settings.aws.region).await;

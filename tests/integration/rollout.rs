@@ -188,3 +188,62 @@ while time.time() < deadline:
     assert_eq!(again["version"], "3", "{again}");
     assert_eq!(again["images"], serde_json::json!([v2, v2, v2]), "{again}");
 }
+
+#[test]
+fn doctor_checks_the_groups_a_channel_feeds() {
+    let moto = Moto::start();
+    let mut t = project(&moto);
+    settings(&t, 1);
+    let problems = |r: &crate::support::Run| -> Vec<String> {
+        r.stdout
+            .lines()
+            .filter(|l| !l.starts_with("ok: "))
+            .map(String::from)
+            .collect()
+    };
+    // Configured, but nowhere.
+    let r = t.run_with(&["doctor"]);
+    assert_eq!(r.status, 2, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        problems(&r),
+        [format!("missing: Auto Scaling group {GROUP} (app prod) — create it in one of eu-west-1, eu-central-1 (docs/rollout.md#the-terraform-side) or remove it from [publish.auto_scaling_groups.app]")]
+    );
+    // There, on `$Default` and untagged: two warnings, one at a time.
+    moto.boto3(&format!(
+        r#"
+boto3.client("autoscaling", region_name="eu-west-1").create_auto_scaling_group(
+    AutoScalingGroupName="{GROUP}",
+    LaunchTemplate={{"LaunchTemplateName": "app-prod", "Version": "$Default"}},
+    MinSize=1, MaxSize=1, DesiredCapacity=1, AvailabilityZones=["eu-west-1a"],
+)
+"#
+    ));
+    let r = t.run_with(&["doctor"]);
+    assert_eq!(r.status, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        problems(&r),
+        [format!("warn: Auto Scaling group {GROUP} (app prod) in eu-west-1: it is not tagged `imagectl:role = app` — tag it: the instance policy (`imagectl iam-policy instance app`) lets agents report only to groups of their role")]
+    );
+    moto.boto3(&format!(
+        r#"
+boto3.client("autoscaling", region_name="eu-west-1").create_or_update_tags(Tags=[{{"ResourceId": "{GROUP}", "ResourceType": "auto-scaling-group", "Key": "imagectl:role", "Value": "app", "PropagateAtLaunch": True}}])
+"#
+    ));
+    let r = t.run_with(&["doctor"]);
+    assert_eq!(
+        problems(&r),
+        [format!("warn: Auto Scaling group {GROUP} (app prod) in eu-west-1: it launches app-prod version `$Default` — its refreshes cannot roll back by themselves; launch a numbered version (docs/rollout.md#the-terraform-side)")]
+    );
+    moto.boto3(&format!(
+        r#"
+boto3.client("autoscaling", region_name="eu-west-1").update_auto_scaling_group(AutoScalingGroupName="{GROUP}", LaunchTemplate={{"LaunchTemplateName": "app-prod", "Version": "1"}})
+"#
+    ));
+    let r = t.run_with(&["doctor"]);
+    assert_eq!(problems(&r), Vec::<String>::new(), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("ok: Auto Scaling group {GROUP} (app prod) in eu-west-1: 1 instance, template app-prod version 1")),
+        "{}",
+        r.stdout
+    );
+}
