@@ -39,6 +39,9 @@ pub enum Error {
         /// The channel.
         channel: String,
     },
+    /// No groups are configured for the role at all.
+    #[error("no Auto Scaling groups are configured for `{0}`; list them in imagectl.toml: `[publish.auto_scaling_groups.{0}]` `CHANNEL = [\"group-name\"]`")]
+    NoneConfigured(String),
     /// A configured group exists in no region.
     #[error("Auto Scaling group `{group}` (`[publish.auto_scaling_groups.{role}]` in imagectl.toml) exists in none of the regions {}; create it, or fix the name", regions.join(", "))]
     Missing {
@@ -118,6 +121,7 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         match self {
             Error::NoGroups { .. }
+            | Error::NoneConfigured(_)
             | Error::Missing { .. }
             | Error::NoTemplate { .. }
             | Error::OtherTemplate { .. }
@@ -560,10 +564,7 @@ pub async fn status(
             .unwrap_or_default(),
     };
     if channels.is_empty() {
-        return Err(Error::NoGroups {
-            role: role.to_string(),
-            channel: "any".to_string(),
-        });
+        return Err(Error::NoneConfigured(role.to_string()));
     }
     let mut out = Vec::new();
     for c in channels {
