@@ -65,6 +65,9 @@ pub enum Command {
     Promote(PromoteArgs),
     /// Point a channel back to an earlier value from its own history.
     Rollback(RollbackArgs),
+    /// Replace the instances of the Auto Scaling groups a channel feeds
+    /// (an instance refresh per group), or show the last refreshes.
+    Rollout(RolloutArgs),
     /// List imagectl images and what references them.
     Images(ImagesArgs),
     /// Delete all but the newest images of each role, never one still referenced.
@@ -102,6 +105,7 @@ impl Command {
                 | Command::Publish(_)
                 | Command::Promote(_)
                 | Command::Rollback(_)
+                | Command::Rollout(RolloutArgs { command: None, .. })
                 | Command::Prune(_)
                 | Command::Sweep(_)
         )
@@ -114,6 +118,12 @@ pub struct IamPolicyArgs {
     /// The job.
     #[arg(value_enum)]
     pub job: crate::iam::Job,
+    /// With `instance`: the role whose instances the profile is for.
+    pub role: Option<String>,
+    /// With `instance`: only this environment's configuration (the `env`
+    /// of the launch template's user data). Default: every environment.
+    #[arg(long, value_name = "ENV")]
+    pub env: Option<String>,
     /// With `publish`: only these channels may be written (repeatable; the
     /// main branch's role publishes to `dev` only). Default: every channel.
     #[arg(long = "channel", value_name = "CHANNEL")]
@@ -206,6 +216,10 @@ pub struct PublishArgs {
     /// Publish even an image older than the one the channel holds.
     #[arg(long)]
     pub allow_older: bool,
+    /// Then start an instance refresh on each Auto Scaling group of the
+    /// channel (`[publish.auto_scaling_groups]`) and follow it to its end.
+    #[arg(long)]
+    pub roll: bool,
     /// Skip the preflight (the checks of `imagectl doctor` this needs).
     #[arg(long)]
     pub no_preflight: bool,
@@ -225,9 +239,41 @@ pub struct PromoteArgs {
     /// Promote even an image older than the one the target channel holds.
     #[arg(long)]
     pub allow_older: bool,
+    /// Then start an instance refresh on each Auto Scaling group of the
+    /// channel (`[publish.auto_scaling_groups]`) and follow it to its end.
+    #[arg(long)]
+    pub roll: bool,
     /// Skip the preflight (the checks of `imagectl doctor` this needs).
     #[arg(long)]
     pub no_preflight: bool,
+}
+
+/// `imagectl rollout`: `ROLE --channel C`, or `status ROLE`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct RolloutArgs {
+    /// `status`: show the last refresh of each group.
+    #[command(subcommand)]
+    pub command: Option<RolloutCommand>,
+    /// The role.
+    #[arg(required = true)]
+    pub role: Option<String>,
+    /// The channel whose groups are refreshed, to the image it holds.
+    #[arg(long, required = true)]
+    pub channel: Option<String>,
+}
+
+/// `imagectl rollout status`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Show the last instance refresh of each Auto Scaling group of a role.
+    Status {
+        /// The role.
+        role: String,
+        /// Only the groups of this channel.
+        #[arg(long)]
+        channel: Option<String>,
+    },
 }
 
 /// `imagectl rollback`.

@@ -352,6 +352,7 @@ mod tests {
     #[test]
     fn a_launch_template_references_each_image_once() {
         let lt = |default, latest, images: &[(i64, &str)]| aws::LaunchTemplate {
+            id: "lt-0".into(),
             name: "app-prod".into(),
             default_version: default,
             latest_version: latest,

@@ -34,6 +34,7 @@ pub mod plan;
 pub mod preflight;
 pub mod progress;
 pub mod publish;
+pub mod rollout;
 pub mod sidecar;
 pub mod summary;
 pub mod sweep;
@@ -138,6 +139,7 @@ layer_errors!(
     local::Error,
     publish::Error,
     preflight::Error,
+    rollout::Error,
 );
 
 impl From<project::Error> for Error {

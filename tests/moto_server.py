@@ -9,11 +9,29 @@ moto 5.2.5 has no image block public access (Get/Enable/Disable
 ImageBlockPublicAccess): kept here per account and region, `unblocked`
 until enabled, as in an account that never turned it on.
 
+moto 5.2.5 has no EC2 Auto Scaling instance refreshes (Start, Describe,
+Cancel and RollbackInstanceRefresh), no CompleteLifecycleAction or
+RecordLifecycleActionHeartbeat, and launches every instance straight into
+InService whatever the group's lifecycle hooks. moto_autoscaling.py adds
+them on moto's own groups and instances: a refresh really replaces the
+group's instances in batches with EC2 instances of the desired launch
+template version, waits for health and warm-up, fails on an Unhealthy or
+abandoned replacement and rolls back; launches wait in Pending:Wait for
+launch hooks. It also fixes where moto's Auto Scaling differs from AWS
+(HEALTHY/UNHEALTHY in DescribeAutoScalingInstances, each instance's own
+launch template version, ShouldRespectGracePeriod, HealthCheckGracePeriod
+defaulting to 0, DefaultInstanceWarmup). Refreshes and lifecycle timeouts
+advance when requests arrive, by wall-clock time: one refresh step per
+IMAGECTL_MOTO_REFRESH_STEP_SECS seconds (default 1.0); warm-ups, bake times
+and heartbeat timeouts last their seconds times IMAGECTL_MOTO_TIME_SCALE
+(default 1.0). Its own docstring has the details.
+
 Usage: python moto_server.py -H 127.0.0.1 -p PORT
 """
 
 import sys
 
+import moto_autoscaling
 from moto.core.responses import ActionResult
 from moto.ec2.responses.amis import AmisResponse
 from moto.server import main
@@ -62,6 +80,8 @@ def disable_image_block_public_access(self):
 AmisResponse.get_image_block_public_access_state = get_image_block_public_access_state
 AmisResponse.enable_image_block_public_access = enable_image_block_public_access
 AmisResponse.disable_image_block_public_access = disable_image_block_public_access
+
+moto_autoscaling.install()
 
 if __name__ == "__main__":
     sys.exit(main())

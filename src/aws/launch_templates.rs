@@ -17,6 +17,8 @@ use super::{Ec2, Error};
 /// A launch template and its versions' images.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchTemplate {
+    /// Its ID (`lt-...`).
+    pub id: String,
     /// Its name.
     pub name: String,
     /// The default version.
@@ -154,6 +156,7 @@ impl Ec2 {
             images.insert(v.version_number().unwrap_or_default(), image);
         }
         Ok(Some(LaunchTemplate {
+            id: lt.launch_template_id().unwrap_or_default().to_string(),
             name: name.to_string(),
             default_version: lt.default_version_number().unwrap_or_default(),
             latest_version: lt.latest_version_number().unwrap_or_default(),

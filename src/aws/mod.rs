@@ -2,6 +2,7 @@
 //! error names the operation, the region and the resource; nothing here
 //! decides anything.
 
+mod autoscaling;
 mod error;
 mod images;
 mod instances;
@@ -15,6 +16,9 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::Tag;
 
+pub use autoscaling::{
+    AutoScaling, Group as AsGroup, Refresh, RefreshRequest, StartError, TemplateSpec,
+};
 pub use error::Error;
 pub use images::ImageInfo;
 pub use instances::Resource;

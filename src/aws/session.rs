@@ -8,7 +8,7 @@ use super::retry::{
     attempt_timeout, attempt_timeout_from, max_attempts, max_attempts_from, Watch,
     ATTEMPT_TIMEOUT_ENV, CONNECT_TIMEOUT, MAX_ATTEMPTS_ENV, MAX_BACKOFF,
 };
-use super::{Ec2, Ssm};
+use super::{AutoScaling, Ec2, Ssm};
 
 /// Credentials and settings from the default chain (environment, profiles,
 /// SSO, web identity in CI, instance roles) with the SDK's standard retries
@@ -121,6 +121,22 @@ impl Session {
             .build();
         Ssm {
             client: aws_sdk_ssm::Client::from_conf(conf),
+            region: region.to_string(),
+        }
+    }
+}
+
+impl Session {
+    /// An Auto Scaling client for `region`.
+    pub fn autoscaling(&self, region: &str) -> AutoScaling {
+        let watch = self.watch("autoscaling", region);
+        let conf = aws_sdk_autoscaling::config::Builder::from(&self.config)
+            .region(Region::new(region.to_string()))
+            .sleep_impl(watch.sleep())
+            .interceptor(watch)
+            .build();
+        AutoScaling {
+            client: aws_sdk_autoscaling::Client::from_conf(conf),
             region: region.to_string(),
         }
     }

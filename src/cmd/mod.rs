@@ -12,6 +12,7 @@ pub mod plan;
 pub mod preview;
 pub mod publish;
 pub mod render;
+pub mod rollout;
 pub mod stage;
 pub mod sweep;
 pub mod test;
@@ -37,6 +38,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
         Command::Publish(a) => publish::publish(&config, a),
         Command::Promote(a) => publish::promote(&config, a),
         Command::Rollback(a) => publish::rollback(&config, a),
+        Command::Rollout(a) => rollout::run(&config, a),
         Command::Images(a) => images::images(&config, a),
         Command::Prune(a) => images::prune(&config, a),
         Command::Sweep(a) => sweep::run(&config, a),
@@ -56,12 +58,46 @@ pub fn run(args: &Args) -> Result<(), Error> {
                 .render(&mut std::io::stdout())
                 .map_err(|e| Error::Failed(e.into()))
         }
-        Command::IamPolicy(a) => {
-            let project = config.project()?;
-            print_json(&iam::policy(&project, a.job, &a.channels));
-            Ok(())
+        Command::IamPolicy(a) => iam_policy(&config, a),
+    }
+}
+
+/// `imagectl iam-policy JOB [ROLE] [--env ENV] [--channel C]`.
+fn iam_policy(config: &Config, a: &cli::IamPolicyArgs) -> Result<(), Error> {
+    let project = config.project()?;
+    let is_instance = a.job == iam::Job::Instance;
+    if !is_instance && (a.role.is_some() || a.env.is_some()) {
+        return Err(Error::Usage(
+            "ROLE and --env are for `iam-policy instance` only".into(),
+        ));
+    }
+    if is_instance && !a.channels.is_empty() {
+        return Err(Error::Usage(
+            "--channel is for `iam-policy publish`; an instance writes no channel".into(),
+        ));
+    }
+    if let Some(env) = &a.env {
+        // The agent's rule for the `env` of user data: it goes into paths.
+        let ok = !env.is_empty()
+            && env.len() <= 64
+            && env
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(Error::Usage(format!(
+                "--env `{env}` is not an environment name: 1 to 64 letters, digits, `-` or `_`"
+            )));
         }
     }
+    let roles = match &a.role {
+        Some(r) => imagectl_core::role::load(&project, std::slice::from_ref(r))?,
+        None => Vec::new(),
+    };
+    let instance = roles.first().map(|r| (r, a.env.as_deref()));
+    let policy = iam::policy(&project, a.job, &a.channels, instance)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    print_json(&policy);
+    Ok(())
 }
 
 /// A runtime for one command's AWS calls.

@@ -10,12 +10,14 @@ use imagectl_core::{role, target};
 use super::{aws_runtime, print_json};
 use crate::cli::{OutputFormat, PromoteArgs, PublishArgs, RollbackArgs};
 use crate::publish::{self, Change};
-use crate::{artifacts, aws, preflight, Config, Error};
+use crate::{artifacts, aws, preflight, rollout, Config, Error};
 
-fn report(config: &Config, change: &Change) {
+/// Prints what a publish did and, with `--roll`, how each group's refresh
+/// ended: one JSON document, or lines of text.
+fn report(config: &Config, change: &Change, rollouts: Option<&[rollout::Outcome]>) {
     match config.output {
         OutputFormat::Json => {
-            let v = match change {
+            let mut v = match change {
                 Change::Unchanged { parameter } => {
                     json!({"parameter": parameter, "changed": false})
                 }
@@ -30,9 +32,43 @@ fn report(config: &Config, change: &Change) {
                     "launch_templates": launch_templates,
                 }),
             };
+            if let Some(r) = rollouts {
+                v["rollouts"] = json!(r);
+            }
             print_json(&v);
         }
-        OutputFormat::Text => println!("{change}"),
+        OutputFormat::Text => {
+            println!("{change}");
+            for o in rollouts.unwrap_or_default() {
+                println!("{o}");
+            }
+        }
+    }
+}
+
+/// The refreshes `--roll` asks for, once the channel moved: printed with
+/// the publish's report, then judged.
+fn finish(
+    config: &Config,
+    project: &Project,
+    role: &str,
+    channel: &str,
+    change: &Change,
+    rolled: Option<Result<Vec<rollout::Outcome>, rollout::Error>>,
+) -> Result<(), Error> {
+    match rolled {
+        None => {
+            report(config, change, None);
+            Ok(())
+        }
+        Some(Ok(outcomes)) => {
+            report(config, change, Some(&outcomes));
+            Ok(rollout::verdict(project, role, channel, &outcomes)?)
+        }
+        Some(Err(e)) => {
+            report(config, change, None);
+            Err(e.into())
+        }
     }
 }
 
@@ -47,15 +83,13 @@ fn preflight(
     project: &Project,
     role: &str,
     channel: &str,
+    roll: bool,
 ) -> Result<(), Error> {
     let checks = rt.block_on(async {
         let session = aws::Session::load(&project.settings.aws.region).await;
-        preflight::run(
-            project,
-            &session,
-            &preflight::Scope::publish([role], channel),
-        )
-        .await
+        let scope = preflight::Scope::publish([role], channel);
+        let scope = if roll { scope.rolling() } else { scope };
+        preflight::run(project, &session, &scope).await
     });
     for c in checks
         .iter()
@@ -87,7 +121,7 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), Error> {
         None => Wanted::Current(Box::new(target::resolve_one(&project, &args.role)?)),
     };
     if !args.no_preflight {
-        preflight(&rt, &project, &args.role, &args.channel)?;
+        preflight(&rt, &project, &args.role, &args.channel, args.roll)?;
     }
     let change = rt.block_on(async {
         let session = aws::Session::load(&project.settings.aws.region).await;
@@ -113,11 +147,29 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), Error> {
                 })?
             }
         };
+        // The groups are found before anything moves: a misconfigured
+        // rollout refuses the publish as a whole.
+        let located = if args.roll {
+            Some(rollout::locate(&project, &session, &args.role, &args.channel).await?)
+        } else {
+            None
+        };
         let amis = publish::with_copies(&project, &session, &home_image).await?;
-        publish::publish(&project, &session, &args.role, &args.channel, &amis, args.allow_older).await
+        let change = publish::publish(&project, &session, &args.role, &args.channel, &amis, args.allow_older).await?;
+        let rolled = match located {
+            Some(l) => Some(super::rollout::roll(&project, &session, &args.role, &args.channel, l).await),
+            None => None,
+        };
+        Ok::<_, Error>((change, rolled))
     })?;
-    report(config, &change);
-    Ok(())
+    finish(
+        config,
+        &project,
+        &args.role,
+        &args.channel,
+        &change.0,
+        change.1,
+    )
 }
 
 /// `imagectl promote ROLE --from A --to B`.
@@ -130,11 +182,16 @@ pub fn promote(config: &Config, args: &PromoteArgs) -> Result<(), Error> {
         return Err(publish::Error::SameChannel(args.to.clone()).into());
     }
     if !args.no_preflight {
-        preflight(&rt, &project, &args.role, &args.to)?;
+        preflight(&rt, &project, &args.role, &args.to, args.roll)?;
     }
-    let change = rt.block_on(async {
+    let (change, rolled) = rt.block_on(async {
         let session = aws::Session::load(&project.settings.aws.region).await;
-        publish::promote(
+        let located = if args.roll {
+            Some(rollout::locate(&project, &session, &args.role, &args.to).await?)
+        } else {
+            None
+        };
+        let change = publish::promote(
             &project,
             &session,
             &args.role,
@@ -142,10 +199,16 @@ pub fn promote(config: &Config, args: &PromoteArgs) -> Result<(), Error> {
             &args.to,
             args.allow_older,
         )
-        .await
-    });
-    report(config, &change?);
-    Ok(())
+        .await?;
+        let rolled = match located {
+            Some(l) => {
+                Some(super::rollout::roll(&project, &session, &args.role, &args.to, l).await)
+            }
+            None => None,
+        };
+        Ok::<_, Error>((change, rolled))
+    })?;
+    finish(config, &project, &args.role, &args.to, &change, rolled)
 }
 
 /// `imagectl rollback ROLE --channel C [--steps N]`.
@@ -163,6 +226,6 @@ pub fn rollback(config: &Config, args: &RollbackArgs) -> Result<(), Error> {
         )
         .await
     });
-    report(config, &change?);
+    report(config, &change?, None);
     Ok(())
 }

@@ -6,14 +6,19 @@
 //! `tests/integration/iam.rs` with IAM's own evaluation rules and with
 //! cloudsplaining; moto proves the actions suffice.
 //!
-//! The build job's statements live in `iam/build.rs`.
+//! The build job's statements live in `iam/build.rs`, the instance
+//! profile's in `iam/instance.rs`.
 
 mod build;
+mod instance;
+
+pub use instance::Error;
 
 use serde_json::{json, Value};
 
 use imagectl_core::names::tags;
 use imagectl_core::project::Project;
+use imagectl_core::role::Role;
 
 /// The jobs a policy can be printed for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,6 +38,9 @@ pub enum Job {
     /// killed before they could tag them, which IAM cannot tell from
     /// anybody else's.
     SweepUntagged,
+    /// Not a job: the instance profile of ROLE's instances, what
+    /// `imagectl-agent` calls at boot (`--env` for one environment).
+    Instance,
 }
 
 /// Every job.
@@ -45,22 +53,39 @@ pub const JOBS: [Job; 6] = [
     Job::SweepUntagged,
 ];
 
+/// What an instance policy is for: the role, and the environment (every
+/// environment when `None`).
+pub type Instance<'a> = (&'a Role, Option<&'a str>);
+
 /// The policy document for `job`; `channels` limits `publish` to those
-/// channels (every channel when empty).
-pub fn policy(project: &Project, job: Job, channels: &[String]) -> Value {
+/// channels (every channel when empty); `instance` is the role (and
+/// environment) of [`Job::Instance`], which needs one.
+pub fn policy(
+    project: &Project,
+    job: Job,
+    channels: &[String],
+    instance: Option<Instance>,
+) -> Result<Value, Error> {
     let n = Names::of(project);
     let statements = match job {
         Job::Plan => plan(&n),
         Job::Build => build::statements(project, &n),
         Job::Publish => {
             let all = &project.settings.publish.channels;
-            publish(&n, if channels.is_empty() { all } else { channels })
+            let channels = if channels.is_empty() { all } else { channels };
+            let mut st = publish(&n, channels);
+            st.extend(roll(project, channels));
+            st
         }
         Job::Prune => prune(&n),
         Job::Sweep => sweep(),
         Job::SweepUntagged => sweep_untagged(),
+        Job::Instance => {
+            let (role, env) = instance.ok_or(Error::NoRole)?;
+            instance::statements(role, env, &project.settings.aws.regions())?
+        }
     };
-    json!({"Version": "2012-10-17", "Statement": statements})
+    Ok(json!({"Version": "2012-10-17", "Statement": statements}))
 }
 
 /// A statement allowing `actions` on `resources`.
@@ -184,6 +209,55 @@ fn publish(n: &Names, channels: &[String]) -> Vec<Value> {
     ]
 }
 
+/// `--roll` and `imagectl rollout`: instance refreshes of exactly the
+/// groups configured for `channels` (none when no group is). Starting a
+/// refresh with a desired configuration makes Auto Scaling check that the
+/// caller may launch from that template (`ec2:RunInstances` on the
+/// template only: no instance, volume or interface, so nothing can be
+/// launched with it); launch templates say their channel in a tag.
+fn roll(project: &Project, channels: &[String]) -> Vec<Value> {
+    let groups: std::collections::BTreeSet<String> = project
+        .settings
+        .publish
+        .auto_scaling_groups
+        .values()
+        .flat_map(|by_channel| {
+            by_channel
+                .iter()
+                .filter(|(c, _)| channels.contains(c))
+                .flat_map(|(_, names)| names.iter().cloned())
+        })
+        .collect();
+    if groups.is_empty() {
+        return Vec::new();
+    }
+    let arns: Vec<String> = groups
+        .iter()
+        .map(|g| format!("arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/{g}"))
+        .collect();
+    vec![
+        allow(
+            "ReadGroups",
+            &[
+                "autoscaling:DescribeAutoScalingGroups",
+                "autoscaling:DescribeInstanceRefreshes",
+            ],
+            "*",
+        ),
+        allow(
+            "RefreshChannelGroups",
+            &["autoscaling:StartInstanceRefresh"],
+            json!(arns),
+        ),
+        allow_if(
+            "LaunchFromChannelTemplates",
+            &["ec2:RunInstances"],
+            "arn:aws:ec2:*:*:launch-template/*",
+            json!({"StringEquals": {format!("aws:ResourceTag/{}", tags::CHANNEL): channels}}),
+        ),
+    ]
+}
+
 fn prune(n: &Names) -> Vec<Value> {
     vec![
         n.read_channels(),
@@ -277,7 +351,7 @@ mod tests {
     #[test]
     fn no_wildcard_actions() {
         for job in JOBS {
-            let p = policy(&project(), job, &[]);
+            let p = policy(&project(), job, &[], None).unwrap();
             for st in p["Statement"].as_array().unwrap() {
                 let actions: Vec<&str> = match &st["Action"] {
                     Value::String(s) => vec![s.as_str()],
@@ -298,11 +372,13 @@ mod tests {
 
     #[test]
     fn publish_writes_only_the_channels_named() {
-        let p = policy(&project(), Job::Publish, &["dev".to_string()]);
+        let p = policy(&project(), Job::Publish, &["dev".to_string()], None).unwrap();
         let text = p.to_string();
         assert!(text.contains("parameter/imagectl/*/dev"), "{text}");
         assert!(!text.contains("parameter/imagectl/*/prod"), "{text}");
-        let all = policy(&project(), Job::Publish, &[]).to_string();
+        let all = policy(&project(), Job::Publish, &[], None)
+            .unwrap()
+            .to_string();
         for c in ["dev", "staging", "prod"] {
             assert!(all.contains(&format!("parameter/imagectl/*/{c}")), "{all}");
         }

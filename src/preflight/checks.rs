@@ -333,3 +333,104 @@ pub(super) async fn block_public_access(project: &Project, session: &Session) ->
     }
     out
 }
+
+const ROLLOUT_DOC: &str = "docs/rollout.md#the-terraform-side";
+
+/// The Auto Scaling groups of `channel` of `role` (`[publish.auto_scaling_groups]`):
+/// each exists in some region, launches the channel's launch template,
+/// on a numbered version (else its refreshes cannot roll back), and is
+/// tagged with the role (else the instance policy lets no agent report to it).
+pub(super) async fn auto_scaling_groups(
+    project: &Project,
+    session: &Session,
+    role: &str,
+    channel: &str,
+) -> Vec<Check> {
+    let settings = &project.settings;
+    let Some(names) = settings
+        .publish
+        .auto_scaling_groups
+        .get(role)
+        .and_then(|m| m.get(channel))
+    else {
+        return Vec::new();
+    };
+    let expected = settings
+        .publish
+        .launch_templates
+        .get(role)
+        .and_then(|m| m.get(channel));
+    let mut found: Vec<(String, aws::AsGroup)> = Vec::new();
+    let mut out = Vec::new();
+    for region in settings.aws.regions() {
+        match session.autoscaling(region).groups(names).await {
+            Ok(groups) => found.extend(groups.into_iter().map(|g| (region.to_string(), g))),
+            Err(e) => {
+                let c = Check::new(
+                    "auto-scaling-group",
+                    Some(region),
+                    format!("Auto Scaling groups of {role} {channel}"),
+                );
+                out.push(c.failed(&e, "publish"));
+            }
+        }
+    }
+    for name in names {
+        let resource = format!("Auto Scaling group {name} ({role} {channel})");
+        if !found.iter().any(|(_, g)| &g.name == name) && out.is_empty() {
+            out.push(Check::new("auto-scaling-group", None, resource.clone()).missing(format!(
+                "create it in one of {} ({ROLLOUT_DOC}) or remove it from [publish.auto_scaling_groups.{role}]",
+                settings.aws.regions().join(", ")
+            )));
+        }
+        for (region, g) in found.iter().filter(|(_, g)| &g.name == name) {
+            out.push(group_check(
+                Check::new("auto-scaling-group", Some(region), resource.clone()),
+                g,
+                role,
+                expected,
+            ));
+        }
+    }
+    out
+}
+
+fn group_check(c: Check, g: &aws::AsGroup, role: &str, expected: Option<&String>) -> Check {
+    let Some(spec) = &g.launch_template else {
+        return c.problem(
+            Status::Missing,
+            Some("it launches no launch template directly".into()),
+            format!("give it a launch template ({ROLLOUT_DOC}); imagectl rolls out launch template versions only"),
+        );
+    };
+    let template = spec.name.clone().or(spec.id.clone()).unwrap_or_default();
+    if let Some(expected) = expected.filter(|e| **e != template) {
+        return c.problem(
+            Status::Missing,
+            Some(format!(
+                "it launches template {template}, not the channel's {expected}"
+            )),
+            "point it at the channel's template, or list it under the channel it follows",
+        );
+    }
+    if g.tags.get(tags::ROLE).map(String::as_str) != Some(role) {
+        return c.problem(
+            Status::Warn,
+            Some(format!("it is not tagged `{} = {role}`", tags::ROLE)),
+            format!("tag it: the instance policy (`imagectl iam-policy instance {role}`) lets agents report only to groups of their role"),
+        );
+    }
+    if spec.number().is_none() {
+        return c.problem(
+            Status::Warn,
+            Some(format!("it launches {template} version `{}`", spec.version)),
+            format!("its refreshes cannot roll back by themselves; launch a numbered version ({ROLLOUT_DOC})"),
+        );
+    }
+    c.ok(format!(
+        "{} instance{}, template {template} version {}",
+        g.instances,
+        if g.instances == 1 { "" } else { "s" },
+        spec.version
+    ))
+}

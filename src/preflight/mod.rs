@@ -169,6 +169,8 @@ pub struct Scope {
     pub bake: bool,
     /// The launch templates of these (role, channel) pairs.
     pub templates: Vec<(String, String)>,
+    /// The Auto Scaling groups of these (role, channel) pairs.
+    pub groups: Vec<(String, String)>,
 }
 
 impl Scope {
@@ -181,9 +183,17 @@ impl Scope {
             .iter()
             .flat_map(|(role, by)| by.keys().map(move |c| (role.clone(), c.clone())))
             .collect();
+        let groups = project
+            .settings
+            .publish
+            .auto_scaling_groups
+            .iter()
+            .flat_map(|(role, by)| by.keys().map(move |c| (role.clone(), c.clone())))
+            .collect();
         Scope {
             bake: true,
             templates,
+            groups,
         }
     }
 
@@ -195,7 +205,14 @@ impl Scope {
                 .into_iter()
                 .map(|r| (r.to_string(), channel.to_string()))
                 .collect(),
+            groups: Vec::new(),
         }
+    }
+
+    /// And the Auto Scaling groups of the same pairs (`--roll`).
+    pub fn rolling(mut self) -> Scope {
+        self.groups = self.templates.clone();
+        self
     }
 }
 
@@ -226,6 +243,9 @@ pub async fn run(project: &Project, session: &Session, scope: &Scope) -> Vec<Che
     }
     for (role, channel) in &scope.templates {
         out.extend(checks::launch_templates(project, session, role, channel).await);
+    }
+    for (role, channel) in &scope.groups {
+        out.extend(checks::auto_scaling_groups(project, session, role, channel).await);
     }
     out.extend(checks::ssm(project, session, job).await);
     if scope.bake {

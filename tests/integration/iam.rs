@@ -496,6 +496,10 @@ fn cloudsplaining_finds_nothing_in_any_job_and_would_find_the_old_build_policy()
         let policy = printed(&mut t, &args);
         assert_eq!(scan(&policy), "There were no results found.", "{args:?}");
     }
+    // The instance profile of the example.
+    let mut repo = Test::repo();
+    let policy = printed(&mut repo, &["instance", "worker", "--env", "prod"]);
+    assert_eq!(scan(&policy), "There were no results found.", "{policy:#}");
     // The statement the build policy had before: cloudsplaining sees it.
     let old = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["ec2:CopyImage", "ec2:CreateImage"], "Resource": "*"}]});
     assert!(
@@ -503,4 +507,270 @@ fn cloudsplaining_finds_nothing_in_any_job_and_would_find_the_old_build_policy()
         "{}",
         scan(&old)
     );
+}
+
+fn group_arn(name: &str) -> String {
+    format!("arn:aws:autoscaling:{HOME}:{ACCOUNT}:autoScalingGroup:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0:autoScalingGroupName/{name}")
+}
+
+/// What `imagectl-agent` asks for at boot as SSM decrypts a SecureString of
+/// `param` for it: the key, through SSM, with the parameter's ARN as its
+/// encryption context.
+fn decrypt(name: &str, expect: &'static str, param: &str, via: Option<&str>) -> Probe {
+    let mut context = json!({"kms:EncryptionContext:PARAMETER_ARN": parameter(param)});
+    if let Some(via) = via {
+        context["kms:ViaService"] = json!(via);
+    }
+    probe(name, "kms:Decrypt", expect)
+        .on(
+            format!("arn:aws:kms:{HOME}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+            json!({}),
+        )
+        .with(context)
+}
+
+#[test]
+fn the_instance_policy_reads_only_its_own_configuration_and_reports_only_to_its_own_groups() {
+    let mut t = Test::repo();
+    let ssm = "ssm.eu-west-1.amazonaws.com";
+    let role_tag = format!("autoscaling:ResourceTag/{ROLE_TAG}");
+    let policy = printed(&mut t, &["instance", "worker", "--env", "prod"]);
+    let tell = |name: &str, action: &'static str, expect: &'static str, tag: Option<&str>| {
+        let context = tag.map_or(json!({}), |v| json!({role_tag.clone(): v}));
+        probe(name, action, expect).on(group_arn("learn-worker-prod"), context)
+    };
+    check(
+        "instance worker --env prod",
+        &policy,
+        &[
+            probe("read its configuration", "ssm:GetParametersByPath", "allow")
+                .on(parameter("/learn/prod/worker"), json!({})),
+            decrypt(
+                "decrypt its secrets through SSM",
+                "allow",
+                "/learn/prod/worker/db/url",
+                Some(ssm),
+            ),
+            probe(
+                "find its group",
+                "autoscaling:DescribeAutoScalingInstances",
+                "allow",
+            )
+            .on("*", json!({})),
+            tell(
+                "mark itself unhealthy",
+                "autoscaling:SetInstanceHealth",
+                "allow",
+                Some("worker"),
+            ),
+            tell(
+                "complete its launch hook",
+                "autoscaling:CompleteLifecycleAction",
+                "allow",
+                Some("worker"),
+            ),
+            // Denied: another role's, another environment's, a look-alike
+            // path's parameters; a channel; a single parameter by name.
+            probe(
+                "read another role's configuration",
+                "ssm:GetParametersByPath",
+                "deny",
+            )
+            .on(parameter("/learn/prod/web"), json!({})),
+            probe(
+                "read another environment's configuration",
+                "ssm:GetParametersByPath",
+                "deny",
+            )
+            .on(parameter("/learn/staging/worker"), json!({})),
+            probe(
+                "read a path that only starts the same",
+                "ssm:GetParametersByPath",
+                "deny",
+            )
+            .on(parameter("/learn/prod/worker-old"), json!({})),
+            probe("read a channel", "ssm:GetParameter", "deny")
+                .on(parameter("/imagectl/worker/prod"), json!({})),
+            probe("write its configuration", "ssm:PutParameter", "deny")
+                .on(parameter("/learn/prod/worker/db/url"), json!({})),
+            decrypt(
+                "decrypt with the key directly",
+                "deny",
+                "/learn/prod/worker/db/url",
+                None,
+            ),
+            decrypt(
+                "decrypt another role's secret through SSM",
+                "deny",
+                "/learn/prod/web/db/url",
+                Some(ssm),
+            ),
+            decrypt(
+                "decrypt through another service",
+                "deny",
+                "/learn/prod/worker/db/url",
+                Some("s3.eu-west-1.amazonaws.com"),
+            ),
+            tell(
+                "set the health of another role's group",
+                "autoscaling:SetInstanceHealth",
+                "deny",
+                Some("web"),
+            ),
+            tell(
+                "set the health of an untagged group",
+                "autoscaling:SetInstanceHealth",
+                "deny",
+                None,
+            ),
+            tell(
+                "abandon another role's launch",
+                "autoscaling:CompleteLifecycleAction",
+                "deny",
+                Some("web"),
+            ),
+            tell(
+                "change its group",
+                "autoscaling:UpdateAutoScalingGroup",
+                "deny",
+                Some("worker"),
+            ),
+            tell(
+                "terminate through its group",
+                "autoscaling:TerminateInstanceInAutoScalingGroup",
+                "deny",
+                Some("worker"),
+            ),
+        ],
+    );
+    // Without --env: every environment's configuration of the role, still
+    // no other role's.
+    check(
+        "instance worker",
+        &printed(&mut t, &["instance", "worker"]),
+        &[
+            probe(
+                "read staging's configuration",
+                "ssm:GetParametersByPath",
+                "allow",
+            )
+            .on(parameter("/learn/staging/worker"), json!({})),
+            probe(
+                "read another role's configuration",
+                "ssm:GetParametersByPath",
+                "deny",
+            )
+            .on(parameter("/learn/prod/web"), json!({})),
+        ],
+    );
+    // Usage mistakes exit 2.
+    for args in [
+        vec!["iam-policy", "instance"],
+        vec!["iam-policy", "build", "worker"],
+        vec!["iam-policy", "instance", "worker", "--env", "../prod"],
+        vec!["iam-policy", "instance", "worker", "--channel", "prod"],
+    ] {
+        let r = t.run_with(&args);
+        assert_eq!(r.status, 2, "{args:?}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn with_groups_the_publish_policy_refreshes_only_the_channels_groups() {
+    let mut t = Test::new();
+    let settings = std::fs::read_to_string(t.path("imagectl.toml")).unwrap();
+    std::fs::write(
+        t.path("imagectl.toml"),
+        format!("{settings}\n[publish.auto_scaling_groups.app]\ndev = [\"app-dev\"]\nprod = [\"app-prod\"]\n"),
+    )
+    .unwrap();
+    let template = |channel: &str| {
+        (
+            format!("arn:aws:ec2:{HOME}:{ACCOUNT}:launch-template/lt-0123456789abcdef0"),
+            json!({format!("aws:ResourceTag/imagectl:channel"): channel}),
+        )
+    };
+    let probes = |policy: &str| {
+        let dev_only = policy == "dev";
+        let (lt, dev) = template("dev");
+        let (_, prod) = template("prod");
+        vec![
+            probe(
+                "refresh a dev group",
+                "autoscaling:StartInstanceRefresh",
+                "allow",
+            )
+            .on(group_arn("app-dev"), json!({})),
+            probe(
+                "refresh a prod group",
+                "autoscaling:StartInstanceRefresh",
+                if dev_only { "deny" } else { "allow" },
+            )
+            .on(group_arn("app-prod"), json!({})),
+            probe(
+                "refresh any other group",
+                "autoscaling:StartInstanceRefresh",
+                "deny",
+            )
+            .on(group_arn("billing"), json!({})),
+            probe(
+                "follow refreshes",
+                "autoscaling:DescribeInstanceRefreshes",
+                "allow",
+            )
+            .on("*", json!({})),
+            probe(
+                "use a dev template for the refresh",
+                "ec2:RunInstances",
+                "allow",
+            )
+            .on(lt.clone(), dev),
+            probe(
+                "use a prod template for the refresh",
+                "ec2:RunInstances",
+                if dev_only { "deny" } else { "allow" },
+            )
+            .on(lt.clone(), prod),
+            // RunInstances needs the instance too: not allowed, so the
+            // template grant launches nothing.
+            probe(
+                "launch an instance from a channel's template",
+                "ec2:RunInstances",
+                "deny",
+            )
+            .on(lt, template("dev").1)
+            .on(ec2("instance", "*"), json!({})),
+            probe(
+                "cancel a refresh",
+                "autoscaling:CancelInstanceRefresh",
+                "deny",
+            )
+            .on(group_arn("app-dev"), json!({})),
+            probe(
+                "change a group",
+                "autoscaling:UpdateAutoScalingGroup",
+                "deny",
+            )
+            .on(group_arn("app-dev"), json!({})),
+        ]
+    };
+    let all = printed(&mut t, &["publish"]);
+    check("publish with groups", &all, &probes("all"));
+    let dev = printed(&mut t, &["publish", "--channel", "dev"]);
+    check("publish --channel dev with groups", &dev, &probes("dev"));
+    let cloudsplaining = python().with_file_name("cloudsplaining");
+    for policy in [all, dev] {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), policy.to_string()).unwrap();
+        let out = Command::new(&cloudsplaining)
+            .args(["scan-policy-file", "--input-file"])
+            .arg(file.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "There were no results found.",
+            "{policy:#}"
+        );
+    }
 }

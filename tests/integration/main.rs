@@ -19,6 +19,7 @@ mod packer;
 mod plan;
 mod preview;
 mod publish;
+mod rollout;
 mod sandbox;
 mod support;
 mod sweep;

@@ -1,4 +1,4 @@
-//! A real AWS API emulator for the tests: moto's server (with two gaps
+//! A real AWS API emulator for the tests: moto's server (with its gaps
 //! filled, see tests/moto_server.py) on a free loopback port, killed when
 //! the handle drops; and boto3, a second client to read results back with.
 
@@ -68,6 +68,9 @@ impl Moto {
                 "MOTO_AMIS_PATH",
                 repo_root().join("tests/fixtures/amis.json"),
             )
+            // Instance refreshes advance a step every 0.2 s, not every
+            // second (tests/moto_autoscaling.py).
+            .env("IMAGECTL_MOTO_REFRESH_STEP_SECS", "0.2")
             .stdout(Stdio::null())
             .stderr(log.reopen().unwrap())
             .spawn()
@@ -133,4 +136,30 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The wrapper's own emulation (instance refreshes, lifecycle actions, see
+/// tests/moto_autoscaling.py) passes its Python tests, which start their own
+/// servers and drive them with boto3.
+#[test]
+fn the_wrappers_own_tests_pass() {
+    let out = Command::new(python())
+        .args(["-m", "unittest", "tests/test_moto_autoscaling.py"])
+        .current_dir(repo_root())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the wrapper's Python tests");
+    assert!(
+        out.status.success(),
+        "python -m unittest tests/test_moto_autoscaling.py failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

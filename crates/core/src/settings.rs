@@ -91,6 +91,53 @@ pub struct Publish {
     /// Launch template name per role and channel: publishing to that
     /// channel adds a version with the new image and makes it the default.
     pub launch_templates: BTreeMap<String, BTreeMap<String, String>>,
+    /// Auto Scaling group names per role and channel: `--roll` (and
+    /// `imagectl rollout`) starts an instance refresh on each.
+    pub auto_scaling_groups: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+}
+
+/// `[rollout]`: how an instance refresh replaces a group's instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// The share of the group that stays in service during the refresh
+    /// (`MinHealthyPercentage`), 0 to 100.
+    #[serde(default = "default_min_healthy")]
+    pub min_healthy_percentage: u8,
+    /// Seconds a new instance is given before it counts as ready
+    /// (`InstanceWarmup`); the group's own default when unset.
+    #[serde(default)]
+    pub instance_warmup_secs: Option<u32>,
+    /// How long imagectl follows a refresh before it gives up following
+    /// (the refresh itself goes on).
+    #[serde(default = "default_rollout_timeout")]
+    pub timeout_minutes: u64,
+    /// Seconds between two looks at a refresh's progress.
+    #[serde(default = "default_poll")]
+    pub poll_secs: u64,
+}
+
+fn default_min_healthy() -> u8 {
+    90
+}
+
+fn default_rollout_timeout() -> u64 {
+    60
+}
+
+fn default_poll() -> u64 {
+    15
+}
+
+impl Default for Rollout {
+    fn default() -> Rollout {
+        Rollout {
+            min_healthy_percentage: default_min_healthy(),
+            instance_warmup_secs: None,
+            timeout_minutes: default_rollout_timeout(),
+            poll_secs: default_poll(),
+        }
+    }
 }
 
 /// `[build]`: limits of one image build.
@@ -135,6 +182,8 @@ pub struct Settings {
     pub bases: BTreeMap<String, Base>,
     /// `[publish]`.
     pub publish: Publish,
+    /// `[rollout]`.
+    pub rollout: Rollout,
 }
 
 impl Aws {
@@ -174,6 +223,7 @@ struct RawSettings {
     build: Option<Build>,
     bases: Option<BTreeMap<String, Spanned<Base>>>,
     publish: Option<RawPublish>,
+    rollout: Option<Spanned<Rollout>>,
 }
 
 impl Partial for RawSettings {
@@ -182,6 +232,7 @@ impl Partial for RawSettings {
         self.build = o.build.or(self.build.take());
         self.bases = o.bases.or(self.bases.take());
         self.publish = o.publish.or(self.publish.take());
+        self.rollout = o.rollout.or(self.rollout.take());
     }
 }
 
@@ -207,6 +258,8 @@ struct RawPublish {
     rollback_depth: Option<u32>,
     #[serde(default)]
     launch_templates: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    auto_scaling_groups: BTreeMap<String, BTreeMap<Spanned<String>, Vec<Spanned<String>>>>,
 }
 
 /// Parses and validates the text of `imagectl.toml`: every problem, each
@@ -220,11 +273,13 @@ pub fn parse_settings(text: &str) -> Result<Settings, Diagnostics> {
     let aws = parse_aws(&mut ctx, raw.aws.unwrap_or_default());
     let bases = parse_bases(&mut ctx, raw.bases.unwrap_or_default());
     let publish = parse_publish(&mut ctx, raw.publish.unwrap_or_default());
+    let rollout = parse_rollout(&mut ctx, raw.rollout);
     ctx.diags.into_result(Settings {
         aws,
         bases,
         build: raw.build.unwrap_or_default(),
         publish,
+        rollout,
     })
 }
 
@@ -381,12 +436,106 @@ fn parse_publish(ctx: &mut Ctx, raw: RawPublish) -> Publish {
         }
         None => vec!["dev".into(), "staging".into(), "prod".into()],
     };
+    let auto_scaling_groups = parse_groups(ctx, &channels, raw.auto_scaling_groups);
     Publish {
         prefix,
         channels,
         rollback_depth: raw.rollback_depth.unwrap_or(5),
         launch_templates: raw.launch_templates,
+        auto_scaling_groups,
     }
+}
+
+/// `[publish.auto_scaling_groups.ROLE]`: `CHANNEL = ["group", ...]`, each
+/// channel a configured one, each name one Auto Scaling accepts, each group
+/// following one channel of one role.
+fn parse_groups(
+    ctx: &mut Ctx,
+    channels: &[String],
+    raw: BTreeMap<String, BTreeMap<Spanned<String>, Vec<Spanned<String>>>>,
+) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let mut seen: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (role, by_channel) in raw {
+        let mut groups = BTreeMap::new();
+        for (channel, names) in by_channel {
+            if !channels.contains(channel.get_ref()) {
+                let msg = format!(
+                    "`{}` in `[publish.auto_scaling_groups.{role}]` is not a channel",
+                    channel.get_ref()
+                );
+                let help = format!(
+                    "the channels are {} (`[publish] channels`)",
+                    channels.join(", ")
+                );
+                ctx.error(channel.span(), msg, &help);
+            }
+            for n in &names {
+                let name = n.get_ref();
+                if !is_group_name(name) {
+                    let msg = format!("`{name}` is not an Auto Scaling group name");
+                    ctx.error(
+                        n.span(),
+                        msg,
+                        "a group name is 1 to 255 characters, without `:` or control characters",
+                    );
+                } else if let Some((r, c)) = seen.get(name) {
+                    let msg =
+                        format!("Auto Scaling group `{name}` is also listed for `{r}` in `{c}`");
+                    ctx.error(
+                        n.span(),
+                        msg,
+                        "a group launches one role from one channel: list it once",
+                    );
+                } else {
+                    seen.insert(name.clone(), (role.clone(), channel.get_ref().clone()));
+                }
+            }
+            groups.insert(
+                channel.into_inner(),
+                names.into_iter().map(Spanned::into_inner).collect(),
+            );
+        }
+        out.insert(role, groups);
+    }
+    out
+}
+
+/// What Auto Scaling accepts as a group name (and what a group ARN can
+/// hold): 1 to 255 characters, no `:` and no control characters.
+fn is_group_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && !s
+            .chars()
+            .any(|c| matches!(c, ':' | '*' | '?') || c.is_control())
+}
+
+fn parse_rollout(ctx: &mut Ctx, raw: Option<Spanned<Rollout>>) -> Rollout {
+    let Some(raw) = raw else {
+        return Rollout::default();
+    };
+    let span = raw.span();
+    let r = raw.into_inner();
+    if r.min_healthy_percentage > 100 {
+        let msg = format!(
+            "`min_healthy_percentage = {}` is over 100",
+            r.min_healthy_percentage
+        );
+        ctx.error(
+            span.clone(),
+            msg,
+            "give a percentage from 0 to 100 (default 90)",
+        );
+    }
+    if r.poll_secs == 0 || r.timeout_minutes == 0 {
+        ctx.error(
+            span,
+            "`[rollout]` `poll_secs` and `timeout_minutes` must be at least 1".to_string(),
+            "leave them out for the defaults (15 s, 60 min)",
+        );
+    }
+    r
 }
 
 /// A lowercase name: letters, digits and `-`, starting with a letter.
@@ -410,6 +559,36 @@ mod tests {
         assert_eq!(s.publish.channels, ["dev", "staging", "prod"]);
         assert_eq!(s.publish.rollback_depth, 5);
         assert_eq!(s.bases["debian-12"].architecture, Arch::X86_64);
+        assert_eq!(s.rollout, Rollout::default());
+        assert!(s.publish.auto_scaling_groups.is_empty());
+    }
+
+    #[test]
+    fn auto_scaling_groups_follow_known_channels_once() {
+        let text = format!(
+            "{MINIMAL}[publish.auto_scaling_groups.worker]\nprod = [\"w-prod\", \"a:b\"]\nqa = [\"w-qa\"]\n[publish.auto_scaling_groups.web]\nprod = [\"w-prod\"]\n[rollout]\nmin_healthy_percentage = 101\n"
+        );
+        let d = parse_settings(&text).unwrap_err();
+        let msgs: Vec<String> =
+            d.0.iter()
+                .map(|d| format!("{} {}", d.position(), d.message))
+                .collect();
+        assert_eq!(
+            msgs,
+            [
+                "imagectl.toml:9:9 Auto Scaling group `w-prod` is also listed for `web` in `prod`",
+                "imagectl.toml:9:19 `a:b` is not an Auto Scaling group name",
+                "imagectl.toml:10:1 `qa` in `[publish.auto_scaling_groups.worker]` is not a channel",
+                "imagectl.toml:13:1 `min_healthy_percentage = 101` is over 100",
+            ]
+        );
+        let ok = format!(
+            "{MINIMAL}[publish.auto_scaling_groups.worker]\nprod = [\"w-prod\"]\n[rollout]\ninstance_warmup_secs = 30\npoll_secs = 1\n"
+        );
+        let s = parse_settings(&ok).unwrap();
+        assert_eq!(s.publish.auto_scaling_groups["worker"]["prod"], ["w-prod"]);
+        assert_eq!(s.rollout.instance_warmup_secs, Some(30));
+        assert_eq!(s.rollout.min_healthy_percentage, 90);
     }
 
     #[test]
