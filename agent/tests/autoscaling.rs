@@ -399,13 +399,18 @@ fn a_failed_boot_past_the_deadline_still_tells_auto_scaling() {
     );
 }
 
-// The lifecycle hook. moto 5.2 has no CompleteLifecycleAction:
-// tests/moto_server.py adds it.
+// The lifecycle hook. moto 5.2 has no CompleteLifecycleAction and no
+// `Pending:Wait`: tests/moto_server.py adds both.
+
+fn lifecycle_state(moto: &Moto, instance: &str) -> Value {
+    moto.auto_scaling_instance(instance)["LifecycleState"].clone()
+}
 
 #[test]
 fn a_healthy_boot_continues_the_lifecycle_hook() {
     let moto = Moto::start();
     let instance = moto.auto_scaling_group(GROUP, Some(HOOK));
+    assert_eq!(lifecycle_state(&moto, &instance), "Pending:Wait");
     let imds = imds_for(&instance, None);
     let image = image(true, Some(HOOK), OnFailure::Replace, false);
 
@@ -428,8 +433,7 @@ fn a_healthy_boot_continues_the_lifecycle_hook() {
         err.contains("autoscaling: told CompleteLifecycleAction CONTINUE\n"),
         "{err}"
     );
-    let found = moto.auto_scaling_instance(&instance);
-    assert_eq!(found["LifecycleState"], "InService", "{found}");
+    assert_eq!(lifecycle_state(&moto, &instance), "InService");
     assert_eq!(health_of(&moto, &instance), "HEALTHY");
 }
 
@@ -437,6 +441,7 @@ fn a_healthy_boot_continues_the_lifecycle_hook() {
 fn a_failed_boot_abandons_the_lifecycle_hook() {
     let moto = Moto::start();
     let instance = moto.auto_scaling_group(GROUP, Some(HOOK));
+    assert_eq!(lifecycle_state(&moto, &instance), "Pending:Wait");
     let imds = imds_for(&instance, None);
     let image = image(false, Some(HOOK), OnFailure::Replace, false);
 
@@ -452,6 +457,19 @@ fn a_failed_boot_abandons_the_lifecycle_hook() {
         "{report}"
     );
     assert_eq!(report["autoscaling"]["errors"], json!([]));
+    // Abandoned: out of the group (terminated), and a replacement waits
+    // on the hook in its place.
+    assert_eq!(moto.auto_scaling_instance(&instance), Value::Null);
+    let group = moto.python(
+        "import boto3, json, os, sys\n\
+         asg = boto3.client('autoscaling', endpoint_url=os.environ['MOTO_URL'])\n\
+         g = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[sys.argv[1]])['AutoScalingGroups'][0]\n\
+         print(json.dumps([i['InstanceId'] for i in g['Instances']]))\n",
+        &[GROUP],
+    );
+    let others = group.as_array().unwrap();
+    assert_eq!(others.len(), 1, "{group}");
+    assert_ne!(others[0], instance.as_str());
 }
 
 #[test]
@@ -474,6 +492,7 @@ fn on_failure_stay_leaves_the_lifecycle_hook_to_time_out() {
     );
     assert_eq!(proxy.requests(), ["DescribeAutoScalingInstances pass"]);
     assert_eq!(health_of(&moto, &instance), "HEALTHY");
+    assert_eq!(lifecycle_state(&moto, &instance), "Pending:Wait");
 }
 
 #[test]
@@ -506,4 +525,5 @@ fn a_hook_that_cannot_be_completed_fails_a_healthy_boot_without_marking_it_unhea
     assert_eq!(report["autoscaling"]["errors"], json!([error]));
     // Only reported: the instance is not marked unhealthy on top.
     assert_eq!(health_of(&moto, &instance), "HEALTHY");
+    assert_eq!(lifecycle_state(&moto, &instance), "Pending:Wait");
 }

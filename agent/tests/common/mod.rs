@@ -140,8 +140,9 @@ impl Moto {
     }
 
     /// An Auto Scaling group `name` of one instance (from a launch
-    /// template), with a launch lifecycle hook `hook` put on it before the
-    /// instance launches; returns the instance's ID.
+    /// template, with a 300 s health check grace period), with a launch
+    /// lifecycle hook `hook` put on it before the instance launches (it
+    /// then waits in `Pending:Wait`); returns the instance's ID.
     pub fn auto_scaling_group(&self, name: &str, hook: Option<&str>) -> String {
         let v = self.python(ASG_SCRIPT, &[name, hook.unwrap_or("")]);
         v["instance"]
@@ -209,6 +210,9 @@ asg.create_auto_scaling_group(
     LaunchTemplate={"LaunchTemplateName": name, "Version": "$Latest"},
     MinSize=0, MaxSize=1, DesiredCapacity=0,
     AvailabilityZones=["eu-west-1b"],
+    # A new instance is inside its grace period: only
+    # ShouldRespectGracePeriod=false marks it unhealthy.
+    HealthCheckType="ELB", HealthCheckGracePeriod=300,
 )
 if hook:
     asg.put_lifecycle_hook(
