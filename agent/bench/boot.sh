@@ -39,7 +39,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 moto_port="$(free_port)"
 "$moto_server" -H 127.0.0.1 -p "$moto_port" >/dev/null 2>&1 &
 pids+=($!)
-# a small IMDSv2 server: token PUT with TTL header, GETs need the token
+# a small IMDSv2 server: token PUT with TTL header, GETs need the token.
+# Instance metadata tags answer 404 (not enabled), so the autoscaling step
+# takes its dearer path: DescribeAutoScalingInstances against moto, which
+# knows no group (nothing more to tell).
 imds_port="$(free_port)"
 python3 - "$imds_port" >/dev/null 2>&1 <<'PY' &
 import http.server, json, sys
