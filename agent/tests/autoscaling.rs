@@ -527,3 +527,32 @@ fn a_hook_that_cannot_be_completed_fails_a_healthy_boot_without_marking_it_unhea
     assert_eq!(health_of(&moto, &instance), "HEALTHY");
     assert_eq!(lifecycle_state(&moto, &instance), "Pending:Wait");
 }
+
+#[test]
+fn a_lookup_denied_after_a_healthy_boot_with_a_hook_fails_the_boot() {
+    // Without the group's name the hook cannot be continued: the instance
+    // would be abandoned when it times out, as after a refused CONTINUE.
+    let moto = Moto::start();
+    let instance = moto.auto_scaling_group(GROUP, Some(HOOK));
+    let endpoint = denying(&moto, "DescribeAutoScalingInstances");
+    let imds = imds_for(&instance, None);
+    let image = image(true, Some(HOOK), OnFailure::Replace, false);
+
+    let (out, report) = boot(&image, &imds, &endpoint.url(), &[]);
+    let err = expect_exit(&out, 1);
+    assert_eq!(report["failed_step"], "autoscaling");
+    let error = format!(
+        "cannot complete lifecycle hook `{HOOK}`: the instance's Auto Scaling group is not known (the lookup failed)"
+    );
+    assert_eq!(report["error"], error.as_str());
+    assert!(
+        err.contains("imagectl-agent: autoscaling: error: cannot find the Auto Scaling group: "),
+        "{err}"
+    );
+    let errors = report["autoscaling"]["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{report}");
+    assert_eq!(errors[1], error.as_str());
+    assert_eq!(report["autoscaling"]["told"], json!([]));
+    assert_eq!(health_of(&moto, &instance), "HEALTHY");
+    assert_eq!(lifecycle_state(&moto, &instance), "Pending:Wait");
+}
