@@ -1,6 +1,11 @@
 //! What references each imagectl image (channels and their rollback
 //! history, launch templates, instances), for `imagectl images`, and the
 //! garbage collection that never removes an image still referenced.
+//!
+//! Publishing protects the images of `[publish] protect_channels` from
+//! deregistration (see `publish/lifecycle.rs`); prune lifts that protection
+//! from an image it deletes, which it only does to one nothing references,
+//! and never touches the protection of an image it keeps.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,8 +33,25 @@ pub struct Image {
     /// Why it must stay: `channel dev (current)`, `launch template x v3
     /// (default)`, `instance i-... in eu-west-1`, ...
     pub references: Vec<String>,
+    /// Per region, when the image is (or was) deprecated, as EC2 reports
+    /// it; regions without a deprecation time are left out.
+    pub deprecation_time: BTreeMap<String, String>,
+    /// Per region, its deregistration protection as EC2 reports it
+    /// (`disabled`, `enabled-without-cooldown`, ...).
+    pub deregistration_protection: BTreeMap<String, String>,
     #[serde(skip)]
     infos: Vec<(String, ImageInfo)>,
+}
+
+impl Image {
+    /// The regions where the image is protected from deregistration.
+    pub fn protected_in(&self) -> Vec<String> {
+        self.infos
+            .iter()
+            .filter(|(_, i)| i.protected())
+            .map(|(r, _)| r.clone())
+            .collect()
+    }
 }
 
 /// Images by (role, build).
@@ -87,12 +109,22 @@ async fn collect(
                     created: info.created.clone(),
                     amis: BTreeMap::new(),
                     references: Vec::new(),
+                    deprecation_time: BTreeMap::new(),
+                    deregistration_protection: BTreeMap::new(),
                     infos: Vec::new(),
                 });
             if region == home || info.created < entry.created {
                 entry.created = info.created.clone();
             }
             entry.amis.insert(region.to_string(), info.id.clone());
+            if let Some(t) = &info.deprecation_time {
+                entry.deprecation_time.insert(region.to_string(), t.clone());
+            }
+            if let Some(p) = &info.deregistration_protection {
+                entry
+                    .deregistration_protection
+                    .insert(region.to_string(), p.clone());
+            }
             entry.infos.push((region.to_string(), info));
         }
     }
@@ -248,10 +280,14 @@ pub struct Decision {
     pub action: Action,
     /// Why.
     pub reason: String,
+    /// The regions where its deregistration protection is lifted before it
+    /// is deleted (only ever for an image deleted, which nothing references).
+    pub lift_protection: Vec<String>,
 }
 
 /// Decides, per role, which images go: all but the `keep` newest, except
-/// those still referenced.
+/// those still referenced, and an image protected with a cooldown (which
+/// imagectl never sets), since deregistering it would fail for a day.
 pub fn plan(images: Vec<Image>, keep: usize) -> Vec<Decision> {
     let mut by_role: BTreeMap<String, Vec<Image>> = BTreeMap::new();
     for i in images {
@@ -261,6 +297,22 @@ pub fn plan(images: Vec<Image>, keep: usize) -> Vec<Decision> {
     for (_, mut list) in by_role {
         list.sort_by(|a, b| b.created.cmp(&a.created).then(b.hash.cmp(&a.hash)));
         for (n, image) in list.into_iter().enumerate() {
+            // Protected, but not as imagectl protects: with a cooldown.
+            let cooldown: Vec<String> = image
+                .infos
+                .iter()
+                .filter(|(_, i)| {
+                    i.protected()
+                        && i.deregistration_protection.as_deref()
+                            != Some("enabled-without-cooldown")
+                })
+                .map(|(r, i)| {
+                    format!(
+                        "{r} {}",
+                        i.deregistration_protection.as_deref().unwrap_or_default()
+                    )
+                })
+                .collect();
             let (action, reason) = if n < keep {
                 (Action::Keep, format!("among the {keep} newest"))
             } else if !image.references.is_empty() {
@@ -268,26 +320,66 @@ pub fn plan(images: Vec<Image>, keep: usize) -> Vec<Decision> {
                     Action::Keep,
                     format!("referenced: {}", image.references.join("; ")),
                 )
+            } else if !cooldown.is_empty() {
+                (
+                    Action::Keep,
+                    format!(
+                        "referenced by nothing, but deregistration protection with a cooldown holds it ({}), which imagectl never sets: prune deletes it once that protection is disabled and its 24-hour cooldown is over",
+                        cooldown.join(", ")
+                    ),
+                )
             } else {
                 (
                     Action::Delete,
                     format!("older than the {keep} newest and referenced by nothing"),
                 )
             };
+            let lift_protection = match action {
+                Action::Delete => image.protected_in(),
+                Action::Keep => Vec::new(),
+            };
             out.push(Decision {
                 image,
                 action,
                 reason,
+                lift_protection,
             });
         }
     }
     out
 }
 
-/// Deregisters every image marked `delete`, with its snapshots, in every region.
-pub async fn delete(session: &Session, decisions: &[Decision]) -> Result<(), aws::Error> {
+/// Why prune may lift an image's protection: `no longer held by prod or
+/// its rollback history`, for `protect_channels`.
+pub fn why_unprotected(protect_channels: &[String]) -> String {
+    match protect_channels {
+        [] => "no longer held by any channel or its rollback history".to_string(),
+        [one] => format!("no longer held by {one} or its rollback history"),
+        many => format!(
+            "no longer held by {} or their rollback history",
+            many.join(" or ")
+        ),
+    }
+}
+
+/// Deregisters every image marked `delete`, with its snapshots, in every
+/// region, lifting its deregistration protection first where it has one.
+pub async fn delete(
+    session: &Session,
+    decisions: &[Decision],
+    protect_channels: &[String],
+) -> Result<(), aws::Error> {
     for d in decisions.iter().filter(|d| d.action == Action::Delete) {
         for (region, info) in &d.image.infos {
+            if d.lift_protection.contains(region) {
+                tracing::info!(
+                    "{}: lifting the deregistration protection of {} in {region}: {}",
+                    d.image.role,
+                    info.id,
+                    why_unprotected(protect_channels)
+                );
+                session.ec2(region).unprotect(&info.id).await?;
+            }
             tracing::info!(
                 "{}: deregistering {} in {region} and deleting its snapshots",
                 d.image.role,
@@ -311,6 +403,8 @@ mod tests {
             created: created.into(),
             amis: BTreeMap::new(),
             references: refs.iter().map(|s| s.to_string()).collect(),
+            deprecation_time: BTreeMap::new(),
+            deregistration_protection: BTreeMap::new(),
             infos: Vec::new(),
         }
     }
@@ -347,6 +441,80 @@ mod tests {
             ]
         );
         assert!(decisions[2].reason.contains("/imagectl/web/prod"));
+    }
+
+    fn info(region: &str, protection: &str) -> (String, ImageInfo) {
+        let i = ImageInfo {
+            id: format!("ami-{region}"),
+            name: "n".into(),
+            owner: "123456789012".into(),
+            arch: "x86_64".into(),
+            created: "2026-01-01T00:00:00.000Z".into(),
+            state: "available".into(),
+            tags: BTreeMap::new(),
+            snapshots: Vec::new(),
+            imds_support: None,
+            deprecation_time: None,
+            deregistration_protection: Some(protection.into()),
+        };
+        (region.to_string(), i)
+    }
+
+    #[test]
+    fn protection_is_lifted_only_from_what_is_deleted() {
+        let with = |hash, created, refs: &[&str], states: [&str; 2]| {
+            let mut i = image("web", hash, created, refs);
+            i.infos = vec![
+                info("eu-west-1", states[0]),
+                info("eu-central-1", states[1]),
+            ];
+            i
+        };
+        let p = "enabled-without-cooldown";
+        let decisions = plan(
+            vec![
+                with("new", "2026-04-01", &[], [p, p]),
+                with(
+                    "held",
+                    "2026-03-01",
+                    &["channel /imagectl/web/prod (rollback)"],
+                    [p, p],
+                ),
+                with("old", "2026-02-01", &[], [p, "disabled"]),
+                with(
+                    "cool",
+                    "2026-01-01",
+                    &[],
+                    ["disabled", "disabled-until 2026-01-02T00:00:00.000Z"],
+                ),
+            ],
+            1,
+        );
+        let got: Vec<(&str, Action, Vec<String>)> = decisions
+            .iter()
+            .map(|d| (d.image.hash.as_str(), d.action, d.lift_protection.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("new", Action::Keep, vec![]),
+                ("held", Action::Keep, vec![]),
+                ("old", Action::Delete, vec!["eu-west-1".to_string()]),
+                ("cool", Action::Keep, vec![]),
+            ]
+        );
+        assert!(
+            decisions[3]
+                .reason
+                .contains("eu-central-1 disabled-until 2026-01-02T00:00:00.000Z")
+                && !decisions[3].reason.contains("; "),
+            "{}",
+            decisions[3].reason
+        );
+        assert_eq!(
+            why_unprotected(&["prod".to_string()]),
+            "no longer held by prod or its rollback history"
+        );
     }
 
     #[test]

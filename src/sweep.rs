@@ -555,6 +555,8 @@ mod tests {
                 .collect(),
             snapshots: snaps.iter().map(|s| s.to_string()).collect(),
             imds_support: None,
+            deprecation_time: None,
+            deregistration_protection: None,
         }
     }
 

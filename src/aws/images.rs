@@ -1,5 +1,6 @@
 //! EC2 images: finding them by tags, completing them (tags, copies,
-//! shares, IMDSv2), waiting for them, deleting them with their snapshots.
+//! shares, IMDSv2), waiting for them, deprecating and protecting them,
+//! deleting them with their snapshots.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -33,12 +34,34 @@ pub struct ImageInfo {
     pub snapshots: Vec<String>,
     /// `v2.0` when instances launched from it must use IMDSv2.
     pub imds_support: Option<String>,
+    /// When it is (or was) deprecated, ISO 8601 as EC2 reports it; `None`
+    /// when no deprecation time is set.
+    pub deprecation_time: Option<String>,
+    /// Its deregistration protection as EC2 reports it: `disabled`,
+    /// `enabled-without-cooldown`, `enabled-with-cooldown`, or
+    /// `disabled-until TIME` while a cooldown runs.
+    pub deregistration_protection: Option<String>,
 }
 
 impl ImageInfo {
     /// The value of a tag.
     pub fn tag(&self, key: &str) -> Option<&str> {
         self.tags.get(key).map(String::as_str)
+    }
+
+    /// Whether DeregisterImage would be refused: protection is enabled, or
+    /// was disabled with a cooldown that still runs.
+    pub fn protected(&self) -> bool {
+        self.deregistration_protection
+            .as_deref()
+            .is_some_and(|p| p != "disabled")
+    }
+
+    /// Whether protection is enabled (with or without a cooldown).
+    pub fn protection_enabled(&self) -> bool {
+        self.deregistration_protection
+            .as_deref()
+            .is_some_and(|p| p.starts_with("enabled"))
     }
 }
 
@@ -63,6 +86,8 @@ fn image_info(image: &aws_sdk_ec2::types::Image) -> ImageInfo {
             .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(String::from))
             .collect(),
         imds_support: image.imds_support().map(|v| v.as_str().to_string()),
+        deprecation_time: image.deprecation_time().map(String::from),
+        deregistration_protection: image.deregistration_protection().map(String::from),
     }
 }
 
@@ -222,6 +247,63 @@ impl Ec2 {
             .send()
             .await
             .map_err(err("ModifyImageAttribute", &self.region, Some(image)))?;
+        Ok(())
+    }
+
+    /// Deprecates an image at `at` (seconds since the epoch; EC2 rounds to
+    /// the minute).
+    pub async fn deprecate(&self, image: &str, at: i64) -> Result<(), Error> {
+        self.client
+            .enable_image_deprecation()
+            .image_id(image)
+            .deprecate_at(aws_smithy_types::DateTime::from_secs(at))
+            .send()
+            .await
+            .map_err(err("EnableImageDeprecation", &self.region, Some(image)))?;
+        Ok(())
+    }
+
+    /// Cancels an image's deprecation.
+    pub async fn undeprecate(&self, image: &str) -> Result<(), Error> {
+        self.client
+            .disable_image_deprecation()
+            .image_id(image)
+            .send()
+            .await
+            .map_err(err("DisableImageDeprecation", &self.region, Some(image)))?;
+        Ok(())
+    }
+
+    /// Turns on deregistration protection, without a cooldown: with one,
+    /// `prune` could deregister an image only 24 hours after it lifted the
+    /// protection, so each prune would have to run twice a day apart.
+    pub async fn protect(&self, image: &str) -> Result<(), Error> {
+        self.client
+            .enable_image_deregistration_protection()
+            .image_id(image)
+            .with_cooldown(false)
+            .send()
+            .await
+            .map_err(err(
+                "EnableImageDeregistrationProtection",
+                &self.region,
+                Some(image),
+            ))?;
+        Ok(())
+    }
+
+    /// Turns off deregistration protection.
+    pub async fn unprotect(&self, image: &str) -> Result<(), Error> {
+        self.client
+            .disable_image_deregistration_protection()
+            .image_id(image)
+            .send()
+            .await
+            .map_err(err(
+                "DisableImageDeregistrationProtection",
+                &self.region,
+                Some(image),
+            ))?;
         Ok(())
     }
 

@@ -3,11 +3,16 @@
 //!
 //! The text output is a block per image that fits in 100 columns: a
 //! head line (role, hash, creation time, AMIs), the AMIs that do not fit
-//! wrapped under the first, then the references or the reason, indented.
+//! wrapped under the first, then the references or the reason, indented;
+//! `images` adds when the image is deprecated and where it is protected
+//! from deregistration.
+
+use std::collections::BTreeMap;
 
 use serde_json::json;
 
 use imagectl_core::hash::short;
+use imagectl_core::time;
 
 use super::{aws_runtime, print_json};
 use crate::cli::{ImagesArgs, OutputFormat, PruneArgs};
@@ -52,6 +57,56 @@ fn created(i: &gc::Image) -> String {
         .replacen('T', " ", 1)
 }
 
+/// An EC2 time to the minute, as `2027-03-02 15:40`.
+fn minute(t: &str) -> String {
+    t.get(..16).unwrap_or(t).replacen('T', " ", 1)
+}
+
+/// The regions of a per-region map, by value.
+fn group(m: &BTreeMap<String, String>) -> BTreeMap<&str, Vec<&str>> {
+    let mut by: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (region, v) in m {
+        by.entry(v.as_str()).or_default().push(region.as_str());
+    }
+    by
+}
+
+/// The notes on an image's lifecycle, each value once with the regions
+/// that have it (none named when every region of the image does): when it
+/// is or was deprecated, where deregistration protection holds it.
+fn lifecycle_notes(i: &gc::Image, now: i64) -> Vec<String> {
+    let place = |regions: &[&str]| {
+        if regions.len() == i.amis.len() {
+            String::new()
+        } else {
+            format!(" in {}", regions.join(", "))
+        }
+    };
+    let mut notes = Vec::new();
+    for (at, regions) in group(&i.deprecation_time) {
+        let past = time::iso_secs(at).is_some_and(|t| t <= now);
+        let verb = if past {
+            "deprecated since"
+        } else {
+            "to be deprecated at"
+        };
+        notes.push(format!("{verb} {}{}", minute(at), place(&regions)));
+    }
+    for (state, regions) in group(&i.deregistration_protection) {
+        let what = match state {
+            "disabled" => continue,
+            "enabled-without-cooldown" => "protected from deregistration".to_string(),
+            "enabled-with-cooldown" => "protected from deregistration (with cooldown)".to_string(),
+            other => match other.strip_prefix("disabled-until ") {
+                Some(t) => format!("protected from deregistration until {}", minute(t)),
+                None => format!("deregistration protection {other}"),
+            },
+        };
+        notes.push(format!("{what}{}", place(&regions)));
+    }
+    notes
+}
+
 /// One image's block: `lead` (the action, for prune), the head line with
 /// the AMIs wrapped under the first, then `notes` indented.
 fn block(lead: &str, i: &gc::Image, notes: &[String]) -> Vec<String> {
@@ -86,13 +141,14 @@ pub fn images(config: &Config, args: &ImagesArgs) -> Result<(), Error> {
         OutputFormat::Text => {
             println!("{:<12} {:<12}  {:<19}  AMIS", "ROLE", "HASH", "CREATED");
             for i in &list {
-                let notes = if i.references.is_empty() {
+                let mut notes = if i.references.is_empty() {
                     vec!["referenced by nothing".to_string()]
                 } else {
                     let mut notes = i.references.clone();
                     notes[0] = format!("referenced by {}", notes[0]);
                     notes
                 };
+                notes.extend(lifecycle_notes(i, time::now_secs()));
                 for line in block("", i, &notes) {
                     println!("{line}");
                 }
@@ -111,7 +167,12 @@ pub fn prune(config: &Config, args: &PruneArgs) -> Result<(), Error> {
         let list = gc::inventory(&project, &session, &args.roles).await?;
         let decisions = gc::plan(list, usize::from(args.keep));
         if !args.dry_run {
-            gc::delete(&session, &decisions).await?;
+            gc::delete(
+                &session,
+                &decisions,
+                &project.settings.publish.protect_channels,
+            )
+            .await?;
         }
         Ok::<_, aws::Error>(decisions)
     })?;
@@ -124,7 +185,19 @@ pub fn prune(config: &Config, args: &PruneArgs) -> Result<(), Error> {
                     (Action::Delete, false) => "deleted",
                     _ => "keep",
                 };
-                let reason: Vec<String> = d.reason.split("; ").map(String::from).collect();
+                let mut reason: Vec<String> = d.reason.split("; ").map(String::from).collect();
+                if !d.lift_protection.is_empty() {
+                    let verb = if args.dry_run { "would lift" } else { "lifted" };
+                    let place = if d.lift_protection.len() == d.image.amis.len() {
+                        String::new()
+                    } else {
+                        format!(" in {}", d.lift_protection.join(", "))
+                    };
+                    let why = gc::why_unprotected(&project.settings.publish.protect_channels);
+                    reason.push(format!(
+                        "{verb} its deregistration protection first{place} ({why})"
+                    ));
+                }
                 for line in block(&format!("{action:<12}  "), &d.image, &reason) {
                     println!("{line}");
                 }

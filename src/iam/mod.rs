@@ -74,6 +74,7 @@ pub fn policy(
             let all = &project.settings.publish.channels;
             let channels = if channels.is_empty() { all } else { channels };
             let mut st = publish(&n, channels);
+            st.push(lifecycle(project, channels));
             st.extend(roll(project, channels));
             st
         }
@@ -209,6 +210,32 @@ fn publish(n: &Names, channels: &[String]) -> Vec<Value> {
     ]
 }
 
+/// What publishing does to the images it moves a channel between (see
+/// `publish/lifecycle.rs`), on imagectl's images only: deprecating the one
+/// no channel holds any more (unless `deprecate_after_days = 0`),
+/// cancelling the deprecation of one a channel holds again, and, when one
+/// of `channels` is in `protect_channels`, protecting that channel's
+/// images from deregistration.
+fn lifecycle(project: &Project, channels: &[String]) -> Value {
+    let publish = &project.settings.publish;
+    let mut actions = vec!["ec2:DisableImageDeprecation"];
+    if publish.deprecate_after_days.is_some() {
+        actions.insert(0, "ec2:EnableImageDeprecation");
+    }
+    if channels
+        .iter()
+        .any(|c| publish.protect_channels.contains(c))
+    {
+        actions.push("ec2:EnableImageDeregistrationProtection");
+    }
+    allow_if(
+        "LifecycleOfImagectlImages",
+        &actions,
+        json!(ec2_arns(&["image"])),
+        tagged(tags::ROLE),
+    )
+}
+
 /// `--roll` and `imagectl rollout`: instance refreshes of exactly the
 /// groups configured for `channels` (none when no group is). Starting a
 /// refresh with a desired configuration makes Auto Scaling check that the
@@ -275,6 +302,13 @@ fn prune(n: &Names) -> Vec<Value> {
             "DeleteOnlyImagectlImages",
             &["ec2:DeregisterImage", "ec2:DeleteSnapshot"],
             json!(ec2_arns(&["image", "snapshot"])),
+            tagged(tags::ROLE),
+        ),
+        // Only from an image it deletes: one nothing references any more.
+        allow_if(
+            "UnprotectOnlyImagectlImages",
+            &["ec2:DisableImageDeregistrationProtection"],
+            json!(ec2_arns(&["image"])),
             tagged(tags::ROLE),
         ),
     ]

@@ -13,7 +13,12 @@
 //! image that was published. Launch templates that pin an AMI then follow
 //! the settled channel value the same way; those that resolve the channel
 //! parameter at launch are left alone (see `templates.rs`).
+//!
+//! Once a channel moved, the images on either side of the move are
+//! deprecated, undeprecated and protected from deregistration as
+//! `lifecycle.rs` says.
 
+mod lifecycle;
 mod settle;
 mod templates;
 
@@ -108,6 +113,14 @@ pub enum Error {
     /// Nothing to roll back to, or nothing to promote.
     #[error("{0}")]
     Nothing(String),
+    /// The channel moved, but deprecating or protecting its images failed.
+    #[error("`{parameter}` moved, but the lifecycle of its images could not be updated (deprecation, deregistration protection): {source}")]
+    Lifecycle {
+        /// The channel parameter.
+        parameter: String,
+        /// The call that failed.
+        source: aws::Error,
+    },
 }
 
 impl Error {
@@ -118,6 +131,7 @@ impl Error {
         !matches!(
             self,
             Error::Aws(_)
+                | Error::Lifecycle { .. }
                 | Error::ReadBack { .. }
                 | Error::Superseded { .. }
                 | Error::Unsettled { .. }
@@ -285,6 +299,25 @@ pub async fn publish(
     }
     let launch_templates =
         follow_templates(session, &name, role, channel, templates, &settled).await?;
+    let after = lifecycle::Moved {
+        project,
+        session,
+        role,
+        channel,
+        name: &name,
+    };
+    for (region, (old, _)) in &moved {
+        let Some(new) = settled.get(region) else {
+            continue;
+        };
+        after
+            .region(region, old.as_deref(), new)
+            .await
+            .map_err(|source| Error::Lifecycle {
+                parameter: name.clone(),
+                source,
+            })?;
+    }
     Ok(Change::Moved {
         parameter: name,
         regions: moved,

@@ -521,8 +521,52 @@ urllib.request.urlopen(urllib.request.Request("{}/moto-api/reset-auth", data=b"0
         &["promote", "app", "--from", "dev", "--to", "prod"],
     );
     assert_eq!(r.status, 0, "promote as the publish user:\n{}", r.stderr);
+    // A second image, and the first one's lifecycle, every call under the
+    // policies: deprecated when prod lets go of it, undeprecated when
+    // rolled back to, deprecated again, then unprotected and deleted by
+    // prune (with no rollback history kept, nothing references it).
+    let settings = std::fs::read_to_string(t.path("imagectl.toml")).unwrap();
+    std::fs::write(
+        t.path("imagectl.toml"),
+        settings.replace(
+            "[publish.launch_templates.app]",
+            "[publish]\nrollback_depth = 0\n\n[publish.launch_templates.app]",
+        ),
+    )
+    .unwrap();
+    change(&t, 1);
+    let r = as_user("build", &["build", "app"]);
+    assert_eq!(r.status, 0, "a second build:\n{}", r.stderr);
+    let mut logs = String::new();
+    for args in [
+        &["publish", "app", "--channel", "dev"][..],
+        &["promote", "app", "--from", "dev", "--to", "prod"],
+        &["rollback", "app", "--channel", "prod"],
+        &["promote", "app", "--from", "dev", "--to", "prod"],
+    ] {
+        let r = as_user("publish", args);
+        assert_eq!(r.status, 0, "{args:?} as the publish user:\n{}", r.stderr);
+        logs.push_str(&r.stderr);
+    }
+    // EnableImageDeprecation, DisableImageDeprecation,
+    // EnableImageDeregistrationProtection, each made.
+    for said in [
+        "any more: deprecated at",
+        "its deprecation (at ",
+        "is protected from deregistration",
+    ] {
+        assert!(logs.contains(said), "{said}: {logs}");
+    }
     let r = as_user("prune", &["prune", "--keep", "1"]);
     assert_eq!(r.status, 0, "prune as the prune user:\n{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("lifting the deregistration protection of")
+            && r.stdout.contains("deleted"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     // And the check is real: the prune user cannot publish.
     let r = as_user("prune", &["publish", "app", "--channel", "staging"]);
     assert_eq!(r.status, 1);

@@ -273,8 +273,60 @@ fn build_probes() -> Vec<Probe> {
     ]
 }
 
+/// What publishing does to the images of a move: deprecation (and its
+/// cancelling) on imagectl's images; deregistration protection too when a
+/// protected channel (prod, by default) is writable; never on other images,
+/// and never lifting protection (prune's job).
+fn lifecycle_probes(protects: bool) -> Vec<Probe> {
+    let ours = json!({format!("ec2:ResourceTag/{ROLE_TAG}"): "app"});
+    let (protect, other) = (
+        "ec2:EnableImageDeregistrationProtection",
+        ec2("image", "ami-other"),
+    );
+    vec![
+        probe(
+            "deprecate an imagectl image",
+            "ec2:EnableImageDeprecation",
+            "allow",
+        )
+        .on(ec2("image", "ami-old"), ours.clone()),
+        probe(
+            "cancel the deprecation of an imagectl image",
+            "ec2:DisableImageDeprecation",
+            "allow",
+        )
+        .on(ec2("image", "ami-old"), ours.clone()),
+        probe(
+            "protect an imagectl image",
+            protect,
+            if protects { "allow" } else { "deny" },
+        )
+        .on(ec2("image", "ami-new"), ours.clone()),
+        probe(
+            "deprecate an image imagectl did not make",
+            "ec2:EnableImageDeprecation",
+            "deny",
+        )
+        .on(other.clone(), json!({})),
+        probe(
+            "cancel the deprecation of an image imagectl did not make",
+            "ec2:DisableImageDeprecation",
+            "deny",
+        )
+        .on(other.clone(), json!({})),
+        probe("protect an image imagectl did not make", protect, "deny").on(other, json!({})),
+        probe(
+            "lift the protection of an imagectl image",
+            "ec2:DisableImageDeregistrationProtection",
+            "deny",
+        )
+        .on(ec2("image", "ami-new"), ours),
+    ]
+}
+
 fn channel_probes(writable: &[&str], all: &[&str]) -> Vec<Probe> {
-    let mut out = vec![
+    let mut out = lifecycle_probes(writable.contains(&"prod"));
+    out.extend([
         probe("read every channel", "ssm:GetParameterHistory", "allow")
             .on(parameter("/imagectl/app/prod"), json!({})),
         probe(
@@ -289,7 +341,7 @@ fn channel_probes(writable: &[&str], all: &[&str]) -> Vec<Probe> {
             "deny",
         )
         .on(ec2("launch-template", "lt-1"), json!({})),
-    ];
+    ]);
     for c in all {
         let expect = if writable.contains(c) {
             "allow"
@@ -368,13 +420,45 @@ fn each_job_can_make_its_calls_and_nothing_it_must_not() {
         ),
         &channel_probes(&["dev", "staging"], &all),
     );
-    check(
-        "prune",
-        &printed(&mut t, &["prune"]),
-        &cleanup_probes(ROLE_TAG),
-    );
+    let mut prune = cleanup_probes(ROLE_TAG);
+    prune.extend([
+        probe(
+            "lift the protection of an imagectl image",
+            "ec2:DisableImageDeregistrationProtection",
+            "allow",
+        )
+        .on(
+            ec2("image", "ami-old"),
+            json!({format!("ec2:ResourceTag/{ROLE_TAG}"): "app"}),
+        ),
+        probe(
+            "lift the protection of an image imagectl did not make",
+            "ec2:DisableImageDeregistrationProtection",
+            "deny",
+        )
+        .on(ec2("image", "ami-other"), json!({})),
+        probe(
+            "protect an image",
+            "ec2:EnableImageDeregistrationProtection",
+            "deny",
+        )
+        .on(
+            ec2("image", "ami-old"),
+            json!({format!("ec2:ResourceTag/{ROLE_TAG}"): "app"}),
+        ),
+    ]);
+    check("prune", &printed(&mut t, &["prune"]), &prune);
     let mut sweep = cleanup_probes(ROLE_TAG);
     sweep.extend([
+        probe(
+            "lift the protection of an imagectl image",
+            "ec2:DisableImageDeregistrationProtection",
+            "deny",
+        )
+        .on(
+            ec2("image", "ami-old"),
+            json!({format!("ec2:ResourceTag/{ROLE_TAG}"): "app"}),
+        ),
         probe(
             "terminate a build instance",
             "ec2:TerminateInstances",

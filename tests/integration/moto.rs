@@ -139,12 +139,18 @@ impl Drop for Moto {
 }
 
 /// The wrapper's own emulation (instance refreshes, lifecycle actions, see
-/// tests/moto_autoscaling.py) passes its Python tests, which start their own
+/// tests/moto_autoscaling.py; AMI deprecation and deregistration protection,
+/// see tests/moto_server.py) passes its Python tests, which start their own
 /// servers and drive them with boto3.
 #[test]
 fn the_wrappers_own_tests_pass() {
+    let tests = [
+        "tests/test_moto_autoscaling.py",
+        "tests/test_moto_images.py",
+    ];
     let out = Command::new(python())
-        .args(["-m", "unittest", "tests/test_moto_autoscaling.py"])
+        .args(["-m", "unittest"])
+        .args(tests)
         .current_dir(repo_root())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("AWS_CONFIG_FILE", "/dev/null")
@@ -157,7 +163,8 @@ fn the_wrappers_own_tests_pass() {
         .expect("run the wrapper's Python tests");
     assert!(
         out.status.success(),
-        "python -m unittest tests/test_moto_autoscaling.py failed ({}):\n{}\n{}",
+        "python -m unittest {} failed ({}):\n{}\n{}",
+        tests.join(" "),
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

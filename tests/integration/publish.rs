@@ -239,3 +239,231 @@ fn images_and_prune_name_each_reference_once_within_100_columns() {
     assert!(!out.contains("would delete"), "{out}");
     assert_eq!(out.matches("among the 3 newest").count(), 3, "{out}");
 }
+
+/// Each image's deprecation (days from now; `null` without one) and
+/// deregistration protection, as DescribeImages shows them to boto3.
+fn lifecycle(moto: &Moto, region: &str, amis: &[&str]) -> Value {
+    moto.boto3(&format!(
+        r#"
+from datetime import datetime, timezone
+ec2 = boto3.client("ec2", region_name="{region}")
+out = {{}}
+for i in ec2.describe_images(ImageIds={amis:?})["Images"]:
+    t = i.get("DeprecationTime")
+    days = None if t is None else (datetime.fromisoformat(t.replace("Z", "+00:00")) - datetime.now(timezone.utc)).total_seconds() / 86400
+    out[i["ImageId"]] = {{"deprecation_days": days, "protection": i.get("DeregistrationProtection")}}
+print(json.dumps(out))
+"#
+    ))
+}
+
+/// Whether `v` says deprecated about `days` from now (EC2 rounds to the
+/// minute).
+fn deprecated_in(v: &Value, days: f64) -> bool {
+    v["deprecation_days"]
+        .as_f64()
+        .is_some_and(|d| (d - days).abs() < 0.01)
+}
+
+#[test]
+fn publishing_deprecates_what_no_channel_holds_and_protects_prod_until_prune_lets_go() {
+    let moto = Moto::start();
+    let mut t = project(&moto);
+    // One value of rollback history, so that prod lets go of an image soon.
+    let settings = std::fs::read_to_string(t.path("imagectl.toml")).unwrap();
+    std::fs::write(
+        t.path("imagectl.toml"),
+        settings.replace(
+            "[publish.launch_templates.app]",
+            "[publish]\nrollback_depth = 1\n\n[publish.launch_templates.app]",
+        ),
+    )
+    .unwrap();
+    let mut v: Vec<(String, String)> = Vec::new();
+    let mut next = |t: &mut Test, n: u32| {
+        change(t, n);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        v.push(build(t));
+        v.last().unwrap().clone()
+    };
+    let state = |which: &[&(String, String)]| -> Vec<Value> {
+        let home: Vec<&str> = which.iter().map(|(h, _)| h.as_str()).collect();
+        let copy: Vec<&str> = which.iter().map(|(_, c)| c.as_str()).collect();
+        let (h, c) = (
+            lifecycle(&moto, REGIONS[0], &home),
+            lifecycle(&moto, REGIONS[1], &copy),
+        );
+        which
+            .iter()
+            .flat_map(|(a, b)| [h[a.as_str()].clone(), c[b.as_str()].clone()])
+            .collect()
+    };
+    let protected = json!("enabled-without-cooldown");
+
+    let v1 = next(&mut t, 0);
+    t.ok_with(&["publish", "app", "--channel", "dev"]);
+    t.ok_with(&["publish", "app", "--channel", "prod"]);
+    for s in state(&[&v1]) {
+        assert_eq!(
+            s,
+            json!({"deprecation_days": null, "protection": protected})
+        );
+    }
+
+    // dev moves on; prod still holds v1: not deprecated.
+    let v2 = next(&mut t, 1);
+    t.ok_with(&["publish", "app", "--channel", "dev"]);
+    for s in state(&[&v1]) {
+        assert_eq!(s["deprecation_days"], Value::Null, "{s}");
+    }
+    for s in state(&[&v2]) {
+        assert_eq!(
+            s,
+            json!({"deprecation_days": null, "protection": "disabled"})
+        );
+    }
+
+    // prod moves on too: v1 is in no channel, deprecated in 90 days in both
+    // regions, and stays protected (prod can roll back to it).
+    let r = t.run_with(&["promote", "app", "--from", "dev", "--to", "prod"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "/imagectl/app/prod in eu-central-1: `{}` is in no channel of `app` any more: deprecated at",
+            v1.1
+        )),
+        "{}",
+        r.stderr
+    );
+    for s in state(&[&v1]) {
+        assert!(deprecated_in(&s, 90.0), "{s}");
+        assert_eq!(s["protection"], protected, "{s}");
+    }
+    for s in state(&[&v2]) {
+        assert_eq!(
+            s,
+            json!({"deprecation_days": null, "protection": protected})
+        );
+    }
+    // `images` says so.
+    let out = t.ok_with(&["images"]);
+    let b1 = crate::aws::block(&out, &v1.0);
+    assert!(
+        b1.contains("to be deprecated at") && b1.contains("protected from deregistration"),
+        "{out}"
+    );
+    assert!(
+        !crate::aws::block(&out, &v2.0).contains("deprecated"),
+        "{out}"
+    );
+    let listed = crate::aws::json(&mut t, &["images"]);
+    let i1 = listed["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["amis"]["eu-west-1"] == v1.0.as_str())
+        .unwrap();
+    assert_eq!(
+        i1["deregistration_protection"],
+        json!({"eu-central-1": protected, "eu-west-1": protected})
+    );
+    assert!(
+        i1["deprecation_time"]["eu-central-1"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(":00.000Z")),
+        "{i1}"
+    );
+
+    // Rolled back to: no longer deprecated; v2 stays current in dev.
+    t.ok_with(&["rollback", "app", "--channel", "prod"]);
+    for s in state(&[&v1]) {
+        assert_eq!(
+            s,
+            json!({"deprecation_days": null, "protection": protected})
+        );
+    }
+    for s in state(&[&v2]) {
+        assert_eq!(s["deprecation_days"], Value::Null, "{s}");
+    }
+
+    // Newer builds: dev v2 -> v3 -> v4, prod v1 -> v3. v2 is referenced by
+    // nothing now (prod rolls back only to v1), but protected.
+    let v3 = next(&mut t, 2);
+    t.ok_with(&["publish", "app", "--channel", "dev"]);
+    t.ok_with(&["publish", "app", "--channel", "prod"]);
+    let v4 = next(&mut t, 3);
+    t.ok_with(&["publish", "app", "--channel", "dev"]);
+    for s in state(&[&v2]) {
+        assert!(deprecated_in(&s, 90.0), "{s}");
+        assert_eq!(s["protection"], protected, "{s}");
+    }
+    for s in state(&[&v3]) {
+        assert_eq!(
+            s,
+            json!({"deprecation_days": null, "protection": protected})
+        );
+    }
+    for s in state(&[&v4]) {
+        assert_eq!(s["protection"], "disabled", "{s}");
+    }
+
+    // prune lifts the protection of v2 only, then deletes it; v1 (prod's
+    // rollback) keeps its protection and stays.
+    let out = t.ok_with(&["prune", "--keep", "1", "--dry-run"]);
+    let b2 = crate::aws::block(&out, &v2.0);
+    assert!(
+        b2.starts_with("would delete")
+            && b2.contains("would lift its deregistration protection first (no longer held by prod or its rollback history)"),
+        "{out}"
+    );
+    let b1 = crate::aws::block(&out, &v1.0);
+    assert!(
+        b1.starts_with("keep")
+            && b1.contains("channel /imagectl/app/prod (rollback)")
+            && !b1.contains("lift"),
+        "{out}"
+    );
+    for s in state(&[&v2]) {
+        assert_eq!(s["protection"], protected, "a dry run changes nothing: {s}");
+    }
+    let r = t.run_with(&["prune", "--keep", "1"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    for (region, ami) in [(REGIONS[0], &v2.0), (REGIONS[1], &v2.1)] {
+        assert!(
+            r.stderr.contains(&format!(
+                "app: lifting the deregistration protection of {ami} in {region}: no longer held by prod or its rollback history"
+            )),
+            "{}",
+            r.stderr
+        );
+    }
+    assert_eq!(
+        r.stderr
+            .matches("lifting the deregistration protection")
+            .count(),
+        2,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        crate::aws::block(&r.stdout, &v2.0).starts_with("deleted"),
+        "{}",
+        r.stdout
+    );
+    for (region, pick) in [(REGIONS[0], 0), (REGIONS[1], 1)] {
+        let left: Vec<String> = crate::aws::images(&moto, region)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect();
+        let ids = |x: &(String, String)| if pick == 0 { x.0.clone() } else { x.1.clone() };
+        assert!(!left.contains(&ids(&v2)), "{region}: {left:?}");
+        for kept in [&v1, &v3, &v4] {
+            assert!(left.contains(&ids(kept)), "{region}: {left:?}");
+        }
+    }
+    for s in state(&[&v1, &v3]) {
+        assert_eq!(s["protection"], protected, "{s}");
+    }
+}

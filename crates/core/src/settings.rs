@@ -94,7 +94,23 @@ pub struct Publish {
     /// Auto Scaling group names per role and channel: `--roll` (and
     /// `imagectl rollout`) starts an instance refresh on each.
     pub auto_scaling_groups: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Days after which an image a publish takes out of its last channel
+    /// is deprecated (`deprecate_after_days`, 1 to 3650, default
+    /// [`DEFAULT_DEPRECATE_AFTER_DAYS`]); `None` when set to `0`, which
+    /// turns deprecation off.
+    pub deprecate_after_days: Option<u32>,
+    /// Channels whose images, current and within their rollback history,
+    /// have deregistration protection (`protect_channels`, default
+    /// `["prod"]`, those of them that are channels).
+    pub protect_channels: Vec<String>,
 }
+
+/// `[publish] deprecate_after_days` when it is not set.
+pub const DEFAULT_DEPRECATE_AFTER_DAYS: u32 = 90;
+
+/// The longest `[publish] deprecate_after_days`: EC2 deprecates at most 10
+/// years ahead.
+pub const MAX_DEPRECATE_AFTER_DAYS: u32 = 3650;
 
 /// `[rollout]`: how an instance refresh replaces a group's instances.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,6 +276,8 @@ struct RawPublish {
     launch_templates: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(default)]
     auto_scaling_groups: BTreeMap<String, BTreeMap<Spanned<String>, Vec<Spanned<String>>>>,
+    deprecate_after_days: Option<Spanned<i64>>,
+    protect_channels: Option<Vec<Spanned<String>>>,
 }
 
 /// Parses and validates the text of `imagectl.toml`: every problem, each
@@ -437,12 +455,53 @@ fn parse_publish(ctx: &mut Ctx, raw: RawPublish) -> Publish {
         None => vec!["dev".into(), "staging".into(), "prod".into()],
     };
     let auto_scaling_groups = parse_groups(ctx, &channels, raw.auto_scaling_groups);
+    let deprecate_after_days = match raw.deprecate_after_days {
+        None => Some(DEFAULT_DEPRECATE_AFTER_DAYS),
+        Some(d) => match u32::try_from(*d.get_ref()) {
+            Ok(0) => None,
+            Ok(days) if days <= MAX_DEPRECATE_AFTER_DAYS => Some(days),
+            _ => {
+                let msg = format!(
+                    "`deprecate_after_days = {}` is not a number of days from 0 to {MAX_DEPRECATE_AFTER_DAYS}",
+                    d.get_ref()
+                );
+                ctx.error(
+                    d.span(),
+                    msg,
+                    "EC2 deprecates an image at most 10 years ahead; `0` turns deprecation off (default 90)",
+                );
+                None
+            }
+        },
+    };
+    let protect_channels = match raw.protect_channels {
+        // The default protects prod where there is a prod.
+        None => channels.iter().filter(|c| *c == "prod").cloned().collect(),
+        Some(cs) => {
+            let mut out: Vec<String> = Vec::new();
+            for c in cs {
+                if !channels.contains(c.get_ref()) {
+                    let msg = format!("`{}` in `protect_channels` is not a channel", c.get_ref());
+                    let help = format!(
+                        "the channels are {} (`[publish] channels`)",
+                        channels.join(", ")
+                    );
+                    ctx.error(c.span(), msg, &help);
+                } else if !out.contains(c.get_ref()) {
+                    out.push(c.into_inner());
+                }
+            }
+            out
+        }
+    };
     Publish {
         prefix,
         channels,
         rollback_depth: raw.rollback_depth.unwrap_or(5),
         launch_templates: raw.launch_templates,
         auto_scaling_groups,
+        deprecate_after_days,
+        protect_channels,
     }
 }
 
@@ -561,6 +620,49 @@ mod tests {
         assert_eq!(s.bases["debian-12"].architecture, Arch::X86_64);
         assert_eq!(s.rollout, Rollout::default());
         assert!(s.publish.auto_scaling_groups.is_empty());
+        assert_eq!(s.publish.deprecate_after_days, Some(90));
+        assert_eq!(s.publish.protect_channels, ["prod"]);
+    }
+
+    #[test]
+    fn lifecycle_settings_are_checked() {
+        let with = |publish: &str| format!("{MINIMAL}[publish]\n{publish}");
+        let s = parse_settings(&with(
+            "deprecate_after_days = 0\nprotect_channels = [\"staging\", \"prod\", \"staging\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(s.publish.deprecate_after_days, None, "0 turns it off");
+        assert_eq!(s.publish.protect_channels, ["staging", "prod"]);
+        let s = parse_settings(&with(
+            "deprecate_after_days = 3650\nprotect_channels = []\n",
+        ))
+        .unwrap();
+        assert_eq!(s.publish.deprecate_after_days, Some(3650));
+        assert!(s.publish.protect_channels.is_empty());
+        // Without a prod channel the default protects nothing.
+        let s = parse_settings(&with("channels = [\"dev\", \"live\"]\n")).unwrap();
+        assert!(s.publish.protect_channels.is_empty());
+        let d = parse_settings(&with(
+            "channels = [\"dev\", \"live\"]\ndeprecate_after_days = 3651\nprotect_channels = [\"prod\"]\n",
+        ))
+        .unwrap_err();
+        let msgs: Vec<String> =
+            d.0.iter()
+                .map(|d| format!("{} {}", d.position(), d.message))
+                .collect();
+        assert_eq!(
+            msgs,
+            [
+                "imagectl.toml:10:24 `deprecate_after_days = 3651` is not a number of days from 0 to 3650",
+                "imagectl.toml:11:21 `prod` in `protect_channels` is not a channel",
+            ]
+        );
+        let d = parse_settings(&with("deprecate_after_days = -1\n")).unwrap_err();
+        assert!(
+            d.0[0].message.contains("from 0 to 3650"),
+            "{:?}",
+            d.0[0].message
+        );
     }
 
     #[test]
