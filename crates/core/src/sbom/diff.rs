@@ -288,32 +288,24 @@ pub fn diff(
     }
 }
 
-/// The diff for people: a head line, then one section per kind of change,
-/// one line per change.
-pub fn text(d: &Diff) -> String {
-    let mut out = String::new();
-    let side = |s: &Side| {
-        format!(
-            "{} ({}{})",
-            crate::hash::short(&s.hash),
-            s.target.as_str(),
-            if s.name.is_empty() || s.hash.starts_with(&s.name) {
-                String::new()
-            } else {
-                format!(", {}", s.name)
-            }
-        )
+/// A side as the head line shows it: short hash, target, and the name it
+/// was asked by unless that is the hash.
+fn side_text(s: &Side) -> String {
+    let name = if s.name.is_empty() || s.hash.starts_with(&s.name) {
+        String::new()
+    } else {
+        format!(", {}", s.name)
     };
-    out.push_str(&format!(
-        "{}: {} -> {}\n",
-        d.role,
-        side(&d.from),
-        side(&d.to)
-    ));
-    if d.from.packages_from != d.to.packages_from {
-        out.push_str("note: one side lists every installed package, the other only the role's [packages] apt list\n");
-    }
-    let p = &d.packages;
+    format!(
+        "{} ({}{name})",
+        crate::hash::short(&s.hash),
+        s.target.as_str()
+    )
+}
+
+/// The packages' section: a count line, then one aligned row per package
+/// (sign, name, version or `from -> to`, architecture).
+fn packages_text(p: &Packages, out: &mut String) {
     out.push_str(&format!(
         "packages: {} added, {} removed, {} upgraded, {} downgraded\n",
         p.added.len(),
@@ -321,70 +313,74 @@ pub fn text(d: &Diff) -> String {
         p.upgraded.len(),
         p.downgraded.len()
     ));
-    let width = p
-        .added
-        .iter()
-        .chain(&p.removed)
-        .map(|o| o.name.len())
-        .chain(
-            p.upgraded
-                .iter()
-                .chain(&p.downgraded)
-                .chain(&p.repinned)
-                .map(|m| m.name.len()),
-        )
-        .max()
-        .unwrap_or(0);
-    let arch = |a: &Option<String>| a.as_deref().map(|a| format!("  {a}")).unwrap_or_default();
     let v = |v: &Option<String>| v.clone().unwrap_or_else(|| "(any)".into());
+    let mut rows: Vec<(char, &str, String, Option<&str>)> = Vec::new();
     for (sign, list) in [('+', &p.added), ('-', &p.removed)] {
-        for o in list {
-            out.push_str(&format!(
-                "  {sign} {:<width$}  {}{}\n",
-                o.name,
-                v(&o.version),
-                arch(&o.arch)
-            ));
-        }
+        rows.extend(
+            list.iter()
+                .map(|o| (sign, o.name.as_str(), v(&o.version), o.arch.as_deref())),
+        );
     }
     for (sign, list) in [('^', &p.upgraded), ('v', &p.downgraded), ('~', &p.repinned)] {
-        for m in list {
-            out.push_str(&format!(
-                "  {sign} {:<width$}  {} -> {}{}\n",
-                m.name,
-                v(&m.from),
-                v(&m.to),
-                arch(&m.arch)
-            ));
+        rows.extend(list.iter().map(|m| {
+            let versions = format!("{} -> {}", v(&m.from), v(&m.to));
+            (sign, m.name.as_str(), versions, m.arch.as_deref())
+        }));
+    }
+    let name_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    let version_width = rows.iter().map(|r| r.2.len()).max().unwrap_or(0);
+    for (sign, name, versions, arch) in rows {
+        let line = match arch {
+            Some(a) => format!("  {sign} {name:<name_width$}  {versions:<version_width$}  {a}"),
+            None => format!("  {sign} {name:<name_width$}  {versions}"),
+        };
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+/// A section of files, templates or archives: a count line, then one line
+/// per change.
+fn changed_text(title: &str, list: &[Changed], out: &mut String) {
+    if list.is_empty() {
+        out.push_str(&format!("{title}: none changed\n"));
+        return;
+    }
+    out.push_str(&format!("{title}: {} changed\n", list.len()));
+    for c in list {
+        let sign = match c.change {
+            "added" => '+',
+            "removed" => '-',
+            _ => '~',
+        };
+        if c.what.is_empty() {
+            out.push_str(&format!("  {sign} {}\n", c.path));
+        } else {
+            out.push_str(&format!("  {sign} {}: {}\n", c.path, c.what.join(", ")));
         }
     }
-    let unknown = Vec::new();
-    for (title, list) in [
-        ("files", &d.files),
-        ("templates", &d.templates),
-        ("archives", d.archives.as_ref().unwrap_or(&unknown)),
-    ] {
-        if title == "archives" && d.archives.is_none() {
-            out.push_str("archives: not known for both images (an SBOM made from a tarball alone has none)\n");
-            continue;
-        }
-        if list.is_empty() {
-            out.push_str(&format!("{title}: none changed\n"));
-            continue;
-        }
-        out.push_str(&format!("{title}: {} changed\n", list.len()));
-        for c in list {
-            let sign = match c.change {
-                "added" => '+',
-                "removed" => '-',
-                _ => '~',
-            };
-            if c.what.is_empty() {
-                out.push_str(&format!("  {sign} {}\n", c.path));
-            } else {
-                out.push_str(&format!("  {sign} {}: {}\n", c.path, c.what.join(", ")));
-            }
-        }
+}
+
+/// The diff for people: a head line, then one section per kind of change,
+/// one line per change, then the reasons.
+pub fn text(d: &Diff) -> String {
+    let mut out = format!(
+        "{}: {} -> {}\n",
+        d.role,
+        side_text(&d.from),
+        side_text(&d.to)
+    );
+    if d.from.packages_from != d.to.packages_from {
+        out.push_str("note: one side lists every installed package, the other only the role's [packages] apt list\n");
+    }
+    packages_text(&d.packages, &mut out);
+    changed_text("files", &d.files, &mut out);
+    changed_text("templates", &d.templates, &mut out);
+    match &d.archives {
+        Some(a) => changed_text("archives", a, &mut out),
+        None => out.push_str(
+            "archives: not known for both images (an SBOM made from a tarball alone has none)\n",
+        ),
     }
     match &d.reasons {
         Some(r) if r.is_empty() => out.push_str("inputs: the same\n"),
@@ -443,9 +439,9 @@ mod tests {
             "\
 worker: abababababab (local) -> cdcdcdcdcdcd (local)
 packages: 2 added, 1 removed, 0 upgraded, 1 downgraded
-  + jq          1.6-2.1  amd64
-  + libonig5    6.9.8-1  amd64
-  - libstdc++6  12.2.0-14+deb12u1  amd64
+  + jq          1.6-2.1                     amd64
+  + libonig5    6.9.8-1                     amd64
+  - libstdc++6  12.2.0-14+deb12u1           amd64
   v libjq1      1.6-2.1 -> 1.6-2.1~deb12u1  amd64
 files: 2 changed
   + /etc/learn/extra.conf

@@ -320,6 +320,28 @@ fn archive_comment(a: &Archive) -> String {
     c
 }
 
+/// A package that says nothing yet: no version, files, digests, licence
+/// or copyright known.
+fn package(id: &str, name: &str) -> SpdxPackage {
+    SpdxPackage {
+        spdx_id: id.to_string(),
+        name: name.to_string(),
+        version_info: None,
+        primary_package_purpose: None,
+        download_location: NOASSERTION.into(),
+        files_analyzed: false,
+        package_verification_code: None,
+        checksums: Vec::new(),
+        license_concluded: Some(NOASSERTION.into()),
+        license_declared: Some(NOASSERTION.into()),
+        copyright_text: Some(NOASSERTION.into()),
+        source_info: None,
+        external_refs: Vec::new(),
+        comment: None,
+        annotations: Vec::new(),
+    }
+}
+
 fn deb_package(p: &Package, id: String, from: PackagesFrom) -> SpdxPackage {
     // The `deb` purl type requires a version: a declared package the
     // role does not pin has none.
@@ -328,17 +350,8 @@ fn deb_package(p: &Package, id: String, from: PackagesFrom) -> SpdxPackage {
         .as_ref()
         .map(|v| super::purl::deb(&p.name, v, p.arch.as_deref()));
     SpdxPackage {
-        spdx_id: id,
-        name: p.name.clone(),
         version_info: p.version.clone(),
-        primary_package_purpose: None,
-        download_location: NOASSERTION.into(),
-        files_analyzed: false,
-        package_verification_code: None,
-        checksums: Vec::new(),
-        license_concluded: Some(NOASSERTION.into()),
         license_declared: Some(p.license.clone().unwrap_or_else(|| NOASSERTION.into())),
-        copyright_text: Some(NOASSERTION.into()),
         source_info: p
             .source
             .as_ref()
@@ -354,7 +367,7 @@ fn deb_package(p: &Package, id: String, from: PackagesFrom) -> SpdxPackage {
             .unwrap_or_default(),
         comment: (from == PackagesFrom::Declared)
             .then(|| "declared in the role's [packages] apt list".to_string()),
-        annotations: Vec::new(),
+        ..package(&id, &p.name)
     }
 }
 
@@ -367,67 +380,56 @@ fn verification_code(sha1s: &[&str]) -> String {
     hex(&sha1::Sha1::digest(sorted.concat().as_bytes()))
 }
 
-/// The document of `inv` (see the module).
-pub fn document(inv: &Inventory) -> Document {
-    let created = crate::time::iso(inv.created);
-    let mut taken = std::collections::BTreeSet::new();
-    let mut packages = Vec::new();
-    let mut relationships = vec![Relationship {
-        spdx_element_id: "SPDXRef-DOCUMENT".into(),
-        relationship_type: "DESCRIBES".into(),
-        related_spdx_element: IMAGE_ID.into(),
-    }];
-    let annotation = |comment: String| Annotation {
-        annotation_date: created.clone(),
-        annotation_type: "OTHER".into(),
-        annotator: tool(),
-        comment,
+/// The package describing the image, with its imagectl identity.
+fn image_package(inv: &Inventory, created: &str) -> SpdxPackage {
+    let comment = match inv.target {
+        Kind::Local => format!(
+            "The local target's root filesystem of role `{}`, content hash {} (images/local/{}-{}.tar; checksum: the tarball's).",
+            inv.role,
+            inv.hash,
+            inv.role,
+            crate::hash::short(&inv.hash)
+        ),
+        Kind::Aws => format!(
+            "The AMIs of role `{}`, content hash {}: the images tagged imagectl:role={} and imagectl:content-hash={} in every region.",
+            inv.role, inv.hash, inv.role, inv.hash
+        ),
     };
-    packages.push(SpdxPackage {
-        spdx_id: IMAGE_ID.into(),
-        name: inv.role.clone(),
+    SpdxPackage {
         version_info: Some(inv.hash.clone()),
         primary_package_purpose: Some("OPERATING-SYSTEM".into()),
-        download_location: NOASSERTION.into(),
-        files_analyzed: false,
-        package_verification_code: None,
         checksums: inv
             .artifact_sha256
             .iter()
             .map(|s| checksum("SHA256", s))
             .collect(),
-        license_concluded: Some(NOASSERTION.into()),
-        license_declared: Some(NOASSERTION.into()),
-        copyright_text: Some(NOASSERTION.into()),
-        source_info: None,
-        external_refs: Vec::new(),
-        comment: Some(match inv.target {
-            Kind::Local => format!(
-                "The local target's root filesystem of role `{}`, content hash {} (images/local/{}-{}.tar; checksum: the tarball's).",
+        comment: Some(comment),
+        annotations: vec![Annotation {
+            annotation_date: created.to_string(),
+            annotation_type: "OTHER".into(),
+            annotator: tool(),
+            comment: format!(
+                "imagectl:role={}\nimagectl:content-hash={}\nimagectl:target={}",
                 inv.role,
                 inv.hash,
-                inv.role,
-                crate::hash::short(&inv.hash)
+                inv.target.as_str()
             ),
-            Kind::Aws => format!(
-                "The AMIs of role `{}`, content hash {}: the images tagged imagectl:role={} and imagectl:content-hash={} in every region.",
-                inv.role, inv.hash, inv.role, inv.hash
-            ),
-        }),
-        annotations: vec![annotation(format!(
-            "imagectl:role={}\nimagectl:content-hash={}\nimagectl:target={}",
-            inv.role,
-            inv.hash,
-            inv.target.as_str()
-        ))],
-    });
-    taken.insert(IMAGE_ID.to_string());
+        }],
+        ..package(IMAGE_ID, &inv.role)
+    }
+}
 
-    // The role's baked files, in a package of their own: SPDX lets only a
-    // package whose files are analyzed contain files.
+/// The package of the role's baked files (SPDX lets only a package whose
+/// files are analysed contain files), the files, and the relationships
+/// that put them in it.
+fn role_files(
+    inv: &Inventory,
+    taken: &mut std::collections::BTreeSet<String>,
+) -> (SpdxPackage, Vec<SpdxFile>, Vec<Relationship>) {
     let mut files = Vec::new();
+    let mut relationships = Vec::new();
     for f in &inv.files {
-        let id = unique(format!("SPDXRef-File-{}", id_part(&f.path)), &mut taken);
+        let id = unique(format!("SPDXRef-File-{}", id_part(&f.path)), taken);
         relationships.push(contains(ROLE_FILES_ID, &id));
         files.push(SpdxFile {
             spdx_id: id,
@@ -439,55 +441,54 @@ pub fn document(inv: &Inventory) -> Document {
         });
     }
     let sha1s: Vec<&str> = inv.files.iter().map(|f| f.sha1.as_str()).collect();
-    packages.push(SpdxPackage {
-        spdx_id: ROLE_FILES_ID.into(),
-        name: format!("{}-baked-files", inv.role),
+    let package = SpdxPackage {
         version_info: Some(inv.hash.clone()),
         primary_package_purpose: Some("FILE".into()),
-        download_location: NOASSERTION.into(),
         files_analyzed: true,
         package_verification_code: Some(VerificationCode {
             package_verification_code_value: verification_code(&sha1s),
         }),
-        checksums: Vec::new(),
-        license_concluded: Some(NOASSERTION.into()),
-        license_declared: Some(NOASSERTION.into()),
-        copyright_text: Some(NOASSERTION.into()),
-        source_info: None,
-        external_refs: Vec::new(),
-        comment: Some(
-            "The files role `".to_string()
-                + &inv.role
-                + "` bakes into the image (its files and boot templates, the agent and its unit), from the image's manifest /etc/imagectl/image.json.",
-        ),
-        annotations: Vec::new(),
-    });
-    taken.insert(ROLE_FILES_ID.to_string());
-    relationships.insert(1, contains(IMAGE_ID, ROLE_FILES_ID));
+        comment: Some(format!(
+            "The files role `{}` bakes into the image (its files and boot templates, the agent and its unit), from the image's manifest /etc/imagectl/image.json.",
+            inv.role
+        )),
+        ..package(ROLE_FILES_ID, &format!("{}-baked-files", inv.role))
+    };
+    (package, files, relationships)
+}
 
+/// The package of one release archive.
+fn archive_package(a: &Archive, id: &str) -> SpdxPackage {
+    let name = a.source.rsplit('/').next().unwrap_or(&a.source);
+    SpdxPackage {
+        primary_package_purpose: Some("APPLICATION".into()),
+        checksums: vec![checksum("SHA256", &a.sha256)],
+        comment: Some(archive_comment(a)),
+        ..package(id, name)
+    }
+}
+
+/// The document of `inv` (see the module).
+pub fn document(inv: &Inventory) -> Document {
+    let created = crate::time::iso(inv.created);
+    let mut taken =
+        std::collections::BTreeSet::from([IMAGE_ID.to_string(), ROLE_FILES_ID.to_string()]);
+    let (files_package, files, file_relationships) = role_files(inv, &mut taken);
+    let mut packages = vec![image_package(inv, &created), files_package];
+    let mut relationships = vec![
+        Relationship {
+            spdx_element_id: "SPDXRef-DOCUMENT".into(),
+            relationship_type: "DESCRIBES".into(),
+            related_spdx_element: IMAGE_ID.into(),
+        },
+        contains(IMAGE_ID, ROLE_FILES_ID),
+    ];
+    relationships.extend(file_relationships);
     for (i, a) in inv.archives.iter().flatten().enumerate() {
         let id = unique(format!("SPDXRef-Archive-{i}"), &mut taken);
         relationships.push(contains(IMAGE_ID, &id));
-        let name = a.source.rsplit('/').next().unwrap_or(&a.source).to_string();
-        packages.push(SpdxPackage {
-            spdx_id: id,
-            name,
-            version_info: None,
-            primary_package_purpose: Some("APPLICATION".into()),
-            download_location: NOASSERTION.into(),
-            files_analyzed: false,
-            package_verification_code: None,
-            checksums: vec![checksum("SHA256", &a.sha256)],
-            license_concluded: Some(NOASSERTION.into()),
-            license_declared: Some(NOASSERTION.into()),
-            copyright_text: Some(NOASSERTION.into()),
-            source_info: None,
-            external_refs: Vec::new(),
-            comment: Some(archive_comment(a)),
-            annotations: Vec::new(),
-        });
+        packages.push(archive_package(a, &id));
     }
-
     for p in &inv.packages {
         let base = match &p.arch {
             Some(a) => format!("SPDXRef-deb-{}-{}", id_part(&p.name), id_part(a)),
@@ -497,7 +498,6 @@ pub fn document(inv: &Inventory) -> Document {
         relationships.push(contains(IMAGE_ID, &id));
         packages.push(deb_package(p, id, inv.packages_from));
     }
-
     let extracted = inv
         .license_refs
         .iter()
@@ -511,7 +511,6 @@ pub fn document(inv: &Inventory) -> Document {
             ),
         })
         .collect();
-
     let mut doc = Document {
         spdx_version: "SPDX-2.3".into(),
         data_license: "CC0-1.0".into(),
@@ -611,6 +610,50 @@ fn archive_of(p: &SpdxPackage) -> Archive {
     }
 }
 
+/// A Debian package of the document.
+fn deb_of(p: &SpdxPackage) -> Package {
+    let purl = p
+        .external_refs
+        .iter()
+        .find(|r| r.reference_type == "purl")
+        .and_then(|r| super::purl::parse_deb(&r.reference_locator));
+    let source = p
+        .source_info
+        .as_deref()
+        .and_then(|s| s.strip_prefix("built from Debian source package "))
+        .and_then(|s| s.split_once(' '))
+        .map(|(n, v)| (n.to_string(), v.to_string()));
+    Package {
+        name: p.name.clone(),
+        version: p.version_info.clone(),
+        arch: purl.and_then(|(_, _, a)| a),
+        source,
+        license: p.license_declared.clone().filter(|l| l != NOASSERTION),
+    }
+}
+
+/// A baked file of the document.
+fn file_of(f: &SpdxFile) -> BakedFile {
+    let digest = |alg: &str| {
+        f.checksums
+            .iter()
+            .find(|c| c.algorithm == alg)
+            .map(|c| c.checksum_value.clone())
+            .unwrap_or_default()
+    };
+    let comment = f.comment.clone().unwrap_or_default();
+    let (mode, owner, group) = mode_owner(&comment);
+    BakedFile {
+        path: f.file_name.trim_start_matches('.').to_string(),
+        sha256: digest("SHA256"),
+        sha1: digest("SHA1"),
+        mode,
+        owner,
+        group,
+        template: rendered_of(&comment),
+    }
+}
+
 /// Reads back a document imagectl wrote.
 pub fn read(bytes: &[u8]) -> Result<Inventory, ReadError> {
     let doc: Document = serde_json::from_slice(bytes)
@@ -629,59 +672,19 @@ pub fn read(bytes: &[u8]) -> Result<Inventory, ReadError> {
     let declared = comment.contains("[packages] apt list");
     let archives_known = !comment.contains(ARCHIVES_UNKNOWN);
     let image = doc.packages.iter().find(|p| p.spdx_id == IMAGE_ID);
-    let mut packages = Vec::new();
-    let mut archives = Vec::new();
-    for p in &doc.packages {
-        if p.spdx_id.starts_with("SPDXRef-Archive-") {
-            archives.push(archive_of(p));
-            continue;
-        }
-        if !p.spdx_id.starts_with("SPDXRef-deb-") {
-            continue;
-        }
-        let purl = p
-            .external_refs
-            .iter()
-            .find(|r| r.reference_type == "purl")
-            .and_then(|r| super::purl::parse_deb(&r.reference_locator));
-        let source = p
-            .source_info
-            .as_deref()
-            .and_then(|s| s.strip_prefix("built from Debian source package "))
-            .and_then(|s| s.split_once(' '))
-            .map(|(n, v)| (n.to_string(), v.to_string()));
-        packages.push(Package {
-            name: p.name.clone(),
-            version: p.version_info.clone(),
-            arch: purl.and_then(|(_, _, a)| a),
-            source,
-            license: p.license_declared.clone().filter(|l| l != NOASSERTION),
-        });
-    }
-    let files = doc
-        .files
+    let archives = doc
+        .packages
         .iter()
-        .map(|f| {
-            let digest = |alg: &str| {
-                f.checksums
-                    .iter()
-                    .find(|c| c.algorithm == alg)
-                    .map(|c| c.checksum_value.clone())
-                    .unwrap_or_default()
-            };
-            let comment = f.comment.clone().unwrap_or_default();
-            let (mode, owner, group) = mode_owner(&comment);
-            BakedFile {
-                path: f.file_name.trim_start_matches('.').to_string(),
-                sha256: digest("SHA256"),
-                sha1: digest("SHA1"),
-                mode,
-                owner,
-                group,
-                template: rendered_of(&comment),
-            }
-        })
+        .filter(|p| p.spdx_id.starts_with("SPDXRef-Archive-"))
+        .map(archive_of)
         .collect();
+    let packages = doc
+        .packages
+        .iter()
+        .filter(|p| p.spdx_id.starts_with("SPDXRef-deb-"))
+        .map(deb_of)
+        .collect();
+    let files = doc.files.iter().map(file_of).collect();
     Ok(Inventory {
         role: role.clone(),
         hash: hash.clone(),
