@@ -70,6 +70,12 @@ pub enum Command {
     Rollout(RolloutArgs),
     /// List imagectl images and what references them.
     Images(ImagesArgs),
+    /// Print the SBOM (SPDX 2.3 JSON) of a role's image: its Debian
+    /// packages, baked files and release archives, named by content hash.
+    Sbom(SbomArgs),
+    /// What differs between two images of a role: packages, baked files,
+    /// boot templates, release archives, and the inputs that changed.
+    Diff(DiffArgs),
     /// Delete all but the newest images of each role, never one still referenced.
     Prune(PruneArgs),
     /// Remove what builds that died left behind, found by imagectl's tags and names.
@@ -477,6 +483,40 @@ pub struct PlanArgs {
 pub enum PlanFormat {
     /// The roles to build, as GitHub Actions' `strategy.matrix`.
     GithubMatrix,
+}
+
+/// `imagectl sbom`.
+#[derive(Debug, clap::Args)]
+pub struct SbomArgs {
+    /// The role.
+    pub role: String,
+    /// Which image: the AMIs' (packages as the role declares them) or the
+    /// local target's root filesystem (every installed package).
+    #[arg(long, value_enum, default_value_t = BuildTarget::Aws)]
+    pub target: BuildTarget,
+    /// The build of this content hash; a prefix will do (default: the
+    /// role's current hash).
+    #[arg(long, value_name = "HASH")]
+    pub hash: Option<String>,
+}
+
+/// `imagectl diff`.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The role.
+    pub role: String,
+    /// The first image: a content hash (a prefix will do), the path of a
+    /// local tarball or of an SBOM, an AMI ID, or a channel.
+    pub from: String,
+    /// The second image, named the same ways.
+    pub to: String,
+    /// Which builds a content hash names.
+    #[arg(long, value_enum, default_value_t = BuildTarget::Aws)]
+    pub target: BuildTarget,
+    /// Exit 1 when the images differ (as `git diff --exit-code` does), 0
+    /// when they hold the same; without it, 0 either way.
+    #[arg(long)]
+    pub exit_code: bool,
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use imagectl_core::names::{self, tags};
 use imagectl_core::packer;
 use imagectl_core::project::Project;
-use imagectl_core::record;
+use imagectl_core::record::{self, SbomRef};
+use imagectl_core::sbom::{store, Inventory};
 use imagectl_core::stage::Staged;
 use imagectl_core::target::Target;
 use imagectl_core::{hcl, time};
@@ -74,10 +75,11 @@ impl Bakery<'_> {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let work = Work { build_id, dir };
         let staged = self.stage(t, &work)?;
+        let sbom = self.sbom(t, &work, &staged)?;
         let template = self.write_template(t, &work).await?;
         self.run_packer(t, &work, &template).await?;
         let _ = std::fs::remove_dir_all(&staged.dir);
-        let amis = self.finish(t, &work).await?;
+        let amis = self.finish(t, &work, sbom).await?;
         Ok((amis, work.path("packer.log").display().to_string()))
     }
 
@@ -89,6 +91,20 @@ impl Bakery<'_> {
         failpoint::hit("after-stage");
         t.verify(&staged)?;
         Ok(staged)
+    }
+
+    /// Writes the build's SBOM beside Packer's log, from the staged
+    /// context: Packer against AWS does not hand back what the build
+    /// instance installed, so its packages are those the role declares (see
+    /// [`Inventory::declared`]).
+    fn sbom(&self, t: &Target, work: &Work, staged: &Staged) -> Result<SbomRef, Error> {
+        let path = work.path(store::FILE_NAME);
+        let io = |e: imagectl_core::fsutil::IoError| Error::Io {
+            path: e.path,
+            source: e.source,
+        };
+        let inventory = Inventory::declared(t, staged).map_err(io)?;
+        store::write(&self.project.root, &path, &inventory).map_err(io)
     }
 
     /// Writes the template Packer runs: the role's, adapted to the Packer in
@@ -174,9 +190,15 @@ impl Bakery<'_> {
         Ok(built?)
     }
 
-    /// Completes the images Packer reported, records the build's inputs
-    /// beside the channels and in the local record; returns AMI per region.
-    async fn finish(&self, t: &Target, work: &Work) -> Result<BTreeMap<String, String>, Error> {
+    /// Completes the images Packer reported (tagged with the SBOM's
+    /// digest too), records the build's inputs beside the channels and in
+    /// the local record, with the SBOM; returns AMI per region.
+    async fn finish(
+        &self,
+        t: &Target,
+        work: &Work,
+        sbom: SbomRef,
+    ) -> Result<BTreeMap<String, String>, Error> {
         let settings = &self.project.settings;
         let amis = packer_exec::read_manifest(&work.path("manifest.json"))?;
         let home = &settings.aws.region;
@@ -191,10 +213,14 @@ impl Bakery<'_> {
         let ec2 = self.session.ec2(home);
         let wait = Duration::from_secs(settings.build.wait_minutes * 60);
         let done = interruptible(async {
-            let image = ec2
+            let mut image = ec2
                 .wait_available(std::slice::from_ref(home_id), wait)
                 .await?
                 .remove(0);
+            // Completing tags every copy with the home image's imagectl tags.
+            image
+                .tags
+                .insert(tags::SBOM.to_string(), sbom.sha256.clone());
             complete(
                 self.project,
                 self.session,
@@ -217,7 +243,8 @@ impl Bakery<'_> {
             .collect::<Vec<_>>()
             .join(",");
         let rec = record::Record::now(t.name(), t.hash.hash.as_str(), record::Kind::Aws, artifact)
-            .with_inputs(t.hash.record());
+            .with_inputs(t.hash.record())
+            .with_sbom(sbom);
         if let Err(e) = record::add(&self.project.root, rec) {
             tracing::warn!(
                 "{}: {e} (`plan --offline` will not know this build)",

@@ -4,6 +4,7 @@
 
 pub mod bases;
 pub mod build;
+pub mod diff;
 pub mod doctor;
 pub mod hash;
 pub mod images;
@@ -13,6 +14,7 @@ pub mod preview;
 pub mod publish;
 pub mod render;
 pub mod rollout;
+pub mod sbom;
 pub mod stage;
 pub mod sweep;
 pub mod test;
@@ -40,6 +42,8 @@ pub fn run(args: &Args) -> Result<(), Error> {
         Command::Rollback(a) => publish::rollback(&config, a),
         Command::Rollout(a) => rollout::run(&config, a),
         Command::Images(a) => images::images(&config, a),
+        Command::Sbom(a) => sbom::run(&config, a),
+        Command::Diff(a) => diff::run(&config, a),
         Command::Prune(a) => images::prune(&config, a),
         Command::Sweep(a) => sweep::run(&config, a),
         Command::Doctor => doctor::run(&config),

@@ -16,6 +16,7 @@ use imagectl_core::digest::file_sha256;
 use imagectl_core::fsutil::{self, io_error, IoError};
 use imagectl_core::hash::Hash;
 use imagectl_core::project::Project;
+use imagectl_core::sbom::{self, store};
 use imagectl_core::target::Target;
 use imagectl_core::{agent::Agent, record, stage};
 use serde::Serialize;
@@ -70,6 +71,9 @@ pub enum Error {
     /// Staging failed, or the context changed before the bake.
     #[error(transparent)]
     Stage(#[from] stage::Error),
+    /// The root filesystem's SBOM could not be made.
+    #[error(transparent)]
+    Sbom(#[from] store::Error),
     /// A sidecar did not start.
     #[error(transparent)]
     Sidecar(#[from] crate::sidecar::Error),
@@ -161,20 +165,30 @@ pub fn build(
     let work = dir.join(format!(".work-{}-{}", t.name(), std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(io_error("create", &work))?;
-    let result = (|| -> Result<(), Error> {
+    let result = (|| -> Result<(String, record::SbomRef), Error> {
         progress.step(t.name(), "staging the build context");
         let staged = t.stage(agent, &work.join("imagectl-stage"))?;
         failpoint::hit("after-stage");
         t.verify(&staged)?;
         let partial = work.join("rootfs.tar");
         plan.run(&staged.dir, &partial, progress)?;
+        let sha256 = file_sha256(&partial).map_err(io_error("read", &partial))?;
+        // The SBOM before the tarball: a tarball in place always has one.
+        progress.step(t.name(), "SBOM: reading the root filesystem's packages");
+        let inventory = sbom::rootfs::inventory(
+            &partial,
+            Some(&sha256),
+            Some(sbom::archives_of(t)),
+            Some(sbom::created_of(t)),
+        )
+        .map_err(store::Error::from)?;
+        let sbom = store::write(&project.root, &store::local_path(&tar), &inventory)
+            .map_err(store::Error::from)?;
         std::fs::rename(&partial, &tar).map_err(io_error("rename into", &tar))?;
-        Ok(())
+        Ok((sha256, sbom))
     })();
     let _ = std::fs::remove_dir_all(&work);
-    result?;
-
-    let sha256 = file_sha256(&tar).map_err(io_error("read", &tar))?;
+    let (sha256, sbom) = result?;
     write_sums(&dir, &tar, &sha256)?;
     let name = tar
         .file_name()
@@ -186,7 +200,8 @@ pub fn build(
         record::Kind::Local,
         format!("{LOCAL_DIR}/{name}"),
     )
-    .with_inputs(t.hash.record());
+    .with_inputs(t.hash.record())
+    .with_sbom(sbom);
     if let Err(e) = record::add(&project.root, rec) {
         tracing::warn!(
             "{}: {e} (`plan --offline` will not know this build)",

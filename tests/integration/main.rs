@@ -21,6 +21,7 @@ mod preview;
 mod publish;
 mod rollout;
 mod sandbox;
+mod sbom;
 mod support;
 mod sweep;
 mod validate;

@@ -275,71 +275,89 @@ impl ContentHash {
 
     /// What differs between a recorded input list and this one, in words.
     pub fn changes_since(&self, record: &str) -> Vec<String> {
-        let parse = |text: &str| -> BTreeMap<(String, String), (String, Option<String>)> {
-            text.lines()
-                .filter_map(|l| {
-                    let mut f = l.split('\t');
-                    let (kind, what, sha) = (f.next()?, f.next()?, f.next()?);
-                    Some((
-                        (kind.to_string(), what.to_string()),
-                        (sha.to_string(), f.next().map(String::from)),
-                    ))
-                })
-                .collect()
-        };
-        let (old, new) = (parse(record), parse(&self.record()));
-        let describe = |kind: &str, what: &str| match kind {
-            "layout" => "imagectl's image layout".to_string(),
-            "agent" => "imagectl-agent".to_string(),
-            "packer" => format!("the Packer template ({what})"),
-            "role" => format!("the role definition of `{what}` (its file or a parent's)"),
-            "base" => format!("base image `{what}`"),
-            other => format!("{other} {what}"),
-        };
-        let mut out = Vec::new();
-        for ((kind, what), (sha, ami)) in &new {
-            match old.get(&(kind.clone(), what.clone())) {
-                None if kind == "layout" || kind == "agent" => {
-                    out.push(format!("{} changed", describe(kind, what)))
-                }
-                None => out.push(format!("added {}", describe(kind, what))),
-                Some((old_sha, old_ami)) if old_sha != sha => match (kind.as_str(), old_ami, ami) {
-                    ("base", Some(a), Some(b)) => {
-                        out.push(format!("new base image `{what}`: {a} -> {b}"))
-                    }
-                    ("role", _, _) => out.extend(self.role_changes(record, what)),
-                    _ => out.push(format!("changed {}", describe(kind, what))),
-                },
-                Some(_) => {}
-            }
-        }
-        for (kind, what) in old.keys() {
-            if !new.contains_key(&(kind.clone(), what.clone()))
-                && kind != "layout"
-                && kind != "agent"
-            {
-                out.push(format!("removed {}", describe(kind, what)));
-            }
-        }
-        out
+        changes(record, &self.record(), &self.canonical)
     }
 }
 
-impl ContentHash {
-    /// What changed in the role definition since `record`, key by key
-    /// when the record holds the role's canonical form, else in one line.
-    fn role_changes(&self, record: &str, what: &str) -> Vec<String> {
-        let old = record.lines().find_map(|l| l.strip_prefix(CANONICAL_LINE));
-        let keys = old
-            .map(|old| crate::role::changes(old, &self.canonical))
-            .unwrap_or_default();
-        if keys.is_empty() {
-            vec![format!(
-                "changed the role definition of `{what}` (its file or a parent's)"
-            )]
-        } else {
-            keys
+/// What differs between two recorded input lists ([`ContentHash::record`]),
+/// in words, as [`ContentHash::changes_since`] says it: the role's keys
+/// when both records hold its canonical form.
+pub fn changes_between(old: &str, new: &str) -> Vec<String> {
+    let canonical = new
+        .lines()
+        .find_map(|l| l.strip_prefix(CANONICAL_LINE))
+        .unwrap_or_default();
+    changes(old, new, canonical)
+}
+
+/// What differs from record `old` to record `new`, whose role's canonical
+/// form is `canonical` (empty when unknown).
+fn changes(old: &str, new: &str, canonical: &str) -> Vec<String> {
+    let parse = |text: &str| -> BTreeMap<(String, String), (String, Option<String>)> {
+        text.lines()
+            .filter(|l| !l.starts_with(CANONICAL_LINE))
+            .filter_map(|l| {
+                let mut f = l.split('\t');
+                let (kind, what, sha) = (f.next()?, f.next()?, f.next()?);
+                Some((
+                    (kind.to_string(), what.to_string()),
+                    (sha.to_string(), f.next().map(String::from)),
+                ))
+            })
+            .collect()
+    };
+    let (old_inputs, new_inputs) = (parse(old), parse(new));
+    let describe = |kind: &str, what: &str| match kind {
+        "layout" => "imagectl's image layout".to_string(),
+        "agent" => "imagectl-agent".to_string(),
+        "packer" => format!("the Packer template ({what})"),
+        "role" => format!("the role definition of `{what}` (its file or a parent's)"),
+        "base" => format!("base image `{what}`"),
+        other => format!("{other} {what}"),
+    };
+    let mut out = Vec::new();
+    for ((kind, what), (sha, ami)) in &new_inputs {
+        match old_inputs.get(&(kind.clone(), what.clone())) {
+            None if kind == "layout" || kind == "agent" => {
+                out.push(format!("{} changed", describe(kind, what)))
+            }
+            None => out.push(format!("added {}", describe(kind, what))),
+            Some((old_sha, old_ami)) if old_sha != sha => match (kind.as_str(), old_ami, ami) {
+                ("base", Some(a), Some(b)) => {
+                    out.push(format!("new base image `{what}`: {a} -> {b}"))
+                }
+                ("role", _, _) => out.extend(role_changes(old, canonical, what)),
+                _ => out.push(format!("changed {}", describe(kind, what))),
+            },
+            Some(_) => {}
         }
+    }
+    for (kind, what) in old_inputs.keys() {
+        if !new_inputs.contains_key(&(kind.clone(), what.clone()))
+            && kind != "layout"
+            && kind != "agent"
+        {
+            out.push(format!("removed {}", describe(kind, what)));
+        }
+    }
+    out
+}
+
+/// What changed in the role definition since `record`, key by key when
+/// the record holds the role's canonical form and `canonical` (the new
+/// one) is known, else in one line.
+fn role_changes(record: &str, canonical: &str, what: &str) -> Vec<String> {
+    let old = record.lines().find_map(|l| l.strip_prefix(CANONICAL_LINE));
+    let keys = old
+        .filter(|_| !canonical.is_empty())
+        .map(|old| crate::role::changes(old, canonical))
+        .unwrap_or_default();
+    if keys.is_empty() {
+        vec![format!(
+            "changed the role definition of `{what}` (its file or a parent's)"
+        )]
+    } else {
+        keys
     }
 }
 
@@ -386,6 +404,15 @@ mod tests {
         assert_eq!(
             new.changes_since(&old.record()),
             ["image.instance_type t3.small -> t3.medium"]
+        );
+        // Between two records (`imagectl diff`), the same words.
+        assert_eq!(
+            changes_between(&old.record(), &new.record()),
+            ["image.instance_type t3.small -> t3.medium"]
+        );
+        assert_eq!(
+            changes_between(&new.record(), &new.record()),
+            Vec::<String>::new()
         );
         // A record from before canonical forms were kept, or of a role too
         // big to keep one: the role definition changed, in one line.

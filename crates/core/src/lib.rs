@@ -49,6 +49,7 @@ pub mod project;
 pub mod provision;
 pub mod record;
 pub mod role;
+pub mod sbom;
 pub mod settings;
 pub mod stage;
 pub mod target;

@@ -20,6 +20,8 @@ pub mod tags {
     pub const BASE_AMI: &str = "imagectl:base-ami";
     /// The imagectl version that built it.
     pub const VERSION: &str = "imagectl:version";
+    /// SHA-256 of the build's SBOM (`imagectl sbom`).
+    pub const SBOM: &str = "imagectl:sbom-sha256";
     /// On a launch template: the channel it follows, which the publish
     /// policy of that channel may move.
     pub const CHANNEL: &str = "imagectl:channel";

@@ -46,6 +46,19 @@ pub struct Record {
     /// from records written before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<String>,
+    /// The build's SBOM (see [`crate::sbom::store`]); absent from records
+    /// written before builds kept one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<SbomRef>,
+}
+
+/// Where a build keeps its SBOM, and the SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SbomRef {
+    /// The document, relative to the project root.
+    pub path: String,
+    /// SHA-256 of its bytes (on AWS, also the `imagectl:sbom-sha256` tag).
+    pub sha256: String,
 }
 
 impl Record {
@@ -58,12 +71,19 @@ impl Record {
             artifact,
             built_at: u64::try_from(crate::time::now_secs()).unwrap_or(0),
             inputs: None,
+            sbom: None,
         }
     }
 
     /// The same record, with the build's inputs.
     pub fn with_inputs(mut self, inputs: String) -> Record {
         self.inputs = Some(inputs);
+        self
+    }
+
+    /// The same record, with the build's SBOM.
+    pub fn with_sbom(mut self, sbom: SbomRef) -> Record {
+        self.sbom = Some(sbom);
         self
     }
 }
@@ -151,6 +171,7 @@ mod tests {
             artifact: "x.tar".into(),
             built_at: 1,
             inputs: None,
+            sbom: None,
         };
         add(dir.path(), r.clone()).unwrap();
         add(dir.path(), r.clone()).unwrap();

@@ -1,0 +1,97 @@
+//! `imagectl sbom ROLE [--target local|aws] [--hash H]`: the SBOM of a
+//! build of the role, SPDX 2.3 JSON on stdout, byte for byte what the
+//! build kept (a local tarball built before builds kept one has it made
+//! from the tarball).
+
+use std::io::Write;
+
+use imagectl_core::project::Project;
+use imagectl_core::record::Kind;
+use imagectl_core::sbom::{self, store};
+use imagectl_core::target::{self, Target};
+
+use crate::cli::{BuildTarget, SbomArgs};
+use crate::{local, Config, Error};
+
+/// A store error as the command's error, keeping whose it is to fix.
+pub(super) fn store_error(e: store::Error) -> Error {
+    Error::Layer {
+        usage: e.is_usage(),
+        source: Box::new(e),
+    }
+}
+
+/// The kind of build a `--target` names.
+pub(super) fn kind(t: BuildTarget) -> Kind {
+    match t {
+        BuildTarget::Local => Kind::Local,
+        BuildTarget::Aws => Kind::Aws,
+    }
+}
+
+/// A content hash prefix as typed: 4 to 64 lowercase hex digits.
+pub(super) fn is_hash_prefix(s: &str) -> bool {
+    (4..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The SBOM of the build of `role` of kind `kind` whose hash starts with
+/// `prefix`, as bytes; `current` is the role resolved now, whose release
+/// archives and time complete an SBOM made from a tarball of its hash.
+pub(super) fn kept(
+    project: &Project,
+    role: &str,
+    kind: Kind,
+    prefix: &str,
+    current: Option<&Target>,
+) -> Result<Vec<u8>, Error> {
+    let builds = store::builds(&project.root, local::LOCAL_DIR, role, kind).map_err(store_error)?;
+    let b = store::find(builds, role, kind, prefix).map_err(store_error)?;
+    let (archives, created) = match current {
+        Some(t) if t.hash.hash.as_str().starts_with(&b.hash) => {
+            (Some(sbom::archives_of(t)), Some(sbom::created_of(t)))
+        }
+        _ => (None, None),
+    };
+    store::document_of(&b, archives, created).map_err(store_error)
+}
+
+/// Prints the SBOM.
+pub fn run(config: &Config, args: &SbomArgs) -> Result<(), Error> {
+    let project = config.project()?;
+    let (current, prefix) = match &args.hash {
+        // The role as it is now matters only when it names the build.
+        Some(h) => (target::resolve_one(&project, &args.role).ok(), h.clone()),
+        None => {
+            let t = target::resolve_one(&project, &args.role)?;
+            let hash = t.hash.hash.to_string();
+            (Some(t), hash)
+        }
+    };
+    if !is_hash_prefix(&prefix) {
+        return Err(Error::Usage(format!(
+            "--hash `{prefix}` is not a content hash: 4 to 64 lowercase hex digits"
+        )));
+    }
+    let kind = kind(args.target);
+    let bytes = match kept(&project, &args.role, kind, &prefix, current.as_ref()) {
+        Err(Error::Layer { usage: true, .. }) if args.hash.is_none() => {
+            let how = match kind {
+                Kind::Local => format!("imagectl build {} --target local", args.role),
+                Kind::Aws => format!("imagectl build {}", args.role),
+            };
+            return Err(Error::Usage(format!(
+                "`{}` has no {} build of its current hash {} on this machine; `{how}` builds it, `--hash` names another build",
+                args.role,
+                kind.as_str(),
+                imagectl_core::hash::short(&prefix)
+            )));
+        }
+        other => other?,
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(&bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::Failed(anyhow::anyhow!("cannot write the SBOM to stdout: {e}")))
+}
