@@ -76,6 +76,9 @@ pub enum Command {
     /// What differs between two images of a role: packages, baked files,
     /// boot templates, release archives, and the inputs that changed.
     Diff(DiffArgs),
+    /// Check an image against its signed provenance: the signature, that
+    /// the statement names this image, its tags and its SBOM.
+    Verify(VerifyArgs),
     /// Delete all but the newest images of each role, never one still referenced.
     Prune(PruneArgs),
     /// Remove what builds that died left behind, found by imagectl's tags and names.
@@ -222,6 +225,10 @@ pub struct PublishArgs {
     /// Publish even an image older than the one the channel holds.
     #[arg(long)]
     pub allow_older: bool,
+    /// Publish even an image that does not verify against its signed
+    /// provenance (`imagectl verify`), saying so.
+    #[arg(long)]
+    pub allow_unverified: bool,
     /// Then start an instance refresh on each Auto Scaling group of the
     /// channel (`[publish.auto_scaling_groups]`) and follow it to its end.
     #[arg(long)]
@@ -245,6 +252,10 @@ pub struct PromoteArgs {
     /// Promote even an image older than the one the target channel holds.
     #[arg(long)]
     pub allow_older: bool,
+    /// Publish even an image that does not verify against its signed
+    /// provenance (`imagectl verify`), saying so.
+    #[arg(long)]
+    pub allow_unverified: bool,
     /// Then start an instance refresh on each Auto Scaling group of the
     /// channel (`[publish.auto_scaling_groups]`) and follow it to its end.
     #[arg(long)]
@@ -293,6 +304,10 @@ pub struct RollbackArgs {
     /// How many values back.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub steps: u16,
+    /// Publish even an image that does not verify against its signed
+    /// provenance (`imagectl verify`), saying so.
+    #[arg(long)]
+    pub allow_unverified: bool,
 }
 
 /// `imagectl build`.
@@ -498,6 +513,21 @@ pub struct SbomArgs {
     /// role's current hash).
     #[arg(long, value_name = "HASH")]
     pub hash: Option<String>,
+}
+
+/// `imagectl verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// What to verify: an AMI ID (in the home region, or `--region`), a
+    /// role (with `--channel`: the images the channel holds in every
+    /// region), or the path of a local tarball.
+    pub image: String,
+    /// The channel whose images to verify, when IMAGE is a role.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// The region of an AMI ID (default: the home region).
+    #[arg(long)]
+    pub region: Option<String>,
 }
 
 /// `imagectl diff`.

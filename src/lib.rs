@@ -33,6 +33,7 @@ pub mod packer_exec;
 pub mod plan;
 pub mod preflight;
 pub mod progress;
+pub mod provenance;
 pub mod publish;
 pub mod rollout;
 pub mod sidecar;
@@ -140,6 +141,7 @@ layer_errors!(
     publish::Error,
     preflight::Error,
     rollout::Error,
+    provenance::Error,
 );
 
 impl From<project::Error> for Error {

@@ -16,6 +16,9 @@ Usage:
   --first N  fail the first N requests of each matching action, then pass
              (a bounded outage: retries within N+1 attempts succeed)
   --rate R   fail each matching request with probability R (seeded)
+  --max-streak N  with --rate: never fail more than N requests of one action
+             in a row (throttling a retrying client rides out, as AWS's
+             token buckets refill between its backed-off attempts)
   --delay S  fail nothing: hold each matching request S seconds, then forward it
   --after    forward a faulted request all the same and answer the error
              after AWS acted on it: a lost answer, which only a client
@@ -48,6 +51,7 @@ ap.add_argument("--first", type=int, default=None)
 ap.add_argument("--rate", type=float, default=None)
 ap.add_argument("--delay", type=float, default=None)
 ap.add_argument("--seed", type=int, default=1)
+ap.add_argument("--max-streak", type=int, default=None)
 ap.add_argument("--after", action="store_true")
 ap.add_argument("--agent", default=None)
 ap.add_argument("--log", default=None)
@@ -56,6 +60,7 @@ args = ap.parse_args()
 actions = {a for a in args.actions.split(",") if a}
 rng = random.Random(args.seed)
 seen = collections.Counter()
+streak = collections.Counter()
 lock = threading.Lock()
 
 
@@ -84,7 +89,11 @@ def fault_for(action, agent):
         if args.first is not None:
             return seen[action] <= args.first
         if args.rate is not None:
-            return rng.random() < args.rate
+            fail = rng.random() < args.rate
+            if fail and args.max_streak is not None and streak[action] >= args.max_streak:
+                fail = False
+            streak[action] = streak[action] + 1 if fail else 0
+            return fail
         return True
 
 

@@ -6,6 +6,7 @@ mod autoscaling;
 mod error;
 mod images;
 mod instances;
+mod kms;
 mod launch_templates;
 mod preflight;
 mod retry;
@@ -22,6 +23,7 @@ pub use autoscaling::{
 pub use error::Error;
 pub use images::ImageInfo;
 pub use instances::Resource;
+pub use kms::{Kms, SigningKey};
 pub use launch_templates::{LaunchTemplate, Source};
 pub use preflight::{Group, Identity, IdentityError, Key, Subnet};
 pub use retry::{

@@ -127,6 +127,20 @@ impl Session {
 }
 
 impl Session {
+    /// A KMS client for `region`.
+    pub fn kms(&self, region: &str) -> super::Kms {
+        let watch = self.watch("kms", region);
+        let conf = aws_sdk_kms::config::Builder::from(&self.config)
+            .region(Region::new(region.to_string()))
+            .sleep_impl(watch.sleep())
+            .interceptor(watch)
+            .build();
+        super::Kms {
+            client: aws_sdk_kms::Client::from_conf(conf),
+            region: region.to_string(),
+        }
+    }
+
     /// An Auto Scaling client for `region`.
     pub fn autoscaling(&self, region: &str) -> AutoScaling {
         let watch = self.watch("autoscaling", region);

@@ -21,7 +21,7 @@ use super::{interruptible, Error, Options};
 use crate::aws::{self, Session};
 use crate::packer_exec::{self, Version};
 use crate::progress::Progress;
-use crate::{failpoint, inputs};
+use crate::{failpoint, inputs, provenance};
 
 /// How many times a Packer run that AWS throttled before it launched
 /// anything is tried in all.
@@ -47,6 +47,8 @@ pub struct Bakery<'a> {
 struct Work {
     build_id: String,
     dir: PathBuf,
+    /// When the bake started, seconds since the epoch.
+    started: i64,
 }
 
 impl Work {
@@ -65,7 +67,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 impl Bakery<'_> {
     /// Bakes `t`; returns AMI per region and the path of Packer's log.
     pub async fn bake(&self, t: &Target) -> Result<(BTreeMap<String, String>, String), Error> {
-        let build_id = names::build_id(t.hash.short(), time::now_secs());
+        let started = time::now_secs();
+        let build_id = names::build_id(t.hash.short(), started);
         let dir = self
             .project
             .root
@@ -73,7 +76,11 @@ impl Bakery<'_> {
             .join("builds")
             .join(format!("{}-{build_id}", t.name()));
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let work = Work { build_id, dir };
+        let work = Work {
+            build_id,
+            dir,
+            started,
+        };
         let staged = self.stage(t, &work)?;
         let sbom = self.sbom(t, &work, &staged)?;
         let template = self.write_template(t, &work).await?;
@@ -231,6 +238,26 @@ impl Bakery<'_> {
         })
         .await?;
         let amis = done.get(t.name()).cloned().unwrap_or_default();
+        self.progress
+            .step(t.name(), "signing the build's provenance");
+        let made = provenance::Made {
+            hash: &t.hash,
+            commit: commit(&self.project.root),
+            packer: Some(self.packer.to_string()),
+            sbom_sha256: &sbom.sha256,
+            build_id: &work.build_id,
+            started: work.started,
+        };
+        match provenance::sign_amis(self.project, self.session, &made, &amis).await {
+            Ok(Some(name)) => tracing::info!("{}: provenance signed: {name}", t.name()),
+            Ok(None) => {}
+            Err(source) => {
+                return Err(Error::Sign {
+                    role: t.name().to_string(),
+                    source,
+                })
+            }
+        }
         if let Err(e) = inputs::record(self.project, self.session, &t.hash).await {
             tracing::warn!(
                 "{}: could not record the build's inputs (plan will not say what changed next time): {e}",

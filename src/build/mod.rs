@@ -48,6 +48,14 @@ pub enum Error {
     /// A signal came while images were being completed.
     #[error("interrupted ({0}) while completing the images; nothing was published; run the build again to finish them")]
     Stopped(&'static str),
+    /// The build's provenance could not be signed or kept.
+    #[error("{role}: the images are complete, but their provenance could not be signed: {source}; once fixed, `imagectl build {role} --force` bakes and signs anew (a reused image is never signed after the fact)")]
+    Sign {
+        /// The role.
+        role: String,
+        /// Why.
+        source: crate::provenance::Error,
+    },
     /// Packer reported no image for the home region.
     #[error("packer built `{role}` but reported no image in the home region `{region}`")]
     NoHomeImage {
@@ -72,6 +80,7 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         match self {
             Error::Stage(e) => e.is_usage(),
+            Error::Sign { source, .. } => source.is_usage(),
             _ => false,
         }
     }

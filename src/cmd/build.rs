@@ -54,8 +54,15 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
         let mut published = Vec::new();
         if let (Some(channel), false) = (&args.publish, args.dry_run) {
             for o in outcomes.iter().filter(|o| o.status.has_image()) {
-                let change =
-                    publish::publish(&project, &session, &o.role, channel, &o.amis, false).await;
+                let change = publish::publish(
+                    &project,
+                    &session,
+                    &o.role,
+                    channel,
+                    &o.amis,
+                    publish::Allow::default(),
+                )
+                .await;
                 published.push((o.role.clone(), change));
             }
         }

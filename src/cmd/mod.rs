@@ -19,6 +19,7 @@ pub mod stage;
 pub mod sweep;
 pub mod test;
 pub mod validate;
+pub mod verify;
 
 use crate::cli::{self, Args, Command};
 use crate::{iam, Config, Error};
@@ -44,6 +45,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
         Command::Images(a) => images::images(&config, a),
         Command::Sbom(a) => sbom::run(&config, a),
         Command::Diff(a) => diff::run(&config, a),
+        Command::Verify(a) => verify::run(&config, a),
         Command::Prune(a) => images::prune(&config, a),
         Command::Sweep(a) => sweep::run(&config, a),
         Command::Doctor => doctor::run(&config),

@@ -155,7 +155,8 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), Error> {
             None
         };
         let amis = publish::with_copies(&project, &session, &home_image).await?;
-        let change = publish::publish(&project, &session, &args.role, &args.channel, &amis, args.allow_older).await?;
+        let allow = publish::Allow { older: args.allow_older, unverified: args.allow_unverified };
+        let change = publish::publish(&project, &session, &args.role, &args.channel, &amis, allow).await?;
         let rolled = match located {
             Some(l) => Some(super::rollout::roll(&project, &session, &args.role, &args.channel, l).await),
             None => None,
@@ -197,7 +198,10 @@ pub fn promote(config: &Config, args: &PromoteArgs) -> Result<(), Error> {
             &args.role,
             &args.from,
             &args.to,
-            args.allow_older,
+            publish::Allow {
+                older: args.allow_older,
+                unverified: args.allow_unverified,
+            },
         )
         .await?;
         let rolled = match located {
@@ -223,6 +227,7 @@ pub fn rollback(config: &Config, args: &RollbackArgs) -> Result<(), Error> {
             &args.role,
             &args.channel,
             usize::from(args.steps),
+            args.allow_unverified,
         )
         .await
     });

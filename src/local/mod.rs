@@ -74,6 +74,9 @@ pub enum Error {
     /// The root filesystem's SBOM could not be made.
     #[error(transparent)]
     Sbom(#[from] store::Error),
+    /// The tarball's provenance could not be signed.
+    #[error(transparent)]
+    Sign(#[from] crate::provenance::Error),
     /// A sidecar did not start.
     #[error(transparent)]
     Sidecar(#[from] crate::sidecar::Error),
@@ -144,6 +147,7 @@ pub fn build(
     progress: &dyn Progress,
 ) -> Result<LocalImage, Error> {
     let start = Instant::now();
+    let started = imagectl_core::time::now_secs();
     let tar = tar_path(project, t);
     let image = |tar: PathBuf, sha256: String, built: bool| LocalImage {
         role: t.name().to_string(),
@@ -184,16 +188,24 @@ pub fn build(
         .map_err(store::Error::from)?;
         let sbom = store::write(&project.root, &store::local_path(&tar), &inventory)
             .map_err(store::Error::from)?;
+        // Signed before the tarball is in place, like its SBOM.
+        progress.step(t.name(), "signing the build's provenance");
+        let made = crate::provenance::Made {
+            hash: &t.hash,
+            commit: crate::build::bake::commit(&project.root),
+            packer: None,
+            sbom_sha256: &sbom.sha256,
+            build_id: &file_name(&tar),
+            started,
+        };
+        crate::provenance::sign_tarball(project, &made, &tar, &sha256)?;
         std::fs::rename(&partial, &tar).map_err(io_error("rename into", &tar))?;
         Ok((sha256, sbom))
     })();
     let _ = std::fs::remove_dir_all(&work);
     let (sha256, sbom) = result?;
     write_sums(&dir, &tar, &sha256)?;
-    let name = tar
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = file_name(&tar);
     let rec = record::Record::now(
         t.name(),
         t.hash.hash.as_str(),
@@ -209,6 +221,12 @@ pub fn build(
         );
     }
     Ok(image(tar, sha256, true))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Adds or replaces the tarball's line in `SHA256SUMS` (the format

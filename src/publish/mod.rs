@@ -39,6 +39,11 @@ pub enum Error {
     /// An AWS call failed.
     #[error(transparent)]
     Aws(#[from] aws::Error),
+    /// An image does not verify against its signed provenance.
+    #[error(
+        "refusing to publish: {0}\n(`--allow-unverified` publishes it all the same, saying so)"
+    )]
+    Unverified(#[source] crate::provenance::Error),
     /// The channel is not one of `[publish] channels`.
     #[error("unknown channel `{channel}`; the channels are {} (`[publish] channels` in imagectl.toml)", known.join(", "))]
     UnknownChannel {
@@ -128,6 +133,9 @@ impl Error {
     /// does not allow the move asked for. A failed call, or a publish
     /// racing this one, is a failure (exit 1).
     pub fn is_usage(&self) -> bool {
+        if let Error::Unverified(e) = self {
+            return e.is_usage();
+        }
         !matches!(
             self,
             Error::Aws(_)
@@ -242,17 +250,28 @@ impl Region {
     }
 }
 
+/// What a publish lets through that it otherwise refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allow {
+    /// An image older than the channel's current one.
+    pub older: bool,
+    /// An image that does not verify against its signed provenance.
+    pub unverified: bool,
+}
+
 /// Points `channel` of `role` at `amis` (one per region). Refuses an AMI
 /// that is missing, not available, or not an imagectl image of the role,
-/// and one older than the channel's current image unless `allow_older`.
+/// one that does not verify against its signed provenance, and one older
+/// than the channel's current image, unless `allow` lets them through.
 pub async fn publish(
     project: &Project,
     session: &Session,
     role: &str,
     channel: &str,
     amis: &BTreeMap<String, String>,
-    allow_older: bool,
+    allow: Allow,
 ) -> Result<Change, Error> {
+    let allow_older = allow.older;
     check_channel(project, channel)?;
     let name = parameter(project, role, channel);
     // Look before touching anything: every region's image and value, the
@@ -265,6 +284,13 @@ pub async fn publish(
     if plan.iter().all(Region::holds) && !pinned_to_move {
         return Ok(Change::Unchanged { parameter: name });
     }
+    let images: Vec<(String, ImageInfo)> = plan
+        .iter()
+        .map(|r| (r.name.clone(), r.image.clone()))
+        .collect();
+    crate::provenance::require(project, session, &images, allow.unverified)
+        .await
+        .map_err(Error::Unverified)?;
     // A channel never moves backwards by accident.
     if !allow_older {
         refuse_older(session, &name, &plan).await?;
@@ -484,7 +510,7 @@ pub async fn promote(
     role: &str,
     from: &str,
     to: &str,
-    allow_older: bool,
+    allow: Allow,
 ) -> Result<Change, Error> {
     if from == to {
         return Err(Error::SameChannel(to.to_string()));
@@ -496,7 +522,7 @@ pub async fn promote(
             "channel `{from}` of `{role}` holds no image yet; publish to it first"
         )));
     }
-    publish(project, session, role, to, &amis, allow_older).await
+    publish(project, session, role, to, &amis, allow).await
 }
 
 /// The distinct values a parameter held, oldest first, consecutive repeats
@@ -520,6 +546,7 @@ pub async fn rollback(
     role: &str,
     channel: &str,
     steps: usize,
+    allow_unverified: bool,
 ) -> Result<Change, Error> {
     check_channel(project, channel)?;
     let name = parameter(project, role, channel);
@@ -546,7 +573,11 @@ pub async fn rollback(
             ))
         })?;
     let amis = with_copies(project, session, &image).await?;
-    publish(project, session, role, channel, &amis, true).await
+    let allow = Allow {
+        older: true,
+        unverified: allow_unverified,
+    };
+    publish(project, session, role, channel, &amis, allow).await
 }
 
 /// The AMI per region of `image` (in the home region) and its copies,

@@ -99,8 +99,9 @@ impl FaultProxy {
 
     /// Asserts that faults were injected and that every action that got
     /// one was sent again and went through. (Not necessarily its last
-    /// request: imagectl stops polling for Packer's build instance the
-    /// moment Packer is done, retries or not.)
+    /// request: imagectl stops polling for Packer's build instance, with
+    /// DescribeInstances, the moment Packer is done, retries or not; so a
+    /// fault of DescribeInstances after Packer's last one needs no retry.)
     fn assert_retried(&self, at_least: usize) {
         let requests = self.requests();
         let faults = requests.iter().filter(|(_, f)| *f).count();
@@ -108,8 +109,12 @@ impl FaultProxy {
             faults >= at_least,
             "only {faults} faults injected: {requests:?}"
         );
+        let packer_done = requests
+            .iter()
+            .rposition(|(a, _)| a == "TerminateInstances")
+            .unwrap_or(requests.len());
         for (i, (action, faulted)) in requests.iter().enumerate() {
-            if *faulted {
+            if *faulted && !(action == "DescribeInstances" && i > packer_done) {
                 assert!(
                     requests[i..].iter().any(|(a, f)| a == action && !*f),
                     "{action} never went through after a fault: {requests:?}"
@@ -247,6 +252,12 @@ fn build_publish_and_promote_ride_out_throttling_and_500s_with_the_same_result()
             "0.3",
             "--seed",
             "7",
+            // Packer's calls retry 3 times at least (some not at all on
+            // throttling after their first answer: the source image lookup,
+            // left out above): never more than two throttles in a row per
+            // action keep this a test of riding out, not of luck.
+            "--max-streak",
+            "2",
         ],
     );
     let mut t = t.envs([("AWS_ENDPOINT_URL", throttling.url.clone())]);

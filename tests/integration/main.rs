@@ -18,6 +18,7 @@ mod moto;
 mod packer;
 mod plan;
 mod preview;
+mod provenance;
 mod publish;
 mod rollout;
 mod sandbox;

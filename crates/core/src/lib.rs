@@ -46,6 +46,7 @@ pub mod lock;
 pub mod names;
 pub mod packer;
 pub mod project;
+pub mod provenance;
 pub mod provision;
 pub mod record;
 pub mod role;

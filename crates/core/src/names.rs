@@ -47,6 +47,12 @@ pub fn inputs_parameter(prefix: &str, role: &str, hash: &str) -> String {
     format!("{prefix}/{role}/inputs/{hash}")
 }
 
+/// The parameter holding the signed provenance of the build of `hash` (a
+/// DSSE envelope), beside its inputs.
+pub fn provenance_parameter(prefix: &str, role: &str, hash: &str) -> String {
+    format!("{prefix}/{role}/provenance/{hash}")
+}
+
 /// The prefix of the names of the images builds make (`imagectl-ROLE-BUILD`).
 pub const IMAGE_NAME_PREFIX: &str = "imagectl-";
 

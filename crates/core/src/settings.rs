@@ -156,6 +156,38 @@ impl Default for Rollout {
     }
 }
 
+/// `[provenance]`: the keys builds sign their provenance with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// The asymmetric KMS key (`SIGN_VERIFY`, ECC or RSA) in the home
+    /// region that AWS builds sign with and `verify` checks against. Unset:
+    /// AMIs are not signed, and `publish` says so instead of refusing.
+    #[serde(default)]
+    pub kms_key: Option<String>,
+    /// The Ed25519 key (PKCS#8) local builds sign with, relative to the
+    /// project root; made on first use, readable by its owner only.
+    #[serde(default = "default_local_key")]
+    pub local_key: String,
+}
+
+/// Where local builds keep their signing key unless told otherwise (not
+/// committed: `.imagectl/` is the project's private state).
+pub const DEFAULT_LOCAL_KEY: &str = ".imagectl/provenance.key";
+
+fn default_local_key() -> String {
+    DEFAULT_LOCAL_KEY.to_string()
+}
+
+impl Default for Provenance {
+    fn default() -> Provenance {
+        Provenance {
+            kms_key: None,
+            local_key: default_local_key(),
+        }
+    }
+}
+
 /// `[build]`: limits of one image build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,6 +232,8 @@ pub struct Settings {
     pub publish: Publish,
     /// `[rollout]`.
     pub rollout: Rollout,
+    /// `[provenance]`.
+    pub provenance: Provenance,
 }
 
 impl Aws {
@@ -240,6 +274,7 @@ struct RawSettings {
     bases: Option<BTreeMap<String, Spanned<Base>>>,
     publish: Option<RawPublish>,
     rollout: Option<Spanned<Rollout>>,
+    provenance: Option<Spanned<Provenance>>,
 }
 
 impl Partial for RawSettings {
@@ -249,6 +284,7 @@ impl Partial for RawSettings {
         self.bases = o.bases.or(self.bases.take());
         self.publish = o.publish.or(self.publish.take());
         self.rollout = o.rollout.or(self.rollout.take());
+        self.provenance = o.provenance.or(self.provenance.take());
     }
 }
 
@@ -292,12 +328,14 @@ pub fn parse_settings(text: &str) -> Result<Settings, Diagnostics> {
     let bases = parse_bases(&mut ctx, raw.bases.unwrap_or_default());
     let publish = parse_publish(&mut ctx, raw.publish.unwrap_or_default());
     let rollout = parse_rollout(&mut ctx, raw.rollout);
+    let provenance = parse_provenance(&mut ctx, raw.provenance);
     ctx.diags.into_result(Settings {
         aws,
         bases,
         build: raw.build.unwrap_or_default(),
         publish,
         rollout,
+        provenance,
     })
 }
 
@@ -595,6 +633,38 @@ fn parse_rollout(ctx: &mut Ctx, raw: Option<Spanned<Rollout>>) -> Rollout {
         );
     }
     r
+}
+
+fn parse_provenance(ctx: &mut Ctx, raw: Option<Spanned<Provenance>>) -> Provenance {
+    let Some(raw) = raw else {
+        return Provenance::default();
+    };
+    let span = raw.span();
+    let p = raw.into_inner();
+    if let Some(key) = p.kms_key.as_deref().filter(|k| kms::kind(k).is_none()) {
+        ctx.error(
+            span.clone(),
+            format!("`kms_key = \"{key}\"` names no KMS key"),
+            "give a key ID, a key ARN or `alias/NAME` of an asymmetric SIGN_VERIFY key in the home region",
+        );
+    }
+    let local = std::path::Path::new(&p.local_key);
+    if p.local_key.is_empty()
+        || local.is_absolute()
+        || local
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        ctx.error(
+            span,
+            format!(
+                "`local_key = \"{}\"` is not a path inside the project",
+                p.local_key
+            ),
+            "give a relative path without `..` (default `.imagectl/provenance.key`)",
+        );
+    }
+    p
 }
 
 /// A lowercase name: letters, digits and `-`, starting with a letter.
