@@ -62,6 +62,7 @@ pub(super) fn statements(project: &Project, n: &Names) -> Vec<Value> {
     if let Some(key) = &s.aws.kms_key {
         st.extend(encrypt_images(s, key));
     }
+    st.extend(super::provenance_key(project, "SignProvenance", "kms:Sign"));
     st
 }
 

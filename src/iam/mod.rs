@@ -75,6 +75,9 @@ pub fn policy(
             let channels = if channels.is_empty() { all } else { channels };
             let mut st = publish(&n, channels);
             st.push(lifecycle(project, channels));
+            // Publishing verifies each image against its signed
+            // provenance (read with ReadChannels, below the prefix).
+            st.extend(provenance_key(project, "VerifyProvenance", "kms:Verify"));
             st.extend(roll(project, channels));
             st
         }
@@ -87,6 +90,30 @@ pub fn policy(
         }
     };
     Ok(json!({"Version": "2012-10-17", "Statement": statements}))
+}
+
+/// Using the provenance key (`[provenance] kms_key`, in the home region
+/// only) for `action` (`kms:Sign` or `kms:Verify`) of raw messages, and
+/// describing it to learn its algorithm; nothing when no key is set.
+fn provenance_key(project: &Project, sid: &str, action: &str) -> Option<Value> {
+    let s = &project.settings;
+    let key = s.provenance.kms_key.as_deref()?;
+    let home = &s.aws.region;
+    let mut condition = json!({});
+    let resource = if let Some(alias) = key.strip_prefix("alias/") {
+        condition["ForAnyValue:StringEquals"] =
+            json!({"kms:ResourceAliases": format!("alias/{alias}")});
+        format!("arn:aws:kms:{home}:*:key/*")
+    } else if key.starts_with("arn:") {
+        key.to_string()
+    } else {
+        format!("arn:aws:kms:{home}:*:key/{key}")
+    };
+    let mut st = allow(sid, &[action, "kms:DescribeKey"], resource);
+    if condition.as_object().is_some_and(|c| !c.is_empty()) {
+        st["Condition"] = condition;
+    }
+    Some(st)
 }
 
 /// A statement allowing `actions` on `resources`.
@@ -157,13 +184,17 @@ impl Names {
         )
     }
 
-    /// The recorded inputs of builds, `PREFIX/ROLE/inputs/HASH`: never a
+    /// The recorded inputs and signed provenance of builds,
+    /// `PREFIX/ROLE/inputs/HASH` and `PREFIX/ROLE/provenance/HASH`: never a
     /// channel.
     fn record_inputs(&self) -> Value {
         allow(
             "RecordInputs",
             &["ssm:PutParameter"],
-            format!("arn:aws:ssm:*:*:parameter/{}/*/inputs/*", self.prefix),
+            json!([
+                format!("arn:aws:ssm:*:*:parameter/{}/*/inputs/*", self.prefix),
+                format!("arn:aws:ssm:*:*:parameter/{}/*/provenance/*", self.prefix),
+            ]),
         )
     }
 

@@ -44,6 +44,9 @@ pub enum Error {
         "refusing to publish: {0}\n(`--allow-unverified` publishes it all the same, saying so)"
     )]
     Unverified(#[source] crate::provenance::Error),
+    /// Verifying could not be done (a call failed, the key is unusable).
+    #[error(transparent)]
+    Verify(crate::provenance::Error),
     /// The channel is not one of `[publish] channels`.
     #[error("unknown channel `{channel}`; the channels are {} (`[publish] channels` in imagectl.toml)", known.join(", "))]
     UnknownChannel {
@@ -133,7 +136,7 @@ impl Error {
     /// does not allow the move asked for. A failed call, or a publish
     /// racing this one, is a failure (exit 1).
     pub fn is_usage(&self) -> bool {
-        if let Error::Unverified(e) = self {
+        if let Error::Unverified(e) | Error::Verify(e) = self {
             return e.is_usage();
         }
         !matches!(
@@ -290,7 +293,10 @@ pub async fn publish(
         .collect();
     crate::provenance::require(project, session, &images, allow.unverified)
         .await
-        .map_err(Error::Unverified)?;
+        .map_err(|e| match e {
+            e @ crate::provenance::Error::Unverified { .. } => Error::Unverified(e),
+            e => Error::Verify(e),
+        })?;
     // A channel never moves backwards by accident.
     if !allow_older {
         refuse_older(session, &name, &plan).await?;

@@ -462,7 +462,8 @@ pub fn relaxed_policy(t: &mut Test, job: &str) -> String {
 #[test]
 fn the_printed_iam_policies_are_enough_for_each_job() {
     let moto = Moto::start();
-    let mut t = project(&moto);
+    // With signing on: the build signs with KMS, publish verifies.
+    let mut t = crate::provenance::signing(&moto);
     let mut keys = std::collections::BTreeMap::new();
     for job in ["plan", "build", "publish", "prune"] {
         let policy = relaxed_policy(&mut t, job);
@@ -567,10 +568,17 @@ urllib.request.urlopen(urllib.request.Request("{}/moto-api/reset-auth", data=b"0
         r.stdout,
         r.stderr
     );
-    // And the check is real: the prune user cannot publish.
+    // And the check is real: the prune user cannot publish. Its first
+    // call, describing the provenance key to verify with, is denied (moto
+    // answers KMS's JSON protocol with an XML AccessDenied the SDK cannot
+    // read, so the message names the call, not the code).
     let r = as_user("prune", &["publish", "app", "--channel", "staging"]);
     assert_eq!(r.status, 1);
-    assert!(r.stderr.contains("AccessDenied"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("AWS DescribeKey in `eu-west-1` failed"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -858,3 +858,74 @@ fn with_groups_the_publish_policy_refreshes_only_the_channels_groups() {
         );
     }
 }
+
+/// With `[provenance] kms_key`: the build signs with that key only, raw
+/// messages, and records the statement beside the inputs; publish only
+/// verifies with it and reads statements; neither can sign with another
+/// key, nor publish sign anything. cloudsplaining finds nothing.
+#[test]
+fn with_a_provenance_key_build_signs_and_publish_verifies_with_it_only() {
+    let mut t = Test::new();
+    let settings = std::fs::read_to_string(t.path("imagectl.toml")).unwrap();
+    std::fs::write(
+        t.path("imagectl.toml"),
+        format!("{settings}\n[provenance]\nkms_key = \"alias/imagectl-provenance\"\n"),
+    )
+    .unwrap();
+    let key = |id: &str, aliases: &[&str]| {
+        (
+            format!("arn:aws:kms:{HOME}:{ACCOUNT}:key/{id}"),
+            json!({"kms:ResourceAliases": aliases}),
+        )
+    };
+    let (signing, signing_ctx) = key(
+        "1234abcd-12ab-34cd-56ef-1234567890ab",
+        &["alias/imagectl-provenance"],
+    );
+    let (images, images_ctx) = key(
+        "0000abcd-12ab-34cd-56ef-1234567890ab",
+        &["alias/imagectl-images"],
+    );
+    let statement = parameter("/imagectl/app/provenance/0123");
+    let build = vec![
+        probe("sign with the provenance key", "kms:Sign", "allow")
+            .on(signing.clone(), signing_ctx.clone()),
+        probe("sign with the images' key", "kms:Sign", "deny")
+            .on(images.clone(), images_ctx.clone()),
+        probe("describe the provenance key", "kms:DescribeKey", "allow")
+            .on(signing.clone(), signing_ctx.clone()),
+        probe("keep the statement", "ssm:PutParameter", "allow").on(statement.clone(), json!({})),
+        probe("write a channel", "ssm:PutParameter", "deny")
+            .on(parameter("/imagectl/app/prod"), json!({})),
+    ];
+    check(
+        "build with a provenance key",
+        &printed(&mut t, &["build"]),
+        &build,
+    );
+    let publish = vec![
+        probe("verify with the provenance key", "kms:Verify", "allow")
+            .on(signing.clone(), signing_ctx.clone()),
+        probe("verify with the images' key", "kms:Verify", "deny").on(images, images_ctx),
+        probe("sign in publish", "kms:Sign", "deny").on(signing, signing_ctx),
+        probe("read a statement", "ssm:GetParameter", "allow").on(statement.clone(), json!({})),
+        probe("forge a statement", "ssm:PutParameter", "deny").on(statement, json!({})),
+    ];
+    let policy = printed(&mut t, &["publish"]);
+    check("publish with a provenance key", &policy, &publish);
+    let cloudsplaining = python().with_file_name("cloudsplaining");
+    for policy in [policy, printed(&mut t, &["build"])] {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), policy.to_string()).unwrap();
+        let out = Command::new(&cloudsplaining)
+            .args(["scan-policy-file", "--input-file"])
+            .arg(file.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "There were no results found.",
+            "{policy:#}"
+        );
+    }
+}

@@ -13,7 +13,7 @@ use crate::moto::Moto;
 use crate::support::Test;
 
 /// The fixture project with signing on (the key aws_setup.py makes).
-fn signing(moto: &Moto) -> Test {
+pub(crate) fn signing(moto: &Moto) -> Test {
     let t = project(moto);
     let settings = t.path("imagectl.toml");
     let mut text = std::fs::read_to_string(&settings).unwrap();

@@ -94,6 +94,65 @@ fn the_local_worker_s_sbom_is_valid_reproducible_and_diffs_show_what_changed() {
     );
     assert_eq!(rec["sbom"]["sha256"], sha256sum(&sbom1).as_str());
 
+    // The build signed its provenance with the local key: `verify`
+    // accepts the tarball; one changed byte of the statement, or an SBOM
+    // that is not the one signed, it refuses.
+    let tar_name = format!("images/local/worker-{}.tar", &h1[..12]);
+    let r = t.run_with(&["verify", &tar_name, "--output", "json"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let v = json(r.stdout.as_bytes());
+    assert_eq!(v["verified"][0]["hash"], h1.as_str(), "{v}");
+    assert_eq!(v["verified"][0]["sbom_sha256"], sha256sum(&sbom1).as_str());
+    let key = std::fs::metadata(t.path(".imagectl/provenance.key")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
+    let envelope = t.path(&format!("images/local/worker-{}.intoto.json", &h1[..12]));
+    let kept = std::fs::read(&envelope).unwrap();
+    let mut env = json(&kept);
+    let statement = Command::new("base64")
+        .args(["-d"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(env["payload"].as_str().unwrap().as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap()
+        .stdout;
+    let statement = json(&statement);
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"],
+        sha256sum(&tar1).as_str()
+    );
+    // The payload's last base64 group changed: the statement's last bytes.
+    let payload = env["payload"].as_str().unwrap().to_string();
+    let (head, tail) = payload.split_at(payload.len() - 4);
+    let changed = if tail == "fQ==" { "fA==" } else { "fQ==" };
+    env["payload"] = Value::String(format!("{head}{changed}"));
+    std::fs::write(&envelope, env.to_string()).unwrap();
+    let r = t.run_with(&["verify", &tar_name]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("the signature does not verify with the local key"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&envelope, &kept).unwrap();
+    std::fs::write(&sbom1, b"{}").unwrap();
+    let r = t.run_with(&["verify", &tar_name]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("the statement says"), "{}", r.stderr);
+    std::fs::write(&sbom1, &bytes1).unwrap();
+    t.ok_with(&["verify", &tar_name]);
+
     // What it holds: every installed package with its purl, source and
     // licence, the baked files with both digests, the hash.
     let doc = json(&bytes1);

@@ -373,7 +373,7 @@ mod tests {
         Build {
             hash: h,
             target: "aws",
-            commit: &"0123456789abcdef0123456789abcdef01234567",
+            commit: "0123456789abcdef0123456789abcdef01234567",
             imagectl: "0.1.0",
             packer: Some("1.6.6".into()),
             sbom_sha256: "ef",
