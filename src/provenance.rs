@@ -150,14 +150,14 @@ async fn kms_key(project: &Project, session: &Session) -> Result<(aws::Kms, Sign
 }
 
 /// Signs the statement of an AWS build that made `amis` (AMI per region)
-/// and keeps it beside the role's channels; returns the parameter, or
-/// `None` when no key is configured (said once, as a warning).
+/// and keeps it beside the role's channels; returns the parameter and the
+/// envelope, or `None` when no key is configured (said as a warning).
 pub async fn sign_amis(
     project: &Project,
     session: &Session,
     made: &Made<'_>,
     amis: &BTreeMap<String, String>,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<(String, String)>, Error> {
     if project.settings.provenance.kms_key.is_none() {
         tracing::warn!(
             "{}: not signed: `[provenance] kms_key` is not set (docs/provenance.md)",
@@ -187,7 +187,7 @@ pub async fn sign_amis(
         .ssm(&project.settings.aws.region)
         .put_string(&name, &envelope)
         .await?;
-    Ok(Some(name))
+    Ok(Some((name, envelope)))
 }
 
 /// Where the envelope of a local tarball is kept: beside it.

@@ -249,7 +249,14 @@ impl Bakery<'_> {
             started: work.started,
         };
         match provenance::sign_amis(self.project, self.session, &made, &amis).await {
-            Ok(Some(name)) => tracing::info!("{}: provenance signed: {name}", t.name()),
+            Ok(Some((name, envelope))) => {
+                tracing::info!("{}: provenance signed: {name}", t.name());
+                // Beside the SBOM, for CI to keep with it.
+                let path = work.path("provenance.intoto.json");
+                if let Err(e) = std::fs::write(&path, envelope + "\n") {
+                    tracing::warn!("{}: cannot write {}: {e}", t.name(), path.display());
+                }
+            }
             Ok(None) => {}
             Err(source) => {
                 return Err(Error::Sign {

@@ -138,6 +138,15 @@ fn a_signed_build_verifies_and_a_changed_tag_or_statement_is_refused() {
         kept["tags"]["imagectl:build"]
     );
     assert_eq!(p["runDetails"]["builder"]["version"]["packer"], "1.6.6");
+    // The build keeps the envelope beside its SBOM too (for CI to upload).
+    let builds: Vec<_> = std::fs::read_dir(t.path(".imagectl/builds"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("provenance.intoto.json"))
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(builds.len(), 1, "{builds:?}");
+    let beside: Value = serde_json::from_slice(&std::fs::read(&builds[0]).unwrap()).unwrap();
+    assert_eq!(beside, kept["envelope"]);
     // Every input the content hash covers, with its full digest.
     let inputs = json(&mut t, &["inputs", "app"]);
     let deps = p["buildDefinition"]["resolvedDependencies"]

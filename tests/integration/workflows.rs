@@ -128,6 +128,10 @@ fn workflows_call_the_pipeline_commands() {
         "cargo build --profile release-agent --locked -p imagectl-agent",
         "files+=(target/release-agent/imagectl-agent)",
         "IMAGECTL_AGENT_BIN: target/release-agent/imagectl-agent",
+        // Each build's SBOM and signed provenance, kept with the run.
+        "name: sbom-${{ matrix.role }}",
+        ".imagectl/builds/*/sbom.spdx.json",
+        ".imagectl/builds/*/provenance.intoto.json",
     ] {
         assert!(images.contains(expected), "images.yml lacks {expected:?}");
     }
