@@ -26,10 +26,14 @@ pub enum Error {
     Aws(#[from] aws::Error),
     /// The KMS key of the settings is no asymmetric signing key.
     #[error(
-        "`[provenance] kms_key = \"{key}\"` in {region} is no key imagectl can sign with \
-         (an asymmetric SIGN_VERIFY key: ECC_NIST_P256, ECC_NIST_P384 or RSA)"
+        "`[provenance] kms_key = \"{key}\"` is no key imagectl can sign with: {why} \
+         (it takes an enabled asymmetric SIGN_VERIFY key in {region}: ECC_NIST_P256, ECC_NIST_P384 or RSA)"
     )]
-    NotSigningKey { key: String, region: String },
+    NotSigningKey {
+        key: String,
+        region: String,
+        why: String,
+    },
     /// No KMS key is configured, and something needs one.
     #[error(
         "no signing key: set `[provenance] kms_key` in imagectl.toml to an asymmetric KMS key \
@@ -142,9 +146,10 @@ async fn kms_key(project: &Project, session: &Session) -> Result<(aws::Kms, Sign
     let signing = kms
         .signing_key(key)
         .await?
-        .ok_or_else(|| Error::NotSigningKey {
+        .map_err(|why| Error::NotSigningKey {
             key: key.to_string(),
             region: home.clone(),
+            why,
         })?;
     Ok((kms, signing))
 }

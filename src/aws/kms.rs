@@ -35,25 +35,42 @@ pub struct SigningKey {
 
 impl Kms {
     /// The key `key` (ID, ARN or alias) names, with the algorithm to sign
-    /// with; `Ok(None)` when it is no signing key or supports none of the
-    /// algorithms imagectl uses.
-    pub async fn signing_key(&self, key: &str) -> Result<Option<SigningKey>, Error> {
-        let out = self
-            .client
-            .describe_key()
-            .key_id(key)
-            .send()
-            .await
-            .map_err(err("DescribeKey", &self.region, Some(key)))?;
-        let Some(meta) = out.key_metadata() else {
-            return Ok(None);
+    /// with; `Ok(Err(why))` when it is missing, not enabled, no signing
+    /// key, or supports none of the algorithms imagectl uses.
+    pub async fn signing_key(&self, key: &str) -> Result<Result<SigningKey, String>, Error> {
+        let out = match self.client.describe_key().key_id(key).send().await {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_not_found_exception()) =>
+            {
+                return Ok(Err(format!("it does not exist in {}", self.region)))
+            }
+            Err(e) => return Err(Error::new("DescribeKey", &self.region, Some(key), e)),
         };
+        let Some(meta) = out.key_metadata() else {
+            return Ok(Err("KMS described no key".to_string()));
+        };
+        let arn = meta.arn().unwrap_or(key).to_string();
+        if let Some(state) = meta.key_state().filter(|s| s.as_str() != "Enabled") {
+            return Ok(Err(format!("{arn} is {}", state.as_str())));
+        }
+        if let Some(usage) = meta.key_usage().filter(|u| u.as_str() != "SIGN_VERIFY") {
+            return Ok(Err(format!(
+                "{arn} is for {}, not SIGN_VERIFY",
+                usage.as_str()
+            )));
+        }
         let supported = meta.signing_algorithms();
-        let algorithm = PREFERRED.iter().find(|a| supported.contains(a));
-        Ok(algorithm.map(|a| SigningKey {
-            arn: meta.arn().unwrap_or(key).to_string(),
-            algorithm: a.as_str().to_string(),
-        }))
+        match PREFERRED.iter().find(|a| supported.contains(a)) {
+            Some(a) => Ok(Ok(SigningKey {
+                arn,
+                algorithm: a.as_str().to_string(),
+            })),
+            None => Ok(Err(format!(
+                "{arn} signs with none of ECDSA_SHA_256, ECDSA_SHA_384, RSASSA_PSS_SHA_256, RSASSA_PKCS1_V1_5_SHA_256"
+            ))),
+        }
     }
 
     /// Signs `message` (the whole message: KMS hashes it) with `key`.

@@ -180,6 +180,26 @@ pub(super) async fn kms_keys(project: &Project, session: &Session, job: &str) ->
     out
 }
 
+/// The key builds sign their provenance with and publish verifies with
+/// (`[provenance] kms_key`), in the home region: a bake that could not sign
+/// would leave unsigned images behind.
+pub(super) async fn provenance_key(project: &Project, session: &Session, job: &str) -> Vec<Check> {
+    let Some(key) = project.settings.provenance.kms_key.as_deref() else {
+        return Vec::new();
+    };
+    let home = &project.settings.aws.region;
+    let c = Check::new("provenance-key", Some(home), format!("signing key {key}"));
+    vec![match session.kms(home).signing_key(key).await {
+        Ok(Ok(k)) => c.ok(format!("{} ({})", k.arn, k.algorithm)),
+        Ok(Err(why)) => c.problem(
+            Status::Missing,
+            Some(why),
+            "create an asymmetric SIGN_VERIFY key (ECC_NIST_P256) there, or point [provenance] kms_key at one (docs/provenance.md)".to_string(),
+        ),
+        Err(e) => c.failed(&e, job),
+    }]
+}
+
 /// The locked base images, in every region they are locked for. Builds
 /// start from the home region's: one missing elsewhere is a warning.
 pub(super) async fn base_images(project: &Project, session: &Session, job: &str) -> Vec<Check> {

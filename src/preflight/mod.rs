@@ -248,6 +248,7 @@ pub async fn run(project: &Project, session: &Session, scope: &Scope) -> Vec<Che
         out.extend(checks::auto_scaling_groups(project, session, role, channel).await);
     }
     out.extend(checks::ssm(project, session, job).await);
+    out.extend(checks::provenance_key(project, session, job).await);
     if scope.bake {
         out.extend(checks::block_public_access(project, session).await);
     }

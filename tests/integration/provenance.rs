@@ -223,3 +223,46 @@ fn a_signed_build_verifies_and_a_changed_tag_or_statement_is_refused() {
     assert!(r.stderr.contains("--allow-unverified:"), "{}", r.stderr);
     assert_eq!(channel(&moto, "/imagectl/app/prod"), Value::String(home));
 }
+
+/// The signing key is a prerequisite like the images' key: `doctor` shows
+/// it with its algorithm, and a build whose key cannot sign (here, the
+/// images' ENCRYPT_DECRYPT key) stops before anything is baked, naming
+/// why, instead of leaving unsigned images behind.
+#[test]
+fn doctor_and_the_build_preflight_check_the_signing_key() {
+    let moto = Moto::start();
+    let mut t = signing(&moto);
+    let r = t.run_with(&["doctor"]);
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("signing key alias/imagectl-provenance"))
+        .unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(
+        line.contains("arn:aws:kms:eu-west-1:") && line.contains("(ECDSA_SHA_256)"),
+        "{line}"
+    );
+    let settings = t.path("imagectl.toml");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(
+        &settings,
+        text.replace(
+            "kms_key = \"alias/imagectl-provenance\"",
+            "kms_key = \"alias/imagectl-images\"",
+        ),
+    )
+    .unwrap();
+    let r = t.run_with(&["build", "app"]);
+    assert_eq!(r.status, 2, "{}", r.stderr);
+    // AWS describes the key's usage (ENCRYPT_DECRYPT); moto leaves it out
+    // of a default key's description, so it is told by its algorithms.
+    assert!(
+        r.stderr
+            .contains("missing: signing key alias/imagectl-images")
+            && (r.stderr.contains("is for ENCRYPT_DECRYPT, not SIGN_VERIFY")
+                || r.stderr.contains("signs with none of ECDSA_SHA_256")),
+        "{}",
+        r.stderr
+    );
+    assert!(!t.path(".imagectl/builds").exists(), "a bake started");
+}
