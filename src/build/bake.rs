@@ -265,6 +265,7 @@ impl Bakery<'_> {
                 })
             }
         }
+        self.publish_sbom(t, &sbom).await;
         if let Err(e) = inputs::record(self.project, self.session, &t.hash).await {
             tracing::warn!(
                 "{}: could not record the build's inputs (plan will not say what changed next time): {e}",
@@ -286,6 +287,41 @@ impl Bakery<'_> {
             );
         }
         Ok(amis)
+    }
+}
+
+impl Bakery<'_> {
+    /// Keeps the build's SBOM, packed, at `PREFIX/ROLE/sbom/HASH`, so that
+    /// `sbom` and `diff` read it on any machine; one that does not fit a
+    /// parameter stays in the build's directory only (said).
+    async fn publish_sbom(&self, t: &Target, sbom: &SbomRef) {
+        let path = self.project.root.join(&sbom.path);
+        let packed = match std::fs::read(&path) {
+            Ok(bytes) => store::pack(&bytes),
+            Err(e) => {
+                tracing::warn!("{}: cannot read {}: {e}", t.name(), path.display());
+                return;
+            }
+        };
+        let settings = &self.project.settings;
+        let name = names::sbom_parameter(&settings.publish.prefix, t.name(), t.hash.hash.as_str());
+        if packed.len() > store::MAX_PACKED {
+            tracing::warn!(
+                "{}: the SBOM packs to {} bytes, more than a parameter holds ({}): kept in {} only",
+                t.name(),
+                packed.len(),
+                store::MAX_PACKED,
+                path.display()
+            );
+            return;
+        }
+        let ssm = self.session.ssm(&settings.aws.region);
+        if let Err(e) = ssm.put_string(&name, &packed).await {
+            tracing::warn!(
+                "{}: could not keep the SBOM at {name} (`imagectl sbom` and `diff` find it on this machine only): {e}",
+                t.name()
+            );
+        }
     }
 }
 

@@ -132,7 +132,13 @@ fn inventory(
         Named::Ami(_) | Named::Channel(_) => {
             let rt = aws_runtime()?;
             let (hash, tagged) = rt.block_on(from_aws(project, &args.role, &named))?;
-            let bytes = kept(project, &args.role, Kind::Aws, &hash, current)?;
+            // Kept by this machine's build, else as the build published it.
+            let bytes = match kept(project, &args.role, Kind::Aws, &hash, current) {
+                Err(Error::Layer { usage: true, .. }) => {
+                    rt.block_on(super::sbom::published(project, &args.role, &hash))?
+                }
+                other => other?,
+            };
             let digest = imagectl_core::digest::sha256(&bytes);
             if let Some(t) = tagged.filter(|t| *t != digest) {
                 return Err(Error::Failed(anyhow::anyhow!(
@@ -190,10 +196,42 @@ pub fn run(config: &Config, args: &DiffArgs) -> Result<(), Error> {
         }
     }
     let records = record::load(&project.root).unwrap_or_default();
-    let reasons = match (
+    let mut known = [
         inputs_of(&records, current.as_ref(), &args.role, &a.hash),
         inputs_of(&records, current.as_ref(), &args.role, &b.hash),
-    ) {
+    ];
+    // AMI builds record their inputs beside the channels too: read there
+    // what this machine did not build (as `plan` does).
+    let unknown: Vec<(String, String)> = [&a, &b]
+        .iter()
+        .zip(&known)
+        .filter(|(i, k)| k.is_none() && i.target == Kind::Aws && i.hash.len() == 64)
+        .map(|(i, _)| (args.role.clone(), i.hash.clone()))
+        .collect();
+    if !unknown.is_empty() {
+        let read = aws_runtime()?.block_on(async {
+            let home = &project.settings.aws.region;
+            let session = aws::Session::load(home).await;
+            crate::inputs::read(&project, &session.ssm(home), &unknown).await
+        });
+        match read {
+            Ok(found) => {
+                for (slot, i) in known.iter_mut().zip([&a, &b]) {
+                    if slot.is_none() {
+                        let name = imagectl_core::names::inputs_parameter(
+                            &project.settings.publish.prefix,
+                            &args.role,
+                            &i.hash,
+                        );
+                        *slot = found.get(&name).cloned();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the builds' recorded inputs: {e}"),
+        }
+    }
+    let [old, new] = known;
+    let reasons = match (old, new) {
         (Some(old), Some(new)) => Some(hash::changes_between(&old, &new)),
         _ => None,
     };

@@ -57,6 +57,30 @@ pub(super) fn kept(
     store::document_of(&b, archives, created).map_err(store_error)
 }
 
+/// The SBOM the AMI build of `hash` (all 64 digits) of `role` published
+/// at `PREFIX/ROLE/sbom/HASH` (read with GetParameters, which the plan job
+/// may call), for a machine that did not run that build.
+pub(super) async fn published(project: &Project, role: &str, hash: &str) -> Result<Vec<u8>, Error> {
+    let home = &project.settings.aws.region;
+    let session = crate::aws::Session::load(home).await;
+    let name = imagectl_core::names::sbom_parameter(&project.settings.publish.prefix, role, hash);
+    let found = session
+        .ssm(home)
+        .get_many(std::slice::from_ref(&name))
+        .await?;
+    let text = found.get(&name).ok_or_else(|| {
+        Error::Usage(format!(
+            "no SBOM of the `{role}` build {} on this machine, and none at {name} in {home} (a build before SBOMs were published, or one too large for a parameter)",
+            imagectl_core::hash::short(hash)
+        ))
+    })?;
+    store::unpack(text).ok_or_else(|| {
+        Error::Failed(anyhow::anyhow!(
+            "{name} in {home} holds no packed SBOM (gzip, base64)"
+        ))
+    })
+}
+
 /// Prints the SBOM.
 pub fn run(config: &Config, args: &SbomArgs) -> Result<(), Error> {
     let project = config.project()?;
@@ -76,6 +100,11 @@ pub fn run(config: &Config, args: &SbomArgs) -> Result<(), Error> {
     }
     let kind = kind(args.target);
     let bytes = match kept(&project, &args.role, kind, &prefix, current.as_ref()) {
+        // Not built here: as the build published it, when the whole hash
+        // is known.
+        Err(Error::Layer { usage: true, .. }) if kind == Kind::Aws && prefix.len() == 64 => {
+            super::aws_runtime()?.block_on(published(&project, &args.role, &prefix))?
+        }
         Err(Error::Layer { usage: true, .. }) if args.hash.is_none() => {
             let how = match kind {
                 Kind::Local => format!("imagectl build {} --target local", args.role),

@@ -184,9 +184,8 @@ impl Names {
         )
     }
 
-    /// The recorded inputs and signed provenance of builds,
-    /// `PREFIX/ROLE/inputs/HASH` and `PREFIX/ROLE/provenance/HASH`: never a
-    /// channel.
+    /// The recorded inputs, signed provenance and SBOM of builds,
+    /// `PREFIX/ROLE/{inputs,provenance,sbom}/HASH`: never a channel.
     fn record_inputs(&self) -> Value {
         allow(
             "RecordInputs",
@@ -194,6 +193,7 @@ impl Names {
             json!([
                 format!("arn:aws:ssm:*:*:parameter/{}/*/inputs/*", self.prefix),
                 format!("arn:aws:ssm:*:*:parameter/{}/*/provenance/*", self.prefix),
+                format!("arn:aws:ssm:*:*:parameter/{}/*/sbom/*", self.prefix),
             ]),
         )
     }

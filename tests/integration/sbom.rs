@@ -465,6 +465,27 @@ inputs (as plan says it):
             &hash2[..12]
         )
     );
+    // Another machine (no build record, no build directories) reads both
+    // SBOMs as the builds published them beside the channels: the same
+    // diff, the same bytes; the parameter, read with boto3 and gunzipped,
+    // holds exactly the build's file.
+    let mut elsewhere = Test::from_tree(t.dir.path()).envs(moto.env());
+    std::fs::remove_dir_all(elsewhere.path(".imagectl")).unwrap();
+    let r2 = elsewhere.run_with(&["diff", "app", &home, "dev"]);
+    assert_eq!((r2.status, &r2.stdout), (0, &r.stdout), "{}", r2.stderr);
+    let r2 = elsewhere.run_with(&["sbom", "app", "--hash", &hash]);
+    assert_eq!(r2.status, 0, "{}", r2.stderr);
+    let kept = std::fs::read(&path).unwrap();
+    assert_eq!(r2.stdout.as_bytes(), kept.as_slice());
+    let published = moto.boto3(&format!(
+        r#"
+import base64, gzip
+v = boto3.client("ssm", region_name="eu-west-1").get_parameter(Name="/imagectl/app/sbom/{hash}")["Parameter"]["Value"]
+print(json.dumps(gzip.decompress(base64.b64decode(v)).decode()))
+"#
+    ));
+    assert_eq!(published.as_str().unwrap().as_bytes(), kept.as_slice());
+
     // A kept SBOM that no longer matches the image's tag is refused.
     std::fs::write(&path, b"{}").unwrap();
     let r = t.run_with(&["diff", "app", &home, &home2]);

@@ -120,7 +120,11 @@ fn workflows_call_the_pipeline_commands() {
         "plan --all --format github-matrix",
         "matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}",
         "group: images-build-${{ matrix.role }}",
-        "target/release/imagectl build \"$ROLE\" --publish dev",
+        "target/release/imagectl build \"$ROLE\"\n",
+        // The image's changes against dev's, in the job summary, before
+        // it is published there.
+        "target/release/imagectl diff \"$ROLE\" dev \"$hash\"",
+        "target/release/imagectl publish \"$ROLE\" --channel dev",
         "id-token: write",
         // The release binaries as shipped: the agent in its own profile and
         // its own invocation, so imagectl's SDK features stay out of it.

@@ -47,6 +47,13 @@ pub fn inputs_parameter(prefix: &str, role: &str, hash: &str) -> String {
     format!("{prefix}/{role}/inputs/{hash}")
 }
 
+/// The parameter holding the SBOM of the AMI build of `hash`, gzipped and
+/// base64 ([`crate::sbom::store::pack`]), beside its inputs: readable
+/// wherever the channels are, not only on the machine that built it.
+pub fn sbom_parameter(prefix: &str, role: &str, hash: &str) -> String {
+    format!("{prefix}/{role}/sbom/{hash}")
+}
+
 /// The parameter holding the signed provenance of the build of `hash` (a
 /// DSSE envelope), beside its inputs.
 pub fn provenance_parameter(prefix: &str, role: &str, hash: &str) -> String {

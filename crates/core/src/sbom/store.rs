@@ -6,7 +6,9 @@
 //! - AWS: in the build's work directory, `.imagectl/builds/ROLE-BUILD/
 //!   sbom.spdx.json`, named by the build record (`.imagectl/builds.json`)
 //!   with its SHA-256, which the AMIs carry as their `imagectl:sbom-sha256`
-//!   tag. Only the machine that ran the build has it.
+//!   tag. The build also keeps it, gzipped and base64 ([`pack`]), in the
+//!   parameter `PREFIX/ROLE/sbom/HASH` when it fits (8 KB), so that any
+//!   machine can read it.
 
 use std::path::{Path, PathBuf};
 
@@ -260,6 +262,37 @@ pub fn document_of(
     }
 }
 
+/// The largest packed SBOM a parameter holds (SSM's advanced tier).
+pub const MAX_PACKED: usize = 8192;
+
+/// An SBOM's bytes as a parameter value: gzipped (with no name or time in
+/// the header, so the same bytes pack the same), base64.
+pub fn pack(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    gz.write_all(bytes).expect("writing to memory");
+    let packed = gz.finish().expect("writing to memory");
+    base64::engine::general_purpose::STANDARD.encode(packed)
+}
+
+/// The bytes [`pack`] packed; `None` when `text` is not such a value.
+pub fn unpack(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let packed = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(packed.as_slice())
+        .take(64 << 20)
+        .read_to_end(&mut out)
+        .ok()?;
+    Some(out)
+}
+
 /// The inventory of a root filesystem tarball (see [`rootfs::inventory`]).
 pub fn from_tarball(
     tar: &Path,
@@ -281,6 +314,16 @@ pub fn from_document(path: &Path, bytes: &[u8]) -> Result<Inventory, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_packed_sbom_unpacks_to_its_bytes_and_the_same_bytes_pack_the_same() {
+        let doc = br#"{"spdxVersion": "SPDX-2.3", "packages": []}"#.repeat(50);
+        let packed = pack(&doc);
+        assert_eq!(packed, pack(&doc));
+        assert!(packed.len() < doc.len() / 4, "{}", packed.len());
+        assert_eq!(unpack(&packed).as_deref(), Some(doc.as_slice()));
+        assert_eq!(unpack("not base64 gzip"), None);
+    }
 
     fn build(hash: &str) -> Build {
         Build {
