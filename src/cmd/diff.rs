@@ -14,7 +14,7 @@ use imagectl_core::record::{self, Kind};
 use imagectl_core::sbom::{self, diff, store, Inventory};
 use imagectl_core::target::{self, Target};
 
-use super::sbom::{is_hash_prefix, kept, kind, store_error};
+use super::sbom::{is_hash_prefix, kind, store_error};
 use super::{aws_runtime, print_json};
 use crate::cli::{DiffArgs, OutputFormat};
 use crate::{aws, Config, Error};
@@ -69,7 +69,12 @@ async fn from_aws(
         Named::Ami(a) => a.clone(),
         Named::Channel(c) => {
             let name = channel_parameter(&project.settings.publish.prefix, role, c);
-            session.ssm(home).get(&name).await?.ok_or_else(|| {
+            // GetParameters, which the plan job may call.
+            let found = session
+                .ssm(home)
+                .get_many(std::slice::from_ref(&name))
+                .await?;
+            found.get(&name).cloned().ok_or_else(|| {
                 Error::Usage(format!(
                     "channel `{c}` of `{role}` holds no image (`{name}` does not exist in {home})"
                 ))
@@ -126,19 +131,13 @@ fn inventory(
             }
         }
         Named::Hash(prefix) => {
-            let bytes = kept(project, &args.role, kind(args.target), prefix, current)?;
+            let bytes = super::sbom::find(project, &args.role, kind(args.target), prefix, current)?;
             store::from_document(Path::new(prefix), &bytes).map_err(store_error)
         }
         Named::Ami(_) | Named::Channel(_) => {
             let rt = aws_runtime()?;
             let (hash, tagged) = rt.block_on(from_aws(project, &args.role, &named))?;
-            // Kept by this machine's build, else as the build published it.
-            let bytes = match kept(project, &args.role, Kind::Aws, &hash, current) {
-                Err(Error::Layer { usage: true, .. }) => {
-                    rt.block_on(super::sbom::published(project, &args.role, &hash))?
-                }
-                other => other?,
-            };
+            let bytes = super::sbom::find(project, &args.role, Kind::Aws, &hash, current)?;
             let digest = imagectl_core::digest::sha256(&bytes);
             if let Some(t) = tagged.filter(|t| *t != digest) {
                 return Err(Error::Failed(anyhow::anyhow!(

@@ -57,6 +57,64 @@ pub(super) fn kept(
     store::document_of(&b, archives, created).map_err(store_error)
 }
 
+/// The SBOM of the build of `role` of kind `kind` whose hash starts with
+/// `prefix`: the one this machine's build kept; for AMIs, else the one the
+/// build published beside the channels, else, for the role's current hash
+/// not built yet, the one its build will keep, made now from the staged
+/// context (what a pull request's plan compares).
+pub(super) fn find(
+    project: &Project,
+    role: &str,
+    kind: Kind,
+    prefix: &str,
+    current: Option<&Target>,
+) -> Result<Vec<u8>, Error> {
+    let not_here = match kept(project, role, kind, prefix, current) {
+        Err(e @ Error::Layer { usage: true, .. }) if kind == Kind::Aws => e,
+        other => return other,
+    };
+    let current_hash = current
+        .map(|t| t.hash.hash.as_str())
+        .filter(|h| h.starts_with(prefix));
+    let Some(full) = (prefix.len() == 64).then_some(prefix).or(current_hash) else {
+        return Err(not_here);
+    };
+    let published = super::aws_runtime()?.block_on(published(project, role, full));
+    let unbuilt = current.filter(|t| t.hash.hash.as_str() == full);
+    match (published, unbuilt) {
+        (Ok(bytes), _) => Ok(bytes),
+        (Err(e), Some(t)) => {
+            tracing::debug!("{e}");
+            planned(t)
+        }
+        (Err(Error::Usage(_)), None) => Err(not_here),
+        (Err(e), None) => Err(e),
+    }
+}
+
+/// The SBOM an AMI build of `t` will keep: staged now (with the agent
+/// `build` would bake), its declared packages and staged files.
+fn planned(t: &Target) -> Result<Vec<u8>, Error> {
+    let explicit = std::env::var_os("IMAGECTL_AGENT_BIN").map(std::path::PathBuf::from);
+    let agent = super::agent(explicit.as_deref())?;
+    agent.check_arch(&t.role)?;
+    let dir =
+        std::env::temp_dir().join(format!("imagectl-sbom-{}-{}", t.name(), std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = (|| {
+        let staged = t.stage(&agent, &dir.join("stage"))?;
+        let inv = sbom::Inventory::declared(t, &staged).map_err(|e| store_error(e.into()))?;
+        Ok::<_, Error>(sbom::spdx::render(&sbom::spdx::document(&inv)))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    tracing::info!(
+        "{}: no AMI build of {} yet: the SBOM its build will keep, from the staged context",
+        t.name(),
+        t.hash.short()
+    );
+    result
+}
+
 /// The SBOM the AMI build of `hash` (all 64 digits) of `role` published
 /// at `PREFIX/ROLE/sbom/HASH` (read with GetParameters, which the plan job
 /// may call), for a machine that did not run that build.
@@ -99,12 +157,7 @@ pub fn run(config: &Config, args: &SbomArgs) -> Result<(), Error> {
         )));
     }
     let kind = kind(args.target);
-    let bytes = match kept(&project, &args.role, kind, &prefix, current.as_ref()) {
-        // Not built here: as the build published it, when the whole hash
-        // is known.
-        Err(Error::Layer { usage: true, .. }) if kind == Kind::Aws && prefix.len() == 64 => {
-            super::aws_runtime()?.block_on(published(&project, &args.role, &prefix))?
-        }
+    let bytes = match find(&project, &args.role, kind, &prefix, current.as_ref()) {
         Err(Error::Layer { usage: true, .. }) if args.hash.is_none() => {
             let how = match kind {
                 Kind::Local => format!("imagectl build {} --target local", args.role),

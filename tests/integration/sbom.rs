@@ -441,13 +441,36 @@ print(json.dumps({{t["Key"]: t["Value"] for t in i.get("Tags", [])}}))
         assert_eq!(tags["imagectl:sbom-sha256"], digest.as_str(), "{region}");
     }
 
-    // A second build with a file changed, compared by AMI and by channel.
+    // A change not built yet, as a pull request's plan shows it: dev's
+    // image against the SBOM the build of the new hash will keep, made
+    // from the staged context; the build then keeps exactly those bytes.
+    t.ok_with(&["publish", "app", "--channel", "dev"]);
     crate::aws::change(&t, 1);
+    let hash2 = t.hash("app");
+    let planned = t.run_with(&["sbom", "app"]);
+    assert_eq!(planned.status, 0, "{}", planned.stderr);
+    assert!(
+        planned.stderr.contains("no AMI build of")
+            && planned.stderr.contains("the SBOM its build will keep"),
+        "{}",
+        planned.stderr
+    );
+    let planned_diff = t.run_with(&["diff", "app", "dev", &hash2]);
+    assert_eq!(planned_diff.status, 0, "{}", planned_diff.stderr);
+    assert!(
+        planned_diff
+            .stdout
+            .contains("  ~ /etc/app/app.conf: content\n"),
+        "{}",
+        planned_diff.stdout
+    );
+
+    // The second build, compared by AMI and by channel.
     let (home2, _) = crate::aws::build(&mut t);
+    assert_eq!(t.ok_with(&["sbom", "app"]), planned.stdout);
     t.ok_with(&["publish", "app", "--channel", "dev", "--ami", &home2]);
     let r = t.run_with(&["diff", "app", &home, "dev"]);
     assert_eq!(r.status, 0, "{}", r.stderr);
-    let hash2 = t.hash("app");
     assert_eq!(
         r.stdout,
         format!(

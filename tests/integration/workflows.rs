@@ -120,11 +120,9 @@ fn workflows_call_the_pipeline_commands() {
         "plan --all --format github-matrix",
         "matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}",
         "group: images-build-${{ matrix.role }}",
-        "target/release/imagectl build \"$ROLE\"\n",
-        // The image's changes against dev's, in the job summary, before
-        // it is published there.
-        "target/release/imagectl diff \"$ROLE\" dev \"$hash\"",
-        "target/release/imagectl publish \"$ROLE\" --channel dev",
+        "target/release/imagectl build \"$ROLE\" --publish dev",
+        // Each role's image to be against dev's, in the plan's summary.
+        "target/release/imagectl diff \"$role\" dev \"$hash\"",
         "id-token: write",
         // The release binaries as shipped: the agent in its own profile and
         // its own invocation, so imagectl's SDK features stay out of it.
