@@ -122,7 +122,7 @@ fn workflows_call_the_pipeline_commands() {
         "group: images-build-${{ matrix.role }}",
         "target/release/imagectl build \"$ROLE\" --publish dev",
         // Each role's image to be against dev's, in the plan's summary.
-        "target/release/imagectl diff \"$role\" dev \"$hash\"",
+        "target/release/imagectl -q diff \"$role\" dev \"$hash\"",
         "id-token: write",
         // The release binaries as shipped: the agent in its own profile and
         // its own invocation, so imagectl's SDK features stay out of it.
