@@ -358,103 +358,154 @@ fn open(
     text: &str,
     check: impl FnOnce(&str, &[u8], &[u8]) -> Result<(), String>,
 ) -> Result<(Envelope, Claims), String> {
-    let envelope = Envelope::parse(text.trim())?;
-    let (keyid, sig) = envelope.signature()?;
-    check(&keyid, &envelope.signed_bytes()?, &sig)?;
+    let (envelope, signed, keyid, sig) = parts(text)?;
+    check(&keyid, &signed, &sig)?;
     let claims = provenance::claims(&envelope.statement()?)?;
     Ok((envelope, claims))
 }
 
-/// Verifies `image` (in `region`) against its signed statement: the KMS
-/// signature, that the statement names this AMI, that the image's tags
-/// agree with it, and the SBOM digest (and the SBOM file, where this
-/// checkout's record keeps it).
-pub async fn verify_image(
-    project: &Project,
-    session: &Session,
-    region: &str,
-    image: &ImageInfo,
-) -> Result<Verified, Error> {
-    let what = format!("{} in {region}", image.id);
-    let unverified = |reasons: Vec<String>| Error::Unverified {
-        what: what.clone(),
-        reasons,
-    };
-    let (Some(role), Some(hash)) = (image.tags.get(tags::ROLE), image.tags.get(tags::HASH)) else {
-        return Err(unverified(vec![format!(
-            "it carries no `{}` and `{}` tags: not an image imagectl built",
-            tags::ROLE,
-            tags::HASH
-        )]));
-    };
-    let (kms, key) = kms_key(project, session).await?;
-    let name = provenance_parameter(&project.settings.publish.prefix, role, hash);
-    let Some(text) = session.ssm(&project.settings.aws.region).get(&name).await? else {
-        return Err(unverified(vec![format!(
-            "no provenance at {name} (built before builds signed, or not by imagectl)"
-        )]));
-    };
-    // KMS is asked only once the envelope parses.
-    let envelope = Envelope::parse(text.trim()).map_err(|r| unverified(vec![r]))?;
-    let signed = envelope.signed_bytes().map_err(|r| unverified(vec![r]))?;
-    let (_, sig) = envelope.signature().map_err(|r| unverified(vec![r]))?;
-    if !kms.verify(&key, &signed, &sig).await? {
-        return Err(unverified(vec![format!(
-            "the signature of {name} does not verify with {}: the statement was changed after it was signed, or another key signed it",
-            key.arn
-        )]));
+/// An envelope, the bytes its signature covers, its key ID and signature.
+type Parts = (Envelope, Vec<u8>, String, Vec<u8>);
+
+fn parts(text: &str) -> Result<Parts, String> {
+    let envelope = Envelope::parse(text.trim())?;
+    let signed = envelope.signed_bytes()?;
+    let (keyid, sig) = envelope.signature()?;
+    Ok((envelope, signed, keyid, sig))
+}
+
+/// Verifies AMIs against their signed statements with the KMS key of the
+/// settings, resolved once; each statement is read and its signature
+/// checked once, however many regions' images it names.
+pub struct Verifier<'a> {
+    project: &'a Project,
+    session: &'a Session,
+    kms: aws::Kms,
+    key: SigningKey,
+    /// Statements checked so far, by parameter: the envelope and its
+    /// claims, or why it does not verify.
+    checked: BTreeMap<String, Result<(Envelope, Claims), String>>,
+}
+
+impl<'a> Verifier<'a> {
+    /// A verifier with the key of `[provenance] kms_key`.
+    pub async fn new(project: &'a Project, session: &'a Session) -> Result<Verifier<'a>, Error> {
+        let (kms, key) = kms_key(project, session).await?;
+        Ok(Verifier {
+            project,
+            session,
+            kms,
+            key,
+            checked: BTreeMap::new(),
+        })
     }
-    let (envelope, claims) = open(&text, |_, _, _| Ok(())).map_err(|r| unverified(vec![r]))?;
-    let mut reasons = Vec::new();
-    let subject = Subject::Ami {
-        region: region.to_string(),
-        id: image.id.clone(),
-    };
-    if !claims.names(&subject) {
-        reasons.push(format!(
-            "the statement does not name {} with content hash {}: it names {}",
-            subject.name(),
-            imagectl_core::hash::short(hash),
-            names(&claims)
-        ));
+
+    /// The statement kept at `name`, its signature checked.
+    async fn statement(&mut self, name: &str) -> Result<Result<(Envelope, Claims), String>, Error> {
+        if let Some(done) = self.checked.get(name) {
+            return Ok(done.clone());
+        }
+        let home = &self.project.settings.aws.region;
+        let done = match self.session.ssm(home).get(name).await? {
+            None => Err(format!(
+                "no provenance at {name} (built before builds signed, or not by imagectl)"
+            )),
+            Some(text) => match parts(&text) {
+                Err(why) => Err(why),
+                // KMS is asked only once the envelope parses.
+                Ok((envelope, signed, _, sig)) => {
+                    if self.kms.verify(&self.key, &signed, &sig).await? {
+                        envelope
+                            .statement()
+                            .and_then(|s| provenance::claims(&s))
+                            .map(|claims| (envelope, claims))
+                    } else {
+                        Err(format!(
+                            "the signature of {name} does not verify with {}: the statement was changed after it was signed, or another key signed it",
+                            self.key.arn
+                        ))
+                    }
+                }
+            },
+        };
+        self.checked.insert(name.to_string(), done.clone());
+        Ok(done)
     }
-    let commit = claims
-        .commit
-        .clone()
-        .unwrap_or_else(|| "unknown".to_string());
-    let stated = [
-        (tags::ROLE, Some(claims.role.as_str())),
-        (tags::HASH, Some(claims.content_hash.as_str())),
-        (tags::BUILD, Some(claims.build_id.as_str())),
-        (tags::COMMIT, Some(commit.as_str())),
-        (
-            tags::VERSION,
-            claims.builder.get("imagectl").map(String::as_str),
-        ),
-        (tags::SBOM, Some(claims.sbom_sha256.as_str())),
-    ];
-    for (key, said) in stated {
-        let tag = image.tags.get(key).map(String::as_str);
-        if tag != said {
+
+    /// Verifies `image` (in `region`) against its signed statement: the
+    /// KMS signature, that the statement names this AMI, that the image's
+    /// tags agree with it, and the SBOM digest (and the SBOM file, where
+    /// this checkout's record keeps it).
+    pub async fn image(&mut self, region: &str, image: &ImageInfo) -> Result<Verified, Error> {
+        let what = format!("{} in {region}", image.id);
+        let unverified = |reasons: Vec<String>| Error::Unverified {
+            what: what.clone(),
+            reasons,
+        };
+        let (Some(role), Some(hash)) = (image.tags.get(tags::ROLE), image.tags.get(tags::HASH))
+        else {
+            return Err(unverified(vec![format!(
+                "it carries no `{}` and `{}` tags: not an image imagectl built",
+                tags::ROLE,
+                tags::HASH
+            )]));
+        };
+        let name = provenance_parameter(&self.project.settings.publish.prefix, role, hash);
+        let (envelope, claims) = self
+            .statement(&name)
+            .await?
+            .map_err(|r| unverified(vec![r]))?;
+        let mut reasons = Vec::new();
+        let subject = Subject::Ami {
+            region: region.to_string(),
+            id: image.id.clone(),
+        };
+        if !claims.names(&subject) {
             reasons.push(format!(
-                "tag `{key}` is {}, the statement says {}",
-                tag.map_or("missing".to_string(), |t| format!("`{t}`")),
-                said.map_or("nothing".to_string(), |s| format!("`{s}`"))
+                "the statement does not name {} with content hash {}: it names {}",
+                subject.name(),
+                imagectl_core::hash::short(hash),
+                names(&claims)
             ));
         }
+        let commit = claims
+            .commit
+            .clone()
+            .unwrap_or_else(|| "unknown".to_string());
+        let stated = [
+            (tags::ROLE, Some(claims.role.as_str())),
+            (tags::HASH, Some(claims.content_hash.as_str())),
+            (tags::BUILD, Some(claims.build_id.as_str())),
+            (tags::COMMIT, Some(commit.as_str())),
+            (
+                tags::VERSION,
+                claims.builder.get("imagectl").map(String::as_str),
+            ),
+            (tags::SBOM, Some(claims.sbom_sha256.as_str())),
+        ];
+        for (key, said) in stated {
+            let tag = image.tags.get(key).map(String::as_str);
+            if tag != said {
+                reasons.push(format!(
+                    "tag `{key}` is {}, the statement says {}",
+                    tag.map_or("missing".to_string(), |t| format!("`{t}`")),
+                    said.map_or("nothing".to_string(), |s| format!("`{s}`"))
+                ));
+            }
+        }
+        if let Some(sbom) = recorded_sbom(self.project, role, hash) {
+            check_sbom_file(&sbom, &claims, &mut reasons);
+        }
+        if !reasons.is_empty() {
+            return Err(unverified(reasons));
+        }
+        Ok(verified(
+            format!("{region}/{}", image.id),
+            &envelope,
+            &claims,
+            name,
+        ))
     }
-    if let Some(sbom) = recorded_sbom(project, role, hash) {
-        check_sbom_file(&sbom, &claims, &mut reasons);
-    }
-    if !reasons.is_empty() {
-        return Err(unverified(reasons));
-    }
-    Ok(verified(
-        format!("{region}/{}", image.id),
-        &envelope,
-        &claims,
-        name,
-    ))
 }
 
 /// The SBOM this checkout's record keeps for an AWS build of `hash`.
@@ -484,8 +535,9 @@ pub async fn require(
         );
         return Ok(());
     }
+    let mut verifier = Verifier::new(project, session).await?;
     for (region, image) in images {
-        match verify_image(project, session, region, image).await {
+        match verifier.image(region, image).await {
             Ok(v) => tracing::info!("{v}"),
             Err(e @ Error::Unverified { .. }) if allow_unverified => {
                 tracing::warn!("--allow-unverified: {e}");

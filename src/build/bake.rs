@@ -253,7 +253,8 @@ impl Bakery<'_> {
                 tracing::info!("{}: provenance signed: {name}", t.name());
                 // Beside the SBOM, for CI to keep with it.
                 let path = work.path("provenance.intoto.json");
-                if let Err(e) = std::fs::write(&path, envelope + "\n") {
+                let text = envelope + "\n";
+                if let Err(e) = imagectl_core::fsutil::write_atomic(&path, text.as_bytes()) {
                     tracing::warn!("{}: cannot write {}: {e}", t.name(), path.display());
                 }
             }

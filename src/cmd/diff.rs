@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use imagectl_core::hash;
-use imagectl_core::names::{channel_parameter, is_ami_id, tags};
+use imagectl_core::names::{channel_parameter, inputs_parameter, is_ami_id, tags};
 use imagectl_core::project::Project;
 use imagectl_core::record::{self, Kind};
 use imagectl_core::sbom::{self, diff, store, Inventory};
@@ -171,6 +171,50 @@ fn inputs_of(
         .and_then(|r| r.inputs.clone())
 }
 
+/// The recorded inputs of each side's build: the role as it is now or this
+/// machine's build record, else, for an AMI build, the record beside the
+/// channels (as `plan` reads it); `None` where none is found.
+fn recorded_inputs(
+    project: &Project,
+    current: Option<&Target>,
+    role: &str,
+    sides: [&Inventory; 2],
+) -> [Option<String>; 2] {
+    let records = record::load(&project.root).unwrap_or_default();
+    let mut known = sides.map(|i| inputs_of(&records, current, role, &i.hash));
+    let elsewhere: Vec<(String, String)> = sides
+        .iter()
+        .zip(&known)
+        .filter(|(i, k)| k.is_none() && i.target == Kind::Aws && i.hash.len() == 64)
+        .map(|(i, _)| (role.to_string(), i.hash.clone()))
+        .collect();
+    if elsewhere.is_empty() {
+        return known;
+    }
+    let read = aws_runtime().map_err(|e| e.to_string()).and_then(|rt| {
+        rt.block_on(async {
+            let home = &project.settings.aws.region;
+            let session = aws::Session::load(home).await;
+            crate::inputs::read(project, &session.ssm(home), &elsewhere).await
+        })
+        .map_err(|e| e.to_string())
+    });
+    let found = match read {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!("cannot read the builds' recorded inputs: {e}");
+            return known;
+        }
+    };
+    for (slot, i) in known.iter_mut().zip(sides) {
+        if slot.is_none() {
+            let name = inputs_parameter(&project.settings.publish.prefix, role, &i.hash);
+            *slot = found.get(&name).cloned();
+        }
+    }
+    known
+}
+
 /// Prints what differs.
 pub fn run(config: &Config, args: &DiffArgs) -> Result<(), Error> {
     let project = config.project()?;
@@ -194,42 +238,7 @@ pub fn run(config: &Config, args: &DiffArgs) -> Result<(), Error> {
             )));
         }
     }
-    let records = record::load(&project.root).unwrap_or_default();
-    let mut known = [
-        inputs_of(&records, current.as_ref(), &args.role, &a.hash),
-        inputs_of(&records, current.as_ref(), &args.role, &b.hash),
-    ];
-    // AMI builds record their inputs beside the channels too: read there
-    // what this machine did not build (as `plan` does).
-    let unknown: Vec<(String, String)> = [&a, &b]
-        .iter()
-        .zip(&known)
-        .filter(|(i, k)| k.is_none() && i.target == Kind::Aws && i.hash.len() == 64)
-        .map(|(i, _)| (args.role.clone(), i.hash.clone()))
-        .collect();
-    if !unknown.is_empty() {
-        let read = aws_runtime()?.block_on(async {
-            let home = &project.settings.aws.region;
-            let session = aws::Session::load(home).await;
-            crate::inputs::read(&project, &session.ssm(home), &unknown).await
-        });
-        match read {
-            Ok(found) => {
-                for (slot, i) in known.iter_mut().zip([&a, &b]) {
-                    if slot.is_none() {
-                        let name = imagectl_core::names::inputs_parameter(
-                            &project.settings.publish.prefix,
-                            &args.role,
-                            &i.hash,
-                        );
-                        *slot = found.get(&name).cloned();
-                    }
-                }
-            }
-            Err(e) => tracing::warn!("cannot read the builds' recorded inputs: {e}"),
-        }
-    }
-    let [old, new] = known;
+    let [old, new] = recorded_inputs(&project, current.as_ref(), &args.role, [&a, &b]);
     let reasons = match (old, new) {
         (Some(old), Some(new)) => Some(hash::changes_between(&old, &new)),
         _ => None,

@@ -38,9 +38,10 @@ pub fn run(config: &Config, args: &VerifyArgs) -> Result<(), Error> {
     let results = rt.block_on(async {
         let session = Session::load(&project.settings.aws.region).await;
         let images = images(&project, &session, args).await?;
+        let mut verifier = provenance::Verifier::new(&project, &session).await?;
         let mut results = Vec::new();
         for (region, image) in &images {
-            results.push(provenance::verify_image(&project, &session, region, image).await);
+            results.push(verifier.image(region, image).await);
         }
         Ok::<_, Error>(results)
     })?;

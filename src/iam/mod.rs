@@ -99,21 +99,20 @@ fn provenance_key(project: &Project, sid: &str, action: &str) -> Option<Value> {
     let s = &project.settings;
     let key = s.provenance.kms_key.as_deref()?;
     let home = &s.aws.region;
-    let mut condition = json!({});
-    let resource = if let Some(alias) = key.strip_prefix("alias/") {
-        condition["ForAnyValue:StringEquals"] =
-            json!({"kms:ResourceAliases": format!("alias/{alias}")});
-        format!("arn:aws:kms:{home}:*:key/*")
+    let actions = [action, "kms:DescribeKey"];
+    Some(if key.starts_with("alias/") {
+        // An alias's key has an ARN of its own, unknown here.
+        allow_if(
+            sid,
+            &actions,
+            format!("arn:aws:kms:{home}:*:key/*"),
+            json!({"ForAnyValue:StringEquals": {"kms:ResourceAliases": key}}),
+        )
     } else if key.starts_with("arn:") {
-        key.to_string()
+        allow(sid, &actions, key)
     } else {
-        format!("arn:aws:kms:{home}:*:key/{key}")
-    };
-    let mut st = allow(sid, &[action, "kms:DescribeKey"], resource);
-    if condition.as_object().is_some_and(|c| !c.is_empty()) {
-        st["Condition"] = condition;
-    }
-    Some(st)
+        allow(sid, &actions, format!("arn:aws:kms:{home}:*:key/{key}"))
+    })
 }
 
 /// A statement allowing `actions` on `resources`.

@@ -274,7 +274,6 @@ pub async fn publish(
     amis: &BTreeMap<String, String>,
     allow: Allow,
 ) -> Result<Change, Error> {
-    let allow_older = allow.older;
     check_channel(project, channel)?;
     let name = parameter(project, role, channel);
     // Look before touching anything: every region's image and value, the
@@ -298,7 +297,7 @@ pub async fn publish(
             e => Error::Verify(e),
         })?;
     // A channel never moves backwards by accident.
-    if !allow_older {
+    if !allow.older {
         refuse_older(session, &name, &plan).await?;
     }
     // Copy regions first, the home region last: the home value is what
@@ -317,7 +316,7 @@ pub async fn publish(
             name: &name,
             role,
         };
-        let last = w.write(&r.image, since, allow_older).await?;
+        let last = w.write(&r.image, since, allow.older).await?;
         if last.id != r.image.id {
             tracing::warn!(
                 "{name} in {}: `{}`, a newer image of `{role}`, was published at the same time; the channel stays on it",

@@ -550,25 +550,27 @@ fn the_evaluator_decides_as_iam_does() {
     );
 }
 
+/// What `cloudsplaining scan-policy-file` (from the venv scripts/setup
+/// makes) says of `policy`, trimmed.
+fn scan(policy: &Value) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), policy.to_string()).unwrap();
+    let out = Command::new(python().with_file_name("cloudsplaining"))
+        .args(["scan-policy-file", "--input-file"])
+        .arg(file.path())
+        .output()
+        .expect("cloudsplaining is installed by scripts/setup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[test]
 fn cloudsplaining_finds_nothing_in_any_job_and_would_find_the_old_build_policy() {
     let mut t = Test::new();
-    let cloudsplaining = python().with_file_name("cloudsplaining");
-    let scan = |policy: &Value| {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), policy.to_string()).unwrap();
-        let out = Command::new(&cloudsplaining)
-            .args(["scan-policy-file", "--input-file"])
-            .arg(file.path())
-            .output()
-            .expect("cloudsplaining is installed by scripts/setup");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
     for args in [
         vec!["plan"],
         vec!["build"],
@@ -842,20 +844,8 @@ fn with_groups_the_publish_policy_refreshes_only_the_channels_groups() {
     check("publish with groups", &all, &probes("all"));
     let dev = printed(&mut t, &["publish", "--channel", "dev"]);
     check("publish --channel dev with groups", &dev, &probes("dev"));
-    let cloudsplaining = python().with_file_name("cloudsplaining");
     for policy in [all, dev] {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), policy.to_string()).unwrap();
-        let out = Command::new(&cloudsplaining)
-            .args(["scan-policy-file", "--input-file"])
-            .arg(file.path())
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "There were no results found.",
-            "{policy:#}"
-        );
+        assert_eq!(scan(&policy), "There were no results found.", "{policy:#}");
     }
 }
 
@@ -913,19 +903,7 @@ fn with_a_provenance_key_build_signs_and_publish_verifies_with_it_only() {
     ];
     let policy = printed(&mut t, &["publish"]);
     check("publish with a provenance key", &policy, &publish);
-    let cloudsplaining = python().with_file_name("cloudsplaining");
     for policy in [policy, printed(&mut t, &["build"])] {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), policy.to_string()).unwrap();
-        let out = Command::new(&cloudsplaining)
-            .args(["scan-policy-file", "--input-file"])
-            .arg(file.path())
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "There were no results found.",
-            "{policy:#}"
-        );
+        assert_eq!(scan(&policy), "There were no results found.", "{policy:#}");
     }
 }

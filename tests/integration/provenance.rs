@@ -6,6 +6,8 @@
 //! and the tags are read back with boto3, and the signature checked by
 //! moto's KMS `Verify`, not by imagectl's code.
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use serde_json::Value;
 
 use crate::aws::{build, json, project};
@@ -50,7 +52,7 @@ print(json.dumps({{"tags": tags, "name": name, "envelope": env,
 /// signature: what someone with write access to the parameter could do.
 fn forge(moto: &Moto, name: &str, envelope: &Value, statement: &[u8]) {
     let mut env = envelope.clone();
-    env["payload"] = Value::String(base64(statement));
+    env["payload"] = Value::String(B64.encode(statement));
     moto.boto3(&format!(
         r#"
 ssm = boto3.client("ssm", region_name="eu-west-1")
@@ -58,21 +60,6 @@ ssm.put_parameter(Name="{name}", Value=json.dumps(json.loads({env})), Type="Stri
 "#,
         env = serde_json::to_string(&env.to_string()).unwrap()
     ));
-}
-
-fn base64(bytes: &[u8]) -> String {
-    let out = std::process::Command::new("base64")
-        .arg("-w0")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(bytes)?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn set_tag(moto: &Moto, region: &str, ami: &str, key: &str, value: &str) {

@@ -111,21 +111,11 @@ fn the_local_worker_s_sbom_is_valid_reproducible_and_diffs_show_what_changed() {
     let envelope = t.path(&format!("images/local/worker-{}.intoto.json", &h1[..12]));
     let kept = std::fs::read(&envelope).unwrap();
     let mut env = json(&kept);
-    let statement = Command::new("base64")
-        .args(["-d"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(env["payload"].as_str().unwrap().as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap()
-        .stdout;
+    let statement = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        env["payload"].as_str().unwrap(),
+    )
+    .unwrap();
     let statement = json(&statement);
     assert_eq!(
         statement["subject"][0]["digest"]["sha256"],
