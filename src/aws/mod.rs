@@ -1,8 +1,9 @@
-//! Thin calls to the AWS SDK: images, parameters, launch templates. Every
-//! error names the operation, the region and the resource; nothing here
-//! decides anything.
+//! Thin calls to the AWS SDK: images, snapshots written with the EBS direct
+//! APIs, parameters, launch templates. Every error names the operation, the
+//! region and the resource; nothing here decides anything.
 
 mod autoscaling;
+mod ebs;
 mod error;
 mod images;
 mod instances;
@@ -20,8 +21,9 @@ use aws_sdk_ec2::types::Tag;
 pub use autoscaling::{
     AutoScaling, Group as AsGroup, Refresh, RefreshRequest, StartError, TemplateSpec,
 };
+pub use ebs::{Ebs, Upload, UploadError, UploadReport, BLOCK_SIZE, MAX_VOLUME_GIB};
 pub use error::Error;
-pub use images::ImageInfo;
+pub use images::{ImageInfo, Registration};
 pub use instances::Resource;
 pub use kms::{Kms, SigningKey};
 pub use launch_templates::{LaunchTemplate, Source};

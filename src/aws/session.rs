@@ -24,6 +24,14 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session with a configuration loaded elsewhere, used as it is
+    /// (none of [`Session::load`]'s retry and timeout settings are added):
+    /// for tests that give the SDK an emulator's endpoint and credentials
+    /// without changing their process's environment, which other tests share.
+    pub fn from_config(config: SdkConfig) -> Session {
+        Session { config }
+    }
+
     /// Loads the default configuration with `region` as the home region.
     pub async fn load(region: &str) -> Session {
         if let Err(warning) = max_attempts_from(std::env::var(MAX_ATTEMPTS_ENV).ok().as_deref()) {
@@ -137,6 +145,21 @@ impl Session {
             .build();
         super::Kms {
             client: aws_sdk_kms::Client::from_conf(conf),
+            region: region.to_string(),
+        }
+    }
+
+    /// An EBS direct APIs client for `region`, with EC2 there beside it.
+    pub fn ebs(&self, region: &str) -> super::Ebs {
+        let watch = self.watch("ebs", region);
+        let conf = aws_sdk_ebs::config::Builder::from(&self.config)
+            .region(Region::new(region.to_string()))
+            .sleep_impl(watch.sleep())
+            .interceptor(watch)
+            .build();
+        super::Ebs {
+            client: aws_sdk_ebs::Client::from_conf(conf),
+            ec2: self.ec2(region),
             region: region.to_string(),
         }
     }

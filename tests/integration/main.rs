@@ -5,6 +5,7 @@ mod bad_roles;
 mod cli;
 mod docs;
 mod doctor;
+mod ebs;
 mod errors;
 mod faults;
 mod fuzz_corpus;
