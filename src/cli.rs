@@ -57,7 +57,8 @@ pub enum Command {
     Bases(BasesCommand),
     /// Bake an AMI for each role whose content hash has no image yet.
     Build(BuildArgs),
-    /// Build the role locally if needed, boot it under systemd-nspawn and check it.
+    /// Build the role locally if needed, boot it (systemd-nspawn, or QEMU
+    /// with `--vm`) and check it.
     Test(TestArgs),
     /// Point a channel at an image (default: the image of the role's current hash).
     Publish(PublishArgs),
@@ -97,6 +98,13 @@ pub enum Command {
     },
     /// Print the man page (roff).
     Man,
+    /// Serve one guest connection to the instance metadata service of
+    /// `imagectl test --vm` on stdin and stdout (QEMU starts it).
+    #[command(hide = true)]
+    ImdsServe {
+        /// The directory of the answers and the request log.
+        dir: PathBuf,
+    },
 }
 
 impl Command {
@@ -341,6 +349,10 @@ pub struct BuildArgs {
     /// Where the image goes.
     #[arg(long, value_enum, default_value_t = BuildTarget::Aws)]
     pub target: BuildTarget,
+    /// How AMIs are made, for every role built (default: each role's
+    /// `[image] method`, else packer). The method enters the content hash.
+    #[arg(long, value_enum)]
+    pub method: Option<BuildMethod>,
     /// With `--target local`: `oci` also writes an OCI image archive
     /// (`podman load`/`docker load`) next to the tarball.
     #[arg(long, value_enum, default_value_t = LocalFormat::Tar)]
@@ -358,6 +370,20 @@ pub enum BuildTarget {
     Aws,
     /// A root filesystem tarball in images/local/, built with mmdebstrap.
     Local,
+    /// A bootable GPT disk image in images/local/ (the same root filesystem
+    /// with a kernel and systemd-boot): what `test --vm` boots and
+    /// `--method disk` uploads.
+    Disk,
+}
+
+/// How `--target aws` makes an AMI (default: the role's `[image] method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuildMethod {
+    /// A build instance from the base AMI, provisioned by Packer.
+    Packer,
+    /// The disk image of `--target disk`, uploaded with the EBS direct APIs
+    /// and registered: no build instance.
+    Disk,
 }
 
 /// What `--target local` writes.
@@ -384,9 +410,15 @@ pub struct TestArgs {
     /// Time limit of the whole boot, seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
-    /// Keep the booted root filesystem (its journal is in var/log/journal).
+    /// Keep the booted root filesystem (its journal is in var/log/journal);
+    /// with `--vm`, the booted copy of the disk and the console log.
     #[arg(long)]
     pub keep: bool,
+    /// Boot the role's disk image (`build --target disk`) in QEMU, with its
+    /// own boot loader and kernel, the agent reading an instance metadata
+    /// service as on EC2.
+    #[arg(long)]
+    pub vm: bool,
     /// The imagectl-agent binary to bake (default: the build of this
     /// checkout beside this binary, the `release-agent` one first).
     #[arg(long, value_name = "PATH", env = "IMAGECTL_AGENT_BIN")]

@@ -93,10 +93,16 @@ struct IdentityDocument {
 }
 
 /// The user data the launch template sets: a small TOML document.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct UserData {
     /// The environment (`dev`, `staging`, `prod`).
     pub env: String,
+    /// Parameters given with the instance instead of SSM's, shaped like the
+    /// tree below the role's path: what `imagectl test --vm` gives a test
+    /// boot, which has no SSM. User data is readable by every process on
+    /// the instance and by whoever may describe it: never for secrets.
+    #[serde(default)]
+    pub parameters: Option<toml::Table>,
 }
 
 /// Parses and checks user data. Other keys are allowed (a newer launch
@@ -325,6 +331,12 @@ mod tests {
     #[test]
     fn user_data_needs_env() {
         assert_eq!(parse_user_data("env = \"prod\"\n").unwrap().env, "prod");
+        assert_eq!(
+            parse_user_data("env = \"prod\"\n").unwrap().parameters,
+            None
+        );
+        let ud = parse_user_data("env = \"test\"\n[parameters.db]\nurl = \"x\"\n").unwrap();
+        assert_eq!(ud.parameters.unwrap()["db"]["url"].as_str(), Some("x"));
         assert_eq!(
             parse_user_data("env = \"dev\"\nother = 1\n").unwrap().env,
             "dev"

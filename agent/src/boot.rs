@@ -409,7 +409,15 @@ fn aws_inputs(
     run.report.instance = Some(identity.id.clone());
     let env = user_data.env;
     let base = base_context(config, &env, &identity);
+    let given = user_data.parameters;
     let tree = run.step("parameters", |r| {
+        if let Some(table) = given {
+            // A test boot (`imagectl test --vm`): no SSM to read.
+            log("parameters: from the user data's [parameters], not SSM (a test boot)");
+            let tree = params::from_table("user data [parameters]", table)?;
+            r.report.parameters = count_leaves(&tree);
+            return Ok(tree);
+        }
         let Some(path_template) = &config.boot.parameters else {
             return Ok(Value::Object(Default::default()));
         };

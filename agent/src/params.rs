@@ -130,6 +130,11 @@ pub fn from_toml(path: &str, text: &str) -> Result<Value, ParamsError> {
         line: e.span().map(|s| line_of(text, s.start)),
         message: e.message().to_string(),
     })?;
+    from_table(path, table)
+}
+
+/// [`from_toml`] on a table already parsed (user data's `[parameters]`).
+pub fn from_table(path: &str, table: toml::Table) -> Result<Value, ParamsError> {
     let mut out = Map::new();
     for (k, v) in table {
         out.insert(k.clone(), convert(path, &k, v)?);

@@ -7,11 +7,12 @@ use serde_json::json;
 
 use imagectl_core::agent::Agent;
 use imagectl_core::project::Project;
+use imagectl_core::role::Method;
 use imagectl_core::target::{self, Target};
 
 use super::{aws_runtime, print_json};
 use crate::build::{self, Options, Outcome, Status};
-use crate::cli::{BuildArgs, BuildTarget, LocalFormat, OutputFormat};
+use crate::cli::{BuildArgs, BuildMethod, BuildTarget, LocalFormat, OutputFormat};
 use crate::progress::Display;
 use crate::{artifacts, aws, local, preflight, publish, summary, Config, Error};
 
@@ -26,15 +27,30 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
             "`--format oci` is for `--target local`; AMIs have no other format".into(),
         ));
     }
+    if args.method.is_some() && args.target != BuildTarget::Aws {
+        return Err(Error::Usage(
+            "`--method` is for `--target aws`; `--target disk` is always the disk".into(),
+        ));
+    }
+    let method = match (args.target, args.method) {
+        (BuildTarget::Disk, _) | (_, Some(BuildMethod::Disk)) => Some(Method::Disk),
+        (_, Some(BuildMethod::Packer)) => Some(Method::Packer),
+        _ => None,
+    };
     // --all and --changed name no role: every concrete one.
-    let targets = target::resolve(&project, &args.roles)?;
+    let targets = target::resolve_as(&project, &args.roles, method)?;
     let agent = super::agent(args.agent.as_deref())?;
-    if args.target == BuildTarget::Local {
+    if args.target != BuildTarget::Aws {
+        let format = match args.target {
+            BuildTarget::Disk => local::Format::Disk,
+            _ => local::Format::Tar,
+        };
         return local(
             config,
             &project,
             &targets,
             &agent,
+            format,
             args.format == LocalFormat::Oci,
         );
     }
@@ -185,12 +201,13 @@ fn local(
     project: &Project,
     targets: &[Target],
     agent: &Agent,
+    format: local::Format,
     oci: bool,
 ) -> Result<(), Error> {
     let display = Display::new(config.quiet);
     let mut images = Vec::new();
     for t in targets {
-        let image = local::build(project, t, agent, &display)?;
+        let image = local::build_as(project, t, agent, &display, format)?;
         if oci {
             let out = local::oci::write(t, &image)?;
             tracing::info!("{}: OCI image archive {}", t.name(), out.display());
@@ -199,7 +216,7 @@ fn local(
             tracing::info!(
                 "{}: {} exists: the same hash is not built twice",
                 t.name(),
-                image.tar.display()
+                image.path.display()
             );
         }
         images.push(image);
@@ -209,11 +226,19 @@ fn local(
         OutputFormat::Json => print_json(&json!({ "images": images })),
         OutputFormat::Text => {
             println!(
-                "{:<12} {:<8} {:<12} {:>8}  TARBALL",
-                "ROLE", "STATUS", "HASH", "TIME"
+                "{:<12} {:<8} {:<12} {:>8}  {}",
+                "ROLE",
+                "STATUS",
+                "HASH",
+                "TIME",
+                if format == local::Format::Disk {
+                    "DISK"
+                } else {
+                    "TARBALL"
+                }
             );
             for i in &images {
-                let tar = i.tar.strip_prefix(&project.root).unwrap_or(&i.tar);
+                let tar = i.path.strip_prefix(&project.root).unwrap_or(&i.path);
                 let status = if i.built { "built" } else { "exists" };
                 println!(
                     "{:<12} {status:<8} {:<12} {:>7.1}s  {}",

@@ -38,6 +38,10 @@ pub fn run(args: &Args) -> Result<(), Error> {
         Command::Bases(cli::BasesCommand::Update(a)) => bases::update(&config, a),
         Command::Build(a) => build::run(&config, a),
         Command::Test(a) => test::run(&config, a),
+        Command::ImdsServe { dir } => {
+            crate::local::imds::serve(dir, std::io::stdin(), std::io::stdout())
+                .map_err(|e| Error::Failed(anyhow::anyhow!("imds-serve: {e}")))
+        }
         Command::Publish(a) => publish::publish(&config, a),
         Command::Promote(a) => publish::promote(&config, a),
         Command::Rollback(a) => publish::rollback(&config, a),

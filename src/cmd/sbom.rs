@@ -24,7 +24,7 @@ pub(super) fn store_error(e: store::Error) -> Error {
 /// The kind of build a `--target` names.
 pub(super) fn kind(t: BuildTarget) -> Kind {
     match t {
-        BuildTarget::Local => Kind::Local,
+        BuildTarget::Local | BuildTarget::Disk => Kind::Local,
         BuildTarget::Aws => Kind::Aws,
     }
 }

@@ -5,18 +5,21 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use imagectl_core::role::Method;
 use imagectl_core::target;
 
 use super::print_json;
 use crate::cli::{OutputFormat, TestArgs};
 use crate::local::boot::{Boot, TestReport};
+use crate::local::vm::VmBoot;
 use crate::progress::Display;
 use crate::{local, Config, Error};
 
 /// Tests one role; exit 0 only when everything passed.
 pub fn run(config: &Config, args: &TestArgs) -> Result<(), Error> {
     let project = config.project()?;
-    let t = target::resolve_one(&project, &args.role)?;
+    let method = args.vm.then_some(Method::Disk);
+    let t = target::resolve_one_as(&project, &args.role, method)?;
     let params = args.params.clone().unwrap_or_else(|| {
         project
             .roles_dir()
@@ -31,16 +34,31 @@ pub fn run(config: &Config, args: &TestArgs) -> Result<(), Error> {
     }
     let agent = super::agent(args.agent.as_deref())?;
     let display = Display::new(config.quiet);
-    let image = local::build(&project, &t, &agent, &display)?;
-    let report = Boot {
-        role: &t.role,
-        image: &image,
-        params: &params,
-        env: &args.env,
-        timeout: Duration::from_secs(args.timeout),
-        keep: args.keep,
-    }
-    .test(&display)?;
+    let report = if args.vm {
+        let image = local::build_as(&project, &t, &agent, &display, local::Format::Disk)?;
+        VmBoot {
+            role: &t.role,
+            image: &image,
+            params: &params,
+            env: &args.env,
+            region: &project.settings.aws.region,
+            timeout: Duration::from_secs(args.timeout),
+            keep: args.keep,
+        }
+        .test(&display)
+    } else {
+        let image = local::build(&project, &t, &agent, &display)?;
+        Boot {
+            role: &t.role,
+            image: &image,
+            params: &params,
+            env: &args.env,
+            timeout: Duration::from_secs(args.timeout),
+            keep: args.keep,
+        }
+        .test(&display)
+    };
+    let report = report?;
     display.finish();
     print(config, &report);
     if report.passed {
@@ -57,8 +75,21 @@ pub fn run(config: &Config, args: &TestArgs) -> Result<(), Error> {
     } else {
         failed.join(", ")
     };
+    let console = report
+        .console
+        .as_ref()
+        .map(|c| {
+            format!(
+                "{}; the guest's console ended with:\n{}\n(the whole log: {})",
+                c.stopped.as_deref().unwrap_or("the boot ended"),
+                c.tail,
+                c.log.display()
+            )
+        })
+        .map(|c| format!("\n{c}"))
+        .unwrap_or_default();
     Err(Error::Failed(anyhow::anyhow!(
-        "test of `{}` failed: {what}",
+        "test of `{}` failed: {what}{console}",
         t.name()
     )))
 }

@@ -34,6 +34,21 @@ pub struct TestReport {
     pub boot_to_checks_secs: f64,
     /// Everything passed.
     pub passed: bool,
+    /// With `--vm`, when the boot did not reach the checks: the last lines
+    /// of the guest's serial console, and where the whole log is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console: Option<Console>,
+}
+
+/// What the guest's serial console said.
+#[derive(Debug, Clone, Serialize)]
+pub struct Console {
+    /// Why the boot was stopped, when it was.
+    pub stopped: Option<String>,
+    /// The last lines, escape sequences removed.
+    pub tail: String,
+    /// The whole log, kept.
+    pub log: PathBuf,
 }
 
 /// One line of the test results.
@@ -49,8 +64,12 @@ pub struct TestResult {
     pub ms: u64,
 }
 
-/// The script the test unit runs inside the booted image.
-fn test_script(role: &Role) -> String {
+/// How the container's test script ends: systemd-nspawn exits with its
+/// code.
+pub(super) const NSPAWN_END: &str = "sync\nsystemctl exit \"$((failed ? 1 : 0))\"\n";
+
+/// The script the test unit runs inside the booted image, then `end`.
+pub(super) fn test_script(role: &Role, end: &str) -> String {
     let q = sh_quote;
     let mut s = String::from(
         "#!/bin/bash\n\
@@ -94,7 +113,7 @@ fn test_script(role: &Role) -> String {
             u = q(u)
         ));
     }
-    s.push_str("sync\nsystemctl exit \"$((failed ? 1 : 0))\"\n");
+    s.push_str(end);
     s
 }
 
@@ -120,7 +139,7 @@ impl Boot<'_> {
     /// cannot run, runs the checks in a chroot.
     pub fn test(&self, progress: &dyn Progress) -> Result<TestReport, Error> {
         require_root()?;
-        let dir = tempfile_dir(&self.image.tar)?;
+        let dir = tempfile_dir(&self.image.path)?;
         let root = dir.join("rootfs");
         std::fs::create_dir_all(&root).map_err(io_error("create", &root))?;
         let name = &self.role.name;
@@ -146,7 +165,7 @@ impl Boot<'_> {
         progress.step(&role.name, "unpacking the image");
         let status = Command::new("tar")
             .args(["-xpf"])
-            .arg(&self.image.tar)
+            .arg(&self.image.path)
             .args(["--numeric-owner", "-C"])
             .arg(root)
             .status()
@@ -154,7 +173,7 @@ impl Boot<'_> {
         if !status.success() {
             return Err(Error::Io(IoError {
                 action: "unpack",
-                path: self.image.tar.clone(),
+                path: self.image.path.clone(),
                 source: std::io::Error::other(status.to_string()),
             }));
         }
@@ -173,7 +192,8 @@ impl Boot<'_> {
         let script = root.join("usr/local/lib/imagectl-test/run.sh");
         std::fs::create_dir_all(script.parent().unwrap_or(root))
             .map_err(io_error("create", &script))?;
-        std::fs::write(&script, test_script(role)).map_err(io_error("write", &script))?;
+        std::fs::write(&script, test_script(role, NSPAWN_END))
+            .map_err(io_error("write", &script))?;
         install_test_unit(root, role)
     }
 
@@ -206,19 +226,7 @@ impl Boot<'_> {
 /// The unit that runs the test script once the agent and the role's units
 /// are done, wanted by `multi-user.target`.
 fn install_test_unit(root: &Path, role: &Role) -> Result<(), Error> {
-    let mut after = vec!["imagectl-agent.service".to_string()];
-    after.extend(
-        role.services
-            .iter()
-            .filter(|s| s.enabled)
-            .map(|s| s.name.clone()),
-    );
-    after.extend(role.boot.start.iter().cloned());
-    let unit = format!(
-        "[Unit]\nDescription=imagectl test of role {}\nAfter={}\n\n[Service]\nType=oneshot\nExecStart=/bin/bash /usr/local/lib/imagectl-test/run.sh\n\n[Install]\nWantedBy=multi-user.target\n",
-        role.name,
-        after.join(" ")
-    );
+    let unit = test_unit(role);
     let units = root.join("etc/systemd/system");
     std::fs::write(units.join("imagectl-test.service"), unit).map_err(io_error("write", &units))?;
     let wants = units.join("multi-user.target.wants");
@@ -228,6 +236,23 @@ fn install_test_unit(root: &Path, role: &Role) -> Result<(), Error> {
     std::os::unix::fs::symlink("/etc/systemd/system/imagectl-test.service", &link)
         .map_err(io_error("link", &link))?;
     Ok(())
+}
+
+/// The test unit's text.
+pub(super) fn test_unit(role: &Role) -> String {
+    let mut after = vec!["imagectl-agent.service".to_string()];
+    after.extend(
+        role.services
+            .iter()
+            .filter(|s| s.enabled)
+            .map(|s| s.name.clone()),
+    );
+    after.extend(role.boot.start.iter().cloned());
+    format!(
+        "[Unit]\nDescription=imagectl test of role {}\nAfter={}\n\n[Service]\nType=oneshot\nExecStart=/bin/bash /usr/local/lib/imagectl-test/run.sh\n\n[Install]\nWantedBy=multi-user.target\n",
+        role.name,
+        after.join(" ")
+    )
 }
 
 fn tempfile_dir(near: &Path) -> Result<PathBuf, Error> {
@@ -322,7 +347,21 @@ fn chroot_checks(root: &Path, role: &Role) -> Result<(), Error> {
 }
 
 fn collect(root: &Path, role: &Role, booted: bool, elapsed: Duration) -> Result<TestReport, Error> {
-    let out = root.join("var/lib/imagectl-test");
+    Ok(collect_results(
+        &root.join("var/lib/imagectl-test"),
+        role,
+        booted,
+        elapsed,
+    ))
+}
+
+/// The report from what the test script wrote in `out`.
+pub(super) fn collect_results(
+    out: &Path,
+    role: &Role,
+    booted: bool,
+    elapsed: Duration,
+) -> TestReport {
     let tsv = std::fs::read_to_string(out.join("results.tsv")).unwrap_or_default();
     let results: Vec<TestResult> = tsv
         .lines()
@@ -356,7 +395,7 @@ fn collect(root: &Path, role: &Role, booted: bool, elapsed: Duration) -> Result<
     }
     let expected = role.checks.len() + usize::from(booted);
     let passed = results.len() >= expected && results.iter().all(|r| r.passed);
-    Ok(TestReport {
+    TestReport {
         role: role.name.clone(),
         booted,
         results,
@@ -364,5 +403,6 @@ fn collect(root: &Path, role: &Role, booted: bool, elapsed: Duration) -> Result<
         journals,
         boot_to_checks_secs: (elapsed.as_secs_f64() * 100.0).round() / 100.0,
         passed,
-    })
+        console: None,
+    }
 }

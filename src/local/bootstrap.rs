@@ -34,6 +34,10 @@ pub struct Plan {
     log: PathBuf,
     source_date_epoch: Option<i64>,
     timeout: Duration,
+    /// mmdebstrap hooks run before the provisioning script (a disk image's
+    /// fstab and network), and after the cleanup.
+    before_provision: Vec<String>,
+    after_cleanup: Vec<String>,
 }
 
 impl Plan {
@@ -79,7 +83,23 @@ impl Plan {
                 .join(format!("{}-{}.log", role.name, t.hash.short())),
             source_date_epoch: t.source_date_epoch(),
             timeout: Duration::from_secs(project.settings.build.timeout_minutes * 60),
+            before_provision: Vec::new(),
+            after_cleanup: Vec::new(),
         })
+    }
+
+    /// This bootstrap with more packages and hooks: what a disk image adds
+    /// to the root filesystem (`super::disk`).
+    pub fn with(
+        mut self,
+        packages: &[&str],
+        before_provision: Vec<String>,
+        after_cleanup: Vec<String>,
+    ) -> Plan {
+        self.include.extend(packages.iter().map(|p| p.to_string()));
+        self.before_provision = before_provision;
+        self.after_cleanup = after_cleanup;
+        self
     }
 
     /// Bootstraps the root filesystem provisioned from `stage` into the
@@ -162,6 +182,7 @@ impl Plan {
                 q(stage),
                 STAGE_IN_ROOT.trim_end_matches("/imagectl-stage")
             ))
+            .args(self.before_provision.iter().map(|h| format!("--customize-hook={h}")))
             // The same provisioning script as the AMI build, inside a
             // container: the role's code never runs as this machine's root
             // in its namespaces.
@@ -170,6 +191,7 @@ impl Plan {
             .arg(format!(
                 "--customize-hook=rm -rf \"$1\"{STAGE_IN_ROOT} \"$1\"/etc/hostname \"$1\"/etc/resolv.conf"
             ))
+            .args(self.after_cleanup.iter().map(|h| format!("--customize-hook={h}")))
             .arg(&self.suite)
             .arg(out)
             .arg(&self.mirror)

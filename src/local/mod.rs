@@ -6,7 +6,10 @@
 
 pub mod boot;
 pub mod bootstrap;
+pub mod disk;
+pub mod imds;
 pub mod oci;
+pub mod vm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +71,17 @@ pub enum Error {
         /// The full log.
         log: PathBuf,
     },
+    /// A step of laying out the disk image failed.
+    #[error("making the disk image failed: could not {step}: {reason}")]
+    Disk {
+        /// What was being done.
+        step: String,
+        /// The tool's own words.
+        reason: String,
+    },
+    /// The VM test could not run (QEMU or its firmware).
+    #[error("{0}")]
+    Vm(String),
     /// Staging failed, or the context changed before the bake.
     #[error(transparent)]
     Stage(#[from] stage::Error),
@@ -121,9 +135,9 @@ pub struct LocalImage {
     pub role: String,
     /// Its content hash.
     pub hash: Hash,
-    /// The root filesystem tarball.
-    pub tar: PathBuf,
-    /// SHA-256 of the tarball.
+    /// The image: the root filesystem tarball, or the disk image.
+    pub path: PathBuf,
+    /// SHA-256 of its bytes.
     pub sha256: String,
     /// Whether this run built it (false: it existed already).
     pub built: bool,
@@ -131,39 +145,79 @@ pub struct LocalImage {
     pub duration_secs: f64,
 }
 
-/// The tarball of a target's hash.
-pub fn tar_path(project: &Project, t: &Target) -> PathBuf {
-    project
-        .root
-        .join(LOCAL_DIR)
-        .join(format!("{}-{}.tar", t.name(), t.hash.short()))
+/// What a local build writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A root filesystem tarball (`ROLE-HASH12.tar`), booted under
+    /// systemd-nspawn.
+    Tar,
+    /// A bootable GPT disk image (`ROLE-HASH12.raw`), booted in QEMU and
+    /// uploaded as an AMI's snapshot.
+    Disk,
 }
 
-/// Builds the target's root filesystem unless a tarball of its hash exists.
+impl Format {
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Tar => "tar",
+            Format::Disk => "raw",
+        }
+    }
+}
+
+/// The image file of a target's hash.
+pub fn image_path(project: &Project, t: &Target, format: Format) -> PathBuf {
+    project.root.join(LOCAL_DIR).join(format!(
+        "{}-{}.{}",
+        t.name(),
+        t.hash.short(),
+        format.extension()
+    ))
+}
+
+/// Builds the target's root filesystem tarball unless one of its hash exists.
 pub fn build(
     project: &Project,
     t: &Target,
     agent: &Agent,
     progress: &dyn Progress,
 ) -> Result<LocalImage, Error> {
+    build_as(project, t, agent, progress, Format::Tar)
+}
+
+/// Builds the target's image in `format` unless one of its hash exists.
+pub fn build_as(
+    project: &Project,
+    t: &Target,
+    agent: &Agent,
+    progress: &dyn Progress,
+    format: Format,
+) -> Result<LocalImage, Error> {
     let start = Instant::now();
     let started = imagectl_core::time::now_secs();
-    let tar = tar_path(project, t);
-    let image = |tar: PathBuf, sha256: String, built: bool| LocalImage {
+    let tar = image_path(project, t, format);
+    let image = |path: PathBuf, sha256: String, built: bool| LocalImage {
         role: t.name().to_string(),
         hash: t.hash.hash.clone(),
-        tar,
+        path,
         sha256,
         built,
         duration_secs: (start.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     };
     if tar.is_file() {
-        let sha256 = file_sha256(&tar).map_err(io_error("read", &tar))?;
+        let dir = project.root.join(LOCAL_DIR);
+        let sha256 = match recorded_sum(&dir, &tar) {
+            Some(sum) => sum,
+            None => file_sha256(&tar).map_err(io_error("read", &tar))?,
+        };
         return Ok(image(tar, sha256, false));
     }
     require_root()?;
     need("mmdebstrap", "mmdebstrap")?;
-    let plan = bootstrap::Plan::of(project, t)?;
+    let mut plan = bootstrap::Plan::of(project, t)?;
+    if format == Format::Disk {
+        disk::need_tools()?;
+    }
     let dir = project.root.join(LOCAL_DIR);
     std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
     let work = dir.join(format!(".work-{}-{}", t.name(), std::process::id()));
@@ -174,13 +228,21 @@ pub fn build(
         let staged = t.stage(agent, &work.join("imagectl-stage"))?;
         failpoint::hit("after-stage");
         t.verify(&staged)?;
-        let partial = work.join("rootfs.tar");
-        plan.run(&staged.dir, &partial, progress)?;
+        let rootfs = work.join("rootfs.tar");
+        if format == Format::Disk {
+            plan = disk::extend(plan, t, &work)?;
+        }
+        plan.run(&staged.dir, &rootfs, progress)?;
+        let partial = match format {
+            Format::Tar => rootfs.clone(),
+            Format::Disk => disk::assemble(t, &rootfs, &work, progress)?,
+        };
+        progress.step(t.name(), &format!("SHA-256 of {}", file_name(&tar)));
         let sha256 = file_sha256(&partial).map_err(io_error("read", &partial))?;
-        // The SBOM before the tarball: a tarball in place always has one.
+        // The SBOM before the image: an image in place always has one.
         progress.step(t.name(), "SBOM: reading the root filesystem's packages");
         let inventory = sbom::rootfs::inventory(
-            &partial,
+            &rootfs,
             Some(&sha256),
             Some(sbom::archives_of(t)),
             Some(sbom::created_of(t)),
@@ -227,6 +289,20 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// The SHA-256 `SHA256SUMS` holds for `file`, so that a 16 GiB disk image
+/// in place is not read again to be named.
+fn recorded_sum(dir: &Path, file: &Path) -> Option<String> {
+    let name = file_name(file);
+    std::fs::read_to_string(dir.join("SHA256SUMS"))
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            l.split_once("  ")
+                .filter(|(_, n)| *n == name)
+                .map(|(h, _)| h.to_string())
+        })
 }
 
 /// Adds or replaces the tarball's line in `SHA256SUMS` (the format

@@ -18,9 +18,9 @@ use super::{Error, LocalImage};
 /// Writes `ROLE-HASH12.oci.tar` next to `image`'s tarball; returns its path.
 pub fn write(t: &Target, image: &LocalImage) -> Result<PathBuf, Error> {
     let epoch = t.source_date_epoch().unwrap_or(0);
-    let dir = image.tar.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let dir = image.path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let stem = image
-        .tar
+        .path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -43,12 +43,12 @@ pub fn write(t: &Target, image: &LocalImage) -> Result<PathBuf, Error> {
 fn lay_out(t: &Target, image: &LocalImage, layout: &Path, epoch: i64) -> Result<(), Error> {
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(io_error("create", &blobs))?;
-    let layer_size = std::fs::metadata(&image.tar)
-        .map_err(io_error("read", &image.tar))?
+    let layer_size = std::fs::metadata(&image.path)
+        .map_err(io_error("read", &image.path))?
         .len();
     let layer_blob = blobs.join(&image.sha256);
-    if std::fs::hard_link(&image.tar, &layer_blob).is_err() {
-        std::fs::copy(&image.tar, &layer_blob).map_err(io_error("copy", &image.tar))?;
+    if std::fs::hard_link(&image.path, &layer_blob).is_err() {
+        std::fs::copy(&image.path, &layer_blob).map_err(io_error("copy", &image.path))?;
     }
     let blob = |json: Value| -> Result<(String, u64), Error> {
         let bytes = serde_json::to_vec(&json).unwrap_or_default();

@@ -82,7 +82,8 @@ pub fn short(hash: &str) -> &str {
 /// One thing that enters an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Input {
-    /// `layout`, `agent`, `base`, `packer`, `role`, `file` or `template`.
+    /// `layout`, `agent`, `base`, `packer`, `disk`, `role`, `file` or
+    /// `template`.
     pub kind: &'static str,
     /// For files: the path relative to the project root.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -207,6 +208,13 @@ pub fn compute(
             hex(&Sha256::digest(template.as_bytes())),
         ),
     ];
+    if role.image.method == crate::role::Method::Disk {
+        inputs.push(Input::named(
+            "disk",
+            format!("imagectl-disk-{}", crate::disk::DISK_LAYOUT_VERSION),
+            crate::disk::digest(role.image.arch, &role.image.kernel_cmdline),
+        ));
+    }
     // Serializing plain data structs to a string cannot fail.
     let canonical = serde_json::to_string(role).unwrap_or_default();
     let mut role_input = Input::named(

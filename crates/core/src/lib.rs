@@ -38,6 +38,7 @@ pub mod arch;
 pub mod context;
 pub mod diag;
 pub mod digest;
+pub mod disk;
 pub mod fsutil;
 pub mod hash;
 pub mod hcl;

@@ -119,7 +119,18 @@ impl Target {
 /// The named roles resolved, every concrete role when none is named; the
 /// lock is read once for all of them.
 pub fn resolve(project: &Project, names: &[String]) -> Result<Vec<Target>, Error> {
-    let roles = if names.is_empty() {
+    resolve_as(project, names, None)
+}
+
+/// [`resolve`], with every role's AMIs made by `method` when one is given
+/// (`build --target disk`, `--method`): the method enters the hash, so a
+/// disk image never takes the name of a Packer-built one.
+pub fn resolve_as(
+    project: &Project,
+    names: &[String],
+    method: Option<role::Method>,
+) -> Result<Vec<Target>, Error> {
+    let mut roles = if names.is_empty() {
         role::load_all(project)?
             .into_iter()
             .filter(|r| !r.is_abstract)
@@ -127,6 +138,11 @@ pub fn resolve(project: &Project, names: &[String]) -> Result<Vec<Target>, Error
     } else {
         role::load(project, names)?
     };
+    if let Some(method) = method {
+        for r in &mut roles {
+            r.image.method = method;
+        }
+    }
     let lock = Lock::load(project)?;
     roles
         .into_iter()
@@ -136,7 +152,16 @@ pub fn resolve(project: &Project, names: &[String]) -> Result<Vec<Target>, Error
 
 /// One named role, resolved.
 pub fn resolve_one(project: &Project, name: &str) -> Result<Target, Error> {
-    resolve(project, std::slice::from_ref(&name.to_string()))?
+    resolve_one_as(project, name, None)
+}
+
+/// One named role, resolved as [`resolve_as`] does.
+pub fn resolve_one_as(
+    project: &Project,
+    name: &str,
+    method: Option<role::Method>,
+) -> Result<Target, Error> {
+    resolve_as(project, std::slice::from_ref(&name.to_string()), method)?
         .into_iter()
         .next()
         .ok_or_else(|| Error::Unknown(name.to_string()))

@@ -11,7 +11,7 @@ use super::entries::is_unit_name;
 use super::load::{At, Layer, Loader};
 use super::raw::{RawBoot, RawPackages, RawRole, RawTest};
 use super::sources::Kind;
-use super::{Archive, Check, FileSpec, Package, Service, User};
+use super::{Archive, Check, FileSpec, Method, Package, Service, User};
 use crate::arch::Arch;
 use crate::diag::did_you_mean;
 
@@ -24,6 +24,8 @@ pub(super) struct Merged {
     pub(super) instance_type: Option<At<String>>,
     pub(super) volume_size_gb: Option<At<u32>>,
     pub(super) arch: Option<At<Arch>>,
+    pub(super) method: Option<At<Method>>,
+    pub(super) kernel_cmdline: Option<Vec<At<String>>>,
     pub(super) packages: BTreeMap<String, At<Package>>,
     pub(super) users: Vec<At<User>>,
     pub(super) files: Vec<At<FileSpec>>,
@@ -63,7 +65,10 @@ impl Loader<'_> {
             macro_rules! over {
                 ($($k:ident),*) => { $( if let Some(v) = &img.$k { m.$k = Some(Self::at(f, v.clone())); } )* };
             }
-            over!(base, instance_type, volume_size_gb, arch);
+            over!(base, instance_type, volume_size_gb, arch, method);
+            if let Some(args) = &img.kernel_cmdline {
+                m.kernel_cmdline = Some(args.iter().map(|a| Self::at(f, a.clone())).collect());
+            }
         }
         if let Some(p) = &r.packages {
             self.merge_packages(m, f, p);

@@ -124,6 +124,42 @@ pub struct Image {
     pub volume_size_gb: u32,
     /// CPU architecture.
     pub arch: Arch,
+    /// How its AMIs are made. Only `disk` enters the canonical form, so
+    /// that Packer-built roles keep their hashes.
+    #[serde(skip_serializing_if = "Method::is_packer")]
+    pub method: Method,
+    /// Extra kernel command line arguments of its disk image.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernel_cmdline: Vec<String>,
+}
+
+/// How a role's AMIs are made.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Packer launches a build instance from the base AMI and provisions it.
+    #[default]
+    Packer,
+    /// imagectl builds a bootable disk on this machine (the one `test --vm`
+    /// boots) and registers it as the AMI through an EBS snapshot.
+    Disk,
+}
+
+impl Method {
+    /// Whether this is the default.
+    pub fn is_packer(&self) -> bool {
+        *self == Method::Packer
+    }
+
+    /// Its name in role files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Packer => "packer",
+            Method::Disk => "disk",
+        }
+    }
 }
 
 /// One Debian package, optionally pinned to a version.

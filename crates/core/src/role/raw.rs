@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
+use super::Method;
 use crate::arch::Arch;
 use crate::tomlfile::Partial;
 
@@ -91,6 +92,15 @@ pub(super) struct RawImage {
     /// CPU architecture (default: the base's).
     #[schemars(with = "Option<Arch>")]
     pub(super) arch: Option<Spanned<Arch>>,
+    /// How AMIs of the role are made: `packer` (a build instance, the
+    /// default) or `disk` (the disk `build --target disk` makes and
+    /// `test --vm` boots, uploaded as a snapshot).
+    #[schemars(with = "Option<Method>")]
+    pub(super) method: Option<Spanned<Method>>,
+    /// Arguments added to the kernel command line of disk images (after
+    /// imagectl's own `root=`, `ro` and serial console).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(super) kernel_cmdline: Option<Vec<Spanned<String>>>,
 }
 
 /// `[packages]`.

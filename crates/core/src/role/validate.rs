@@ -28,6 +28,7 @@ impl Loader<'_> {
         let (base, arch) = self.base_and_arch(name, is_abstract, &m);
         let instance_type = self.instance_type(&m, arch);
         let volume_size_gb = self.volume_size(&m);
+        let kernel_cmdline = self.kernel_cmdline(&m);
         self.check_dests(&m);
         self.check_start(&m);
         if !is_abstract {
@@ -41,6 +42,8 @@ impl Loader<'_> {
             instance_type,
             volume_size_gb,
             arch,
+            method: m.method.as_ref().map(|x| x.v).unwrap_or_default(),
+            kernel_cmdline,
         };
         Some(into_role(name, is_abstract, image, m, sources))
     }
@@ -147,6 +150,34 @@ impl Loader<'_> {
             }
             None => 8,
         }
+    }
+
+    /// Extra kernel arguments: each one word of printable ASCII, and none
+    /// of those imagectl sets itself (the root and the console it reads).
+    fn kernel_cmdline(&mut self, m: &Merged) -> Vec<String> {
+        let mut out = Vec::new();
+        for a in m.kernel_cmdline.iter().flatten() {
+            let word = !a.v.is_empty() && a.v.bytes().all(|b| b.is_ascii_graphic());
+            let key = a.v.split('=').next().unwrap_or_default();
+            if !word {
+                let d = self
+                    .diag(a, "a kernel argument must be one word of printable ASCII")
+                    .help(
+                        "write each argument as its own string, e.g. [\"quiet\", \"loglevel=3\"]",
+                    );
+                self.diags.push(d);
+            } else if key == "root" {
+                let d = self
+                    .diag(
+                        a,
+                        "`root=` is imagectl's: the disk's root partition, by its UUID",
+                    )
+                    .help("remove it; the root file system is always the disk's second partition");
+                self.diags.push(d);
+            }
+            out.push(a.v.clone());
+        }
+        out
     }
 
     /// Two things may not land on the same path: the build would keep
