@@ -73,6 +73,23 @@ impl Kms {
         }
     }
 
+    /// The ARN of the key `key` (ID, ARN or alias) names: what the EBS direct
+    /// APIs take to encrypt a snapshot.
+    pub async fn key_arn(&self, key: &str) -> Result<String, Error> {
+        let out = self
+            .client
+            .describe_key()
+            .key_id(key)
+            .send()
+            .await
+            .map_err(|e| Error::new("DescribeKey", &self.region, Some(key), e))?;
+        Ok(out
+            .key_metadata()
+            .and_then(|m| m.arn())
+            .unwrap_or(key)
+            .to_string())
+    }
+
     /// Signs `message` (the whole message: KMS hashes it) with `key`.
     pub async fn sign(&self, key: &SigningKey, message: &[u8]) -> Result<Vec<u8>, Error> {
         let out = self

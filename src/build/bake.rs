@@ -11,6 +11,7 @@ use imagectl_core::names::{self, tags};
 use imagectl_core::packer;
 use imagectl_core::project::Project;
 use imagectl_core::record::{self, SbomRef};
+use imagectl_core::role::Method;
 use imagectl_core::sbom::{store, Inventory};
 use imagectl_core::stage::Staged;
 use imagectl_core::target::Target;
@@ -44,20 +45,20 @@ pub struct Bakery<'a> {
 }
 
 /// A bake's working directory: `.imagectl/builds/ROLE-BUILD`.
-struct Work {
-    build_id: String,
-    dir: PathBuf,
+pub(super) struct Work {
+    pub(super) build_id: String,
+    pub(super) dir: PathBuf,
     /// When the bake started, seconds since the epoch.
-    started: i64,
+    pub(super) started: i64,
 }
 
 impl Work {
-    fn path(&self, name: &str) -> PathBuf {
+    pub(super) fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -81,12 +82,20 @@ impl Bakery<'_> {
             dir,
             started,
         };
+        if t.role.image.method == Method::Disk {
+            let (amis, sbom, log) = self.bake_disk(t, &work).await?;
+            let amis = self.finish(t, &work, sbom, amis, None).await?;
+            return Ok((amis, log));
+        }
         let staged = self.stage(t, &work)?;
         let sbom = self.sbom(t, &work, &staged)?;
         let template = self.write_template(t, &work).await?;
         self.run_packer(t, &work, &template).await?;
         let _ = std::fs::remove_dir_all(&staged.dir);
-        let amis = self.finish(t, &work, sbom).await?;
+        let amis = packer_exec::read_manifest(&work.path("manifest.json"))?;
+        let amis = self
+            .finish(t, &work, sbom, amis, Some(self.packer.to_string()))
+            .await?;
         Ok((amis, work.path("packer.log").display().to_string()))
     }
 
@@ -197,17 +206,19 @@ impl Bakery<'_> {
         Ok(built?)
     }
 
-    /// Completes the images Packer reported (tagged with the SBOM's
-    /// digest too), records the build's inputs beside the channels and in
-    /// the local record, with the SBOM; returns AMI per region.
+    /// Completes the images the bake made (Packer's, or the disk's; tagged
+    /// with the SBOM's digest too), signs their provenance, records the
+    /// build's inputs beside the channels and in the local record, with the
+    /// SBOM; returns AMI per region.
     async fn finish(
         &self,
         t: &Target,
         work: &Work,
         sbom: SbomRef,
+        amis: BTreeMap<String, String>,
+        packer: Option<String>,
     ) -> Result<BTreeMap<String, String>, Error> {
         let settings = &self.project.settings;
-        let amis = packer_exec::read_manifest(&work.path("manifest.json"))?;
         let home = &settings.aws.region;
         let home_id = amis.get(home).ok_or_else(|| Error::NoHomeImage {
             role: t.name().to_string(),
@@ -243,7 +254,7 @@ impl Bakery<'_> {
         let made = provenance::Made {
             hash: &t.hash,
             commit: commit(&self.project.root),
-            packer: Some(self.packer.to_string()),
+            packer,
             sbom_sha256: &sbom.sha256,
             build_id: &work.build_id,
             started: work.started,

@@ -5,6 +5,7 @@
 
 pub mod bake;
 pub mod complete;
+pub mod disk;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -56,6 +57,12 @@ pub enum Error {
         /// Why.
         source: crate::provenance::Error,
     },
+    /// The disk image could not be built (`--method disk`).
+    #[error(transparent)]
+    Disk(#[from] crate::local::Error),
+    /// The disk image could not be uploaded to a snapshot.
+    #[error(transparent)]
+    Upload(#[from] aws::UploadError),
     /// Packer reported no image for the home region.
     #[error("packer built `{role}` but reported no image in the home region `{region}`")]
     NoHomeImage {
@@ -80,6 +87,8 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         match self {
             Error::Stage(e) => e.is_usage(),
+            Error::Disk(e) => e.is_usage(),
+            Error::Upload(e) => e.is_usage(),
             Error::Sign { source, .. } => source.is_usage(),
             _ => false,
         }
@@ -289,15 +298,24 @@ async fn bake_all(
     options: &Options,
     progress: Arc<dyn Progress>,
 ) -> Result<Vec<Outcome>, Error> {
-    let packer_version = packer_exec::version().await?;
+    // Disk bakes run no Packer: none is needed when every bake is one (the
+    // version is then never read).
+    let uses_packer = to_build
+        .iter()
+        .any(|t| t.role.image.method == imagectl_core::role::Method::Packer);
+    let packer_version = if uses_packer {
+        packer_exec::version().await?
+    } else {
+        packer_exec::Version(0, 0, 0)
+    };
     let emulator = aws::ec2_endpoint_override().filter(|e| aws::is_loopback_endpoint(e));
-    if let Some(e) = &emulator {
+    if let (Some(e), true) = (&emulator, uses_packer) {
         tracing::warn!(
             "the EC2 endpoint {e} is an emulator on this machine: building without a communicator or provisioners \
              (nothing is installed into these images; the local target tests provisioning for real)"
         );
     }
-    if !packer_version.is_current() {
+    if uses_packer && !packer_version.is_current() {
         tracing::info!(
             "Packer {packer_version} predates {}; imagectl leaves them out and enforces IMDSv2 through the EC2 API",
             packer::NOT_IN_PACKER_1_6.join(", ")
