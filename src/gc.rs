@@ -39,6 +39,9 @@ pub struct Image {
     /// Per region, its deregistration protection as EC2 reports it
     /// (`disabled`, `enabled-without-cooldown`, ...).
     pub deregistration_protection: BTreeMap<String, String>,
+    /// SHA-256 of the disk image it was registered from (`--method disk`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_sha256: Option<String>,
     #[serde(skip)]
     infos: Vec<(String, ImageInfo)>,
 }
@@ -111,8 +114,12 @@ async fn collect(
                     references: Vec::new(),
                     deprecation_time: BTreeMap::new(),
                     deregistration_protection: BTreeMap::new(),
+                    disk_sha256: None,
                     infos: Vec::new(),
                 });
+            if entry.disk_sha256.is_none() {
+                entry.disk_sha256 = info.tag(tags::DISK).map(str::to_string);
+            }
             if region == home || info.created < entry.created {
                 entry.created = info.created.clone();
             }
@@ -405,6 +412,7 @@ mod tests {
             references: refs.iter().map(|s| s.to_string()).collect(),
             deprecation_time: BTreeMap::new(),
             deregistration_protection: BTreeMap::new(),
+            disk_sha256: None,
             infos: Vec::new(),
         }
     }

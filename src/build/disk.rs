@@ -18,10 +18,6 @@ use super::Error;
 use crate::aws::{Registration, Upload};
 use crate::local::{self, Format};
 
-/// The tag carrying the SHA-256 of the disk image an AMI was registered
-/// from: the bytes `test --vm` booted.
-pub const DISK_TAG: &str = "imagectl:disk-sha256";
-
 impl Bakery<'_> {
     /// Builds (or finds) the disk image of `t`, uploads it and registers
     /// the home region's AMI; returns it, the SBOM read from the disk's
@@ -66,7 +62,7 @@ impl Bakery<'_> {
                 tags::VERSION.to_string(),
                 env!("CARGO_PKG_VERSION").to_string(),
             ),
-            (DISK_TAG.to_string(), disk.sha256.clone()),
+            (tags::DISK.to_string(), disk.sha256.clone()),
         ]);
         let kms_key_arn = match settings.aws.kms_key_in(home) {
             Some(key) => Some(self.session.kms(home).key_arn(&key).await?),

@@ -149,6 +149,9 @@ pub fn images(config: &Config, args: &ImagesArgs) -> Result<(), Error> {
                     notes
                 };
                 notes.extend(lifecycle_notes(i, time::now_secs()));
+                if let Some(sha) = &i.disk_sha256 {
+                    notes.push(format!("registered from disk image sha256 {sha}"));
+                }
                 for line in block("", i, &notes) {
                     println!("{line}");
                 }

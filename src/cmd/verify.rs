@@ -18,7 +18,8 @@ use crate::{publish, Config, Error};
 pub fn run(config: &Config, args: &VerifyArgs) -> Result<(), Error> {
     let project = config.project()?;
     let path = config.dir.join(&args.image);
-    let looks_like_path = args.image.contains('/') || args.image.ends_with(".tar");
+    let looks_like_path =
+        args.image.contains('/') || args.image.ends_with(".tar") || args.image.ends_with(".raw");
     if path.is_file() || looks_like_path {
         if args.channel.is_some() || args.region.is_some() {
             return Err(Error::Usage(

@@ -57,6 +57,7 @@ pub(super) fn statements(project: &Project, n: &Names) -> Vec<Value> {
     ];
     st.extend(launch(s));
     st.extend(images());
+    st.extend(disk_images());
     st.extend(instance_profile(s));
     st.extend(session_manager());
     if let Some(key) = &s.aws.kms_key {
@@ -198,6 +199,44 @@ fn images() -> Vec<Value> {
     ]
 }
 
+/// The disk method (`--method disk`): snapshots started only with
+/// imagectl's role tag, written and completed only when they carry it,
+/// images registered only from such snapshots and tagged as registered.
+fn disk_images() -> Vec<Value> {
+    let requested_role = json!({"Null": {format!("aws:RequestTag/{}", tags::ROLE): "false"}});
+    vec![
+        allow_if(
+            "StartOnlyTaggedSnapshots",
+            &["ebs:StartSnapshot"],
+            "arn:aws:ec2:*::snapshot/*",
+            requested_role.clone(),
+        ),
+        allow_if(
+            "WriteOnlyImagectlSnapshots",
+            &["ebs:PutSnapshotBlock", "ebs:CompleteSnapshot"],
+            "arn:aws:ec2:*::snapshot/*",
+            json!({"Null": {format!("aws:ResourceTag/{}", tags::ROLE): "false"}}),
+        ),
+        allow_if(
+            "RegisterFromImagectlSnapshots",
+            &["ec2:RegisterImage"],
+            "arn:aws:ec2:*::snapshot/*",
+            tagged(tags::ROLE),
+        ),
+        allow_if(
+            "RegisterImagesTaggedAsCreated",
+            &["ec2:RegisterImage"],
+            "arn:aws:ec2:*::image/*",
+            requested_role.clone(),
+        ),
+        {
+            let mut c = requested_role;
+            c["StringEquals"] = json!({"ec2:CreateAction": "RegisterImage"});
+            allow_if("TagOnRegister", &["ec2:CreateTags"], "*", c)
+        },
+    ]
+}
+
 /// Passing the build role to EC2, and only it.
 fn instance_profile(s: &Settings) -> Vec<Value> {
     let profile = s.aws.instance_profile.clone().unwrap_or_default();
@@ -285,6 +324,24 @@ fn encrypt_images(s: &Settings, key: &str) -> Vec<Value> {
             ],
             resources.clone(),
             through_ec2(None),
+        ),
+        // The EBS direct APIs encrypt a disk image's snapshot as it is
+        // written (`--method disk`).
+        allow_if(
+            "EncryptDiskSnapshotsThroughEbs",
+            &[
+                "kms:Decrypt",
+                "kms:DescribeKey",
+                "kms:GenerateDataKeyWithoutPlaintext",
+                "kms:ReEncryptFrom",
+                "kms:ReEncryptTo",
+            ],
+            resources.clone(),
+            {
+                let mut c = through_ec2(None);
+                c["StringLike"] = json!({"kms:ViaService": "ebs.*.amazonaws.com"});
+                c
+            },
         ),
         allow_if(
             "GrantsForEc2Volumes",

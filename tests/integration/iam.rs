@@ -907,3 +907,74 @@ fn with_a_provenance_key_build_signs_and_publish_verifies_with_it_only() {
         assert_eq!(scan(&policy), "There were no results found.", "{policy:#}");
     }
 }
+
+/// The disk method's calls (`build --method disk`): snapshots only with
+/// imagectl's role tag, written only when they carry it, images registered
+/// only from them; nothing reads a snapshot's blocks.
+#[test]
+fn the_build_policy_uploads_and_registers_only_imagectl_disks() {
+    let mut t = Test::new();
+    let role = |v: &str| json!({format!("aws:RequestTag/{ROLE_TAG}"): v});
+    let resource = json!({format!("aws:ResourceTag/{ROLE_TAG}"): "app"});
+    let snap = ec2("snapshot", "snap-disk");
+    let probes = vec![
+        probe("start a tagged snapshot", "ebs:StartSnapshot", "allow")
+            .with(role("app"))
+            .on(ec2("snapshot", "*"), json!({})),
+        probe("start an untagged snapshot", "ebs:StartSnapshot", "deny")
+            .on(ec2("snapshot", "*"), json!({})),
+        probe(
+            "write a block of imagectl's snapshot",
+            "ebs:PutSnapshotBlock",
+            "allow",
+        )
+        .on(snap.clone(), resource.clone()),
+        probe(
+            "write a block of another snapshot",
+            "ebs:PutSnapshotBlock",
+            "deny",
+        )
+        .on(ec2("snapshot", "snap-other"), json!({})),
+        probe(
+            "complete imagectl's snapshot",
+            "ebs:CompleteSnapshot",
+            "allow",
+        )
+        .on(snap.clone(), resource.clone()),
+        probe("complete another snapshot", "ebs:CompleteSnapshot", "deny")
+            .on(ec2("snapshot", "snap-other"), json!({})),
+        probe(
+            "read a block of any snapshot",
+            "ebs:GetSnapshotBlock",
+            "deny",
+        )
+        .on(snap.clone(), resource),
+        probe(
+            "register from imagectl's snapshot",
+            "ec2:RegisterImage",
+            "allow",
+        )
+        .with(role("app"))
+        .on(ec2("image", "*"), json!({}))
+        .on(
+            snap.clone(),
+            json!({format!("ec2:ResourceTag/{ROLE_TAG}"): "app"}),
+        ),
+        probe(
+            "register from another snapshot",
+            "ec2:RegisterImage",
+            "deny",
+        )
+        .with(role("app"))
+        .on(ec2("image", "*"), json!({}))
+        .on(ec2("snapshot", "snap-other"), json!({})),
+        probe("register an untagged image", "ec2:RegisterImage", "deny")
+            .on(ec2("image", "*"), json!({}))
+            .on(snap, json!({format!("ec2:ResourceTag/{ROLE_TAG}"): "app"})),
+        probe("tag the image it registers", "ec2:CreateTags", "allow")
+            .with(role("app"))
+            .with(json!({"ec2:CreateAction": "RegisterImage"}))
+            .on(ec2("image", "ami-new"), json!({})),
+    ];
+    check("build (disk)", &printed(&mut t, &["build"]), &probes);
+}

@@ -22,6 +22,9 @@ pub mod tags {
     pub const VERSION: &str = "imagectl:version";
     /// SHA-256 of the build's SBOM (`imagectl sbom`).
     pub const SBOM: &str = "imagectl:sbom-sha256";
+    /// SHA-256 of the disk image an AMI was registered from (`--method
+    /// disk`): the bytes `imagectl test --vm` booted.
+    pub const DISK: &str = "imagectl:disk-sha256";
     /// On a launch template: the channel it follows, which the publish
     /// policy of that channel may move.
     pub const CHANNEL: &str = "imagectl:channel";
