@@ -110,9 +110,8 @@ impl Bakery<'_> {
         );
         image_tags.insert(tags::SBOM.to_string(), sbom.sha256.clone());
         let name = format!("{IMAGE_NAME_PREFIX}{role}-{}", work.build_id);
-        let registered = self
-            .session
-            .ec2(home)
+        let ec2 = self.session.ec2(home);
+        let registered = ec2
             .register_image(&Registration {
                 name: &name,
                 description: &t.role.description,
@@ -126,14 +125,22 @@ impl Bakery<'_> {
             Ok(id) => id,
             Err(e) => {
                 // Nothing refers to the snapshot yet: it goes.
-                let _ = self
-                    .session
-                    .ec2(home)
-                    .delete_snapshot(&report.snapshot_id)
-                    .await;
+                let _ = ec2.delete_snapshot(&report.snapshot_id).await;
                 return Err(e.into());
             }
         };
+        // Tagged again by CreateTags: an EC2 that ignored the request's tag
+        // specifications (moto does) ends with them too, and the copies take
+        // the home image's tags. An image left untagged goes with its
+        // snapshot: nothing could find it to complete or prune it.
+        if let Err(e) = ec2
+            .create_tags(std::slice::from_ref(&id), &image_tags)
+            .await
+        {
+            let _ = ec2.deregister_image(&id).await;
+            let _ = ec2.delete_snapshot(&report.snapshot_id).await;
+            return Err(e.into());
+        }
         let log = work.path("upload.json");
         let text = serde_json::json!({
             "disk": disk.path,

@@ -138,8 +138,15 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), Error> {
             Wanted::Current(t) => {
                 let found = artifacts::find_existing(&ec2, std::slice::from_ref(t)).await?;
                 found.get(&args.role).cloned().ok_or_else(|| {
+                    // A `--method disk` build has the hash of the role with
+                    // that method, which only the role file makes current.
+                    let disk = if t.role.image.method.is_packer() {
+                        " (an image built with `--method disk` has another hash: set `[image] method = \"disk\"` in the role to make it current, or name it with --ami)"
+                    } else {
+                        ""
+                    };
                     publish::Error::Nothing(format!(
-                        "no image of `{}` has the current hash {}; build it first (`imagectl build {}`) or name one with --ami",
+                        "no image of `{}` has the current hash {}; build it first (`imagectl build {}`) or name one with --ami{disk}",
                         args.role,
                         t.hash.short(),
                         args.role
