@@ -13,8 +13,16 @@
 #           mmdebstrap of the same package set (both with the package cache
 #           warm); the rebuild of an unchanged hash; boot-to-checks time of
 #           `imagectl test` (needs root)
+#   disk    `imagectl build --target disk` of the same small role, against
+#           `--target local` (package cache warm); the upload of
+#           `build --method disk` to moto (MB/s from upload.json), against a
+#           plain sequential boto3 loop putting the same blocks; boot-to-
+#           checks time of `imagectl test --vm` (QEMU), against `imagectl
+#           test` (nspawn). Needs root and about 10 minutes: run only when
+#           asked for (`bench/run.sh disk`)
 #
-# Usage: bench/run.sh [hash|render|plan|noop]...   (default: all)
+# Usage: bench/run.sh [hash|render|plan|noop|local|disk]...
+#        (default: hash render plan noop local)
 # Needs what scripts/setup installs, and about 2 GiB in $TMPDIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -164,6 +172,82 @@ bench_local() {
   rebuild=$(best 3 "$bin" -C "$dir" -q build tiny --target local)
   boot=$("$bin" -C "$dir" -q test tiny --output json | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["boot_to_checks_secs"])')
   echo "local   build of tiny: $ours s, plain mmdebstrap of the same packages: $plain s, overhead ratio $(ratio "$ours" "$plain"); rebuild of the same hash: $rebuild s; boot to checks: $boot s"
+}
+
+bench_disk() {
+  local dir=$work/disk
+  cp -r "$repo/tests/fixtures/local" "$dir"
+  # Fills the package cache with everything both targets install (the disk
+  # adds a kernel, systemd-boot and a few more to the local target's set).
+  "$bin" -C "$dir" -q build tiny --target disk > /dev/null
+  local disk tar
+  tar=$(best 2 sh -c "rm -f '$dir'/images/local/*.tar && '$bin' -C '$dir' -q build tiny --target local")
+  disk=$(best 2 sh -c "rm -f '$dir'/images/local/*.raw && '$bin' -C '$dir' -q build tiny --target disk")
+  local raw
+  raw=$("$bin" -C "$dir" -q build tiny --target disk --output json | "$venv/bin/python" -c '
+import json, sys
+image = json.load(sys.stdin)["images"][0]
+assert not image["built"], "the timed disk builds left no disk"
+print(image["path"])')
+  ls "$dir"/images/local/tiny-*.tar > /dev/null || { echo "disk: the timed local builds left no tarball" >&2; exit 1; }
+
+  # The upload: the disk just built (same hash), to moto, then the same
+  # non-zero blocks put one at a time by boto3, reading the image included
+  # in both.
+  moto "$work/moto-disk.log"
+  "$venv/bin/python" "$repo/tests/fixtures/aws_setup.py"
+  "$bin" -C "$dir" -q build tiny --method disk > /dev/null
+  local log ours blocks theirs theirs_blocks
+  log=$(find "$dir/.imagectl/builds" -name upload.json -newer "$raw" | head -1)
+  [ -n "$log" ] || { echo "disk: build --method disk wrote no upload.json" >&2; exit 1; }
+  read -r ours blocks <<< "$("$venv/bin/python" -c '
+import json, sys
+u = json.load(open(sys.argv[1]))
+print("%.1f" % (u["bytes_written"] / 1e6 / u["secs"]), u["blocks_written"])' "$log")"
+  local boto3_out
+  boto3_out=$("$venv/bin/python" - "$raw" <<'PY'
+import base64, hashlib, os, sys, time
+import boto3
+BLOCK = 512 * 1024
+ZERO = bytes(BLOCK)
+ebs = boto3.client("ebs", region_name="eu-west-1")
+start = time.monotonic()
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = os.fstat(fd).st_size
+snap = ebs.start_snapshot(VolumeSize=-(-size // 2**30), Encrypted=True, Timeout=60,
+                          Description="bench: boto3 sequential")["SnapshotId"]
+digests, pos = [], 0
+while pos < size:
+    try:
+        data = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError:  # only a hole is left
+        break
+    pos, end = data // BLOCK * BLOCK, os.lseek(fd, data, os.SEEK_HOLE)
+    while pos < end:
+        data = os.pread(fd, BLOCK, pos).ljust(BLOCK, b"\0")
+        if data != ZERO:
+            digest = hashlib.sha256(data).digest()
+            ebs.put_snapshot_block(SnapshotId=snap, BlockIndex=pos // BLOCK, BlockData=data,
+                                   DataLength=BLOCK, Checksum=base64.b64encode(digest).decode(),
+                                   ChecksumAlgorithm="SHA256")
+            digests.append(digest)
+        pos += BLOCK
+ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=len(digests),
+                      Checksum=base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode(),
+                      ChecksumAlgorithm="SHA256", ChecksumAggregationMethod="LINEAR")
+secs = time.monotonic() - start
+print(f"{len(digests) * BLOCK / 1e6 / secs:.1f}", len(digests))
+PY
+)
+  read -r theirs theirs_blocks <<< "$boto3_out"
+  [ "$blocks" = "$theirs_blocks" ] || { echo "disk: imagectl wrote $blocks blocks, boto3 $theirs_blocks" >&2; exit 1; }
+
+  # Boot to checks: the disk in QEMU (TCG when KVM does not work), the
+  # tarball under systemd-nspawn; both images exist already.
+  local vm nspawn
+  vm=$("$bin" -C "$dir" -q test tiny --vm --timeout 900 --output json | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["boot_to_checks_secs"])')
+  nspawn=$("$bin" -C "$dir" -q test tiny --output json | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["boot_to_checks_secs"])')
+  echo "disk    build of tiny: $disk s, --target local: $tar s, ratio $(ratio "$disk" "$tar"); upload to moto: $ours MB/s ($blocks blocks), boto3 sequential: $theirs MB/s, ratio $(ratio "$ours" "$theirs"); test --vm boot to checks: $vm s, nspawn: $nspawn s, ratio $(ratio "$vm" "$nspawn")"
 }
 
 for b in "${@:-hash render plan noop local}"; do

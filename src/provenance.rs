@@ -288,8 +288,15 @@ pub fn verify_tarball(project: &Project, tar: &Path) -> Result<Verified, Error> 
             names(&claims)
         ));
     }
+    // A tarball or a disk image (`--target disk`): the build's name, with
+    // the extension the file has.
+    let extension = if file_name(tar).ends_with(".raw") {
+        "raw"
+    } else {
+        "tar"
+    };
     let expected_name = format!(
-        "{}-{}.tar",
+        "{}-{}.{extension}",
         claims.role,
         imagectl_core::hash::short(&claims.content_hash)
     );

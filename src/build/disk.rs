@@ -88,7 +88,7 @@ impl Bakery<'_> {
         let shown = AtomicU64::new(0);
         let report = super::interruptible(ebs.upload(&upload, &|done, total| {
             // Every tenth, and the last.
-            let tenth = if total == 0 { 10 } else { done * 10 / total };
+            let tenth = (done * 10).checked_div(total).unwrap_or(10);
             if shown.fetch_max(tenth, Ordering::Relaxed) < tenth {
                 tracing::info!("{role}: uploaded {done} of {total} blocks");
             }

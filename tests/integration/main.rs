@@ -3,6 +3,8 @@
 mod aws;
 mod bad_roles;
 mod cli;
+mod disk;
+mod disk_aws;
 mod docs;
 mod doctor;
 mod ebs;

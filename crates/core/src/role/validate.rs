@@ -174,6 +174,14 @@ impl Loader<'_> {
                     )
                     .help("remove it; the root file system is always the disk's second partition");
                 self.diags.push(d);
+            } else if key == "console" {
+                let d = self
+                    .diag(
+                        a,
+                        "`console=` is imagectl's: the serial console EC2 shows and `imagectl test --vm` reads (ttyS0)",
+                    )
+                    .help("remove it; with another console a failed boot could not be diagnosed");
+                self.diags.push(d);
             }
             out.push(a.v.clone());
         }
