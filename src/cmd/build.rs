@@ -29,7 +29,7 @@ pub fn run(config: &Config, args: &BuildArgs) -> Result<(), Error> {
     }
     if args.method.is_some() && args.target != BuildTarget::Aws {
         return Err(Error::Usage(
-            "`--method` is for `--target aws`; `--target disk` is always the disk".into(),
+            "`--method` is for `--target aws`: `--target disk` makes the disk image, `--target local` the tarball".into(),
         ));
     }
     let method = match (args.target, args.method) {

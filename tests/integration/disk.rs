@@ -557,7 +557,7 @@ fn method_is_refused_with_a_local_or_disk_target() {
         assert_eq!(r.status, 2, "--target {target}: {}", r.stderr);
         assert_eq!(
             r.stderr,
-            "error: `--method` is for `--target aws`; `--target disk` is always the disk\n",
+            "error: `--method` is for `--target aws`: `--target disk` makes the disk image, `--target local` the tarball\n",
             "--target {target}"
         );
         assert_eq!(r.stdout, "");
