@@ -156,7 +156,7 @@ impl Bakery<'_> {
         let vars: BTreeMap<&'static str, String> = BTreeMap::from([
             ("content_hash", t.hash.hash.to_string()),
             ("build_id", work.build_id.clone()),
-            ("commit", commit(&self.project.root)),
+            ("commit", provenance::commit(&self.project.root)),
             ("imagectl_version", env!("CARGO_PKG_VERSION").to_string()),
             ("stage_dir", work.path("stage").display().to_string()),
             (
@@ -253,7 +253,7 @@ impl Bakery<'_> {
             .step(t.name(), "signing the build's provenance");
         let made = provenance::Made {
             hash: &t.hash,
-            commit: commit(&self.project.root),
+            commit: provenance::commit(&self.project.root),
             packer,
             sbom_sha256: &sbom.sha256,
             build_id: &work.build_id,
@@ -377,29 +377,5 @@ async fn require_imdsv2_on_build_instance(ec2: aws::Ec2, build_id: String) {
             Err(e) => tracing::debug!("looking for the build instance: {e}"),
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-/// The checkout's commit, with `-dirty` when it has uncommitted changes.
-pub fn commit(root: &Path) -> String {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .current_dir(root)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "HEAD"]) {
-        Some(head) => {
-            let dirty = git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{head}-dirty")
-            } else {
-                head
-            }
-        }
-        None => "unknown".to_string(),
     }
 }

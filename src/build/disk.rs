@@ -13,10 +13,11 @@ use imagectl_core::names::{tags, IMAGE_NAME_PREFIX};
 use imagectl_core::record::SbomRef;
 use imagectl_core::target::Target;
 
-use super::bake::{commit, io, Bakery, Work};
+use super::bake::{io, Bakery, Work};
 use super::Error;
 use crate::aws::{Registration, Upload};
 use crate::local::{self, Format};
+use crate::provenance::commit;
 
 impl Bakery<'_> {
     /// Builds (or finds) the disk image of `t`, uploads it and registers

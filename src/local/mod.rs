@@ -254,7 +254,7 @@ pub fn build_as(
         progress.step(t.name(), "signing the build's provenance");
         let made = crate::provenance::Made {
             hash: &t.hash,
-            commit: crate::build::bake::commit(&project.root),
+            commit: crate::provenance::commit(&project.root),
             packer: None,
             sbom_sha256: &sbom.sha256,
             build_id: &file_name(&tar),
