@@ -537,8 +537,9 @@ pub enum PlanFormat {
 pub struct SbomArgs {
     /// The role.
     pub role: String,
-    /// Which image: the AMIs' (packages as the role declares them) or the
-    /// local target's root filesystem (every installed package).
+    /// Which image: the AMIs' (packages as the role declares them), or the
+    /// local tarball's or disk image's root filesystem (every installed
+    /// package).
     #[arg(long, value_enum, default_value_t = BuildTarget::Aws)]
     pub target: BuildTarget,
     /// The build of this content hash; a prefix will do (default: the

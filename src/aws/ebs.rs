@@ -53,6 +53,9 @@ pub struct Ebs {
 pub struct Upload<'a> {
     /// The raw disk image, a regular file; its holes are skipped unread.
     pub path: &'a Path,
+    /// The image's SHA-256 (hex), when the caller has it already (a build
+    /// records it): the image is then not hashed whole again.
+    pub sha256: Option<&'a str>,
     /// The volume size in GiB; `None`: the image's size rounded up to a GiB.
     pub volume_size_gib: Option<i64>,
     /// The snapshot's description.
@@ -197,13 +200,17 @@ impl Ebs {
             .len();
         let volume_size_gib = volume_size(path, upload.volume_size_gib, len)?;
         let file = Arc::new(file);
+        let known = upload.sha256.and_then(digest_of_hex);
         let scanned = {
             let file = Arc::clone(&file);
-            tokio::task::spawn_blocking(move || scan(&file)).await
+            tokio::task::spawn_blocking(move || scan(&file, known.is_none())).await
         };
-        let scan = scanned
+        let mut scan = scanned
             .map_err(|e| read_error(path, io::Error::other(e)))?
             .map_err(|source| read_error(path, source))?;
+        if let Some(sha256) = known {
+            scan.sha256 = sha256;
+        }
         if scan.size != len {
             return Err(UploadError::Changed {
                 path: path.to_path_buf(),
@@ -483,11 +490,11 @@ fn volume_size(path: &Path, requested: Option<i64>, size: u64) -> Result<i64, Up
     Ok(gib)
 }
 
-/// Reads the image once: its size, its SHA-256, and its blocks holding
-/// data. Holes are found with `SEEK_DATA` and hashed as the zeros they
-/// read as, without reading them; a block written with zeros only is read
-/// and left out.
-fn scan(file: &File) -> io::Result<Scan> {
+/// Reads the image once: its size, its SHA-256 (when `whole`; else
+/// zeros), and its blocks holding data. Holes are found with `SEEK_DATA`
+/// and hashed as the zeros they read as, without reading them; a block
+/// written with zeros only is read and left out.
+fn scan(file: &File, whole_hash: bool) -> io::Result<Scan> {
     let size = file.metadata()?.len();
     let total = size.div_ceil(BLOCK_SIZE);
     let mut whole = Sha256::new();
@@ -501,12 +508,16 @@ fn scan(file: &File) -> io::Result<Scan> {
         if data >= end {
             // A hole, up to the block the next data is in.
             let next = (data / BLOCK_SIZE).clamp(index + 1, total);
-            hash_zeros(&mut whole, (next * BLOCK_SIZE).min(size) - start);
+            if whole_hash {
+                hash_zeros(&mut whole, (next * BLOCK_SIZE).min(size) - start);
+            }
             index = next;
             continue;
         }
         read_block(file, index, size, &mut buf)?;
-        whole.update(&buf[..(end - start) as usize]);
+        if whole_hash {
+            whole.update(&buf[..(end - start) as usize]);
+        }
         if buf.iter().any(|&b| b != 0) {
             let index = i32::try_from(index).map_err(|_| io::ErrorKind::FileTooLarge)?;
             let sha256 = Sha256::digest(&buf).into();
@@ -516,9 +527,25 @@ fn scan(file: &File) -> io::Result<Scan> {
     }
     Ok(Scan {
         size,
-        sha256: whole.finalize().into(),
+        sha256: if whole_hash {
+            whole.finalize().into()
+        } else {
+            [0; 32]
+        },
         blocks,
     })
+}
+
+/// A SHA-256 written as 64 hex digits, as bytes.
+fn digest_of_hex(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Reads block `index` of an image of `size` bytes into `buf`, zeros
@@ -681,7 +708,7 @@ mod tests {
         f.write_all_at(&vec![0; b as usize], b).unwrap();
         f.write_all_at(b"data", 2 * b + 4096).unwrap();
         f.write_all_at(b"end", size - 3).unwrap();
-        let scan = scan(&File::open(&path).unwrap()).unwrap();
+        let scan = scan(&File::open(&path).unwrap(), true).unwrap();
         assert_eq!(scan.size, size);
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(scan.sha256[..], Sha256::digest(&bytes)[..]);
@@ -693,12 +720,32 @@ mod tests {
     }
 
     #[test]
+    fn a_known_sha256_is_taken_and_the_image_is_not_hashed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.raw");
+        let f = File::create(&path).unwrap();
+        f.set_len(3 * BLOCK_SIZE).unwrap();
+        f.write_all_at(b"data", BLOCK_SIZE).unwrap();
+        let hashed = scan(&File::open(&path).unwrap(), true).unwrap();
+        let skipped = scan(&File::open(&path).unwrap(), false).unwrap();
+        assert_eq!(skipped.sha256, [0; 32]);
+        assert_eq!(
+            skipped.blocks.iter().map(|b| b.index).collect::<Vec<_>>(),
+            hashed.blocks.iter().map(|b| b.index).collect::<Vec<_>>()
+        );
+        let hex = imagectl_core::digest::hex(&hashed.sha256);
+        assert_eq!(digest_of_hex(&hex), Some(hashed.sha256));
+        assert_eq!(digest_of_hex("abc"), None);
+        assert_eq!(digest_of_hex(&"zz".repeat(32)), None);
+    }
+
+    #[test]
     fn an_empty_or_all_hole_image_has_no_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk.raw");
         for len in [0, 3 * BLOCK_SIZE + 5] {
             File::create(&path).unwrap().set_len(len).unwrap();
-            let scan = scan(&File::open(&path).unwrap()).unwrap();
+            let scan = scan(&File::open(&path).unwrap(), true).unwrap();
             assert!(scan.blocks.is_empty());
             assert_eq!(scan.sha256[..], Sha256::digest(vec![0; len as usize])[..]);
         }
@@ -728,6 +775,7 @@ mod tests {
         let tags = BTreeMap::from([("imagectl:role".to_string(), "app".to_string())]);
         let upload = Upload {
             path: Path::new("disk.raw"),
+            sha256: None,
             volume_size_gib: None,
             description: "app",
             tags: &tags,

@@ -77,6 +77,7 @@ impl Bakery<'_> {
         );
         let upload = Upload {
             path: &disk.path,
+            sha256: Some(&disk.sha256),
             volume_size_gib: Some(i64::from(t.role.image.volume_size_gb)),
             description: &description,
             tags: &image_tags,

@@ -221,13 +221,14 @@ pub fn run(config: &Config, args: &DiffArgs) -> Result<(), Error> {
     // The role as it is now: its inputs and release archives, when one
     // side is its current hash. A role that does not resolve now can still
     // be compared from what its builds kept.
-    let current = match target::resolve_one(&project, &args.role) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            tracing::debug!("{}: {e}", args.role);
-            None
-        }
-    };
+    let current =
+        match target::resolve_one_as(&project, &args.role, super::sbom::method(args.target)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::debug!("{}: {e}", args.role);
+                None
+            }
+        };
     let a = inventory(config, &project, args, &args.from, current.as_ref())?;
     let b = inventory(config, &project, args, &args.to, current.as_ref())?;
     for (name, i) in [(&args.from, &a), (&args.to, &b)] {

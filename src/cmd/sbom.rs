@@ -7,6 +7,7 @@ use std::io::Write;
 
 use imagectl_core::project::Project;
 use imagectl_core::record::Kind;
+use imagectl_core::role::Method;
 use imagectl_core::sbom::{self, store};
 use imagectl_core::target::{self, Target};
 
@@ -27,6 +28,12 @@ pub(super) fn kind(t: BuildTarget) -> Kind {
         BuildTarget::Local | BuildTarget::Disk => Kind::Local,
         BuildTarget::Aws => Kind::Aws,
     }
+}
+
+/// The method a `--target` resolves the role with: a disk image has the
+/// hash of the role made by the disk method.
+pub(super) fn method(t: BuildTarget) -> Option<Method> {
+    (t == BuildTarget::Disk).then_some(Method::Disk)
 }
 
 /// A content hash prefix as typed: 4 to 64 lowercase hex digits.
@@ -144,9 +151,12 @@ pub fn run(config: &Config, args: &SbomArgs) -> Result<(), Error> {
     let project = config.project()?;
     let (current, prefix) = match &args.hash {
         // The role as it is now matters only when it names the build.
-        Some(h) => (target::resolve_one(&project, &args.role).ok(), h.clone()),
+        Some(h) => (
+            target::resolve_one_as(&project, &args.role, method(args.target)).ok(),
+            h.clone(),
+        ),
         None => {
-            let t = target::resolve_one(&project, &args.role)?;
+            let t = target::resolve_one_as(&project, &args.role, method(args.target))?;
             let hash = t.hash.hash.to_string();
             (Some(t), hash)
         }
@@ -160,6 +170,9 @@ pub fn run(config: &Config, args: &SbomArgs) -> Result<(), Error> {
     let bytes = match find(&project, &args.role, kind, &prefix, current.as_ref()) {
         Err(Error::Layer { usage: true, .. }) if args.hash.is_none() => {
             let how = match kind {
+                Kind::Local if args.target == BuildTarget::Disk => {
+                    format!("imagectl build {} --target disk", args.role)
+                }
                 Kind::Local => format!("imagectl build {} --target local", args.role),
                 Kind::Aws => format!("imagectl build {}", args.role),
             };

@@ -34,31 +34,29 @@ pub fn run(config: &Config, args: &TestArgs) -> Result<(), Error> {
     }
     let agent = super::agent(args.agent.as_deref())?;
     let display = Display::new(config.quiet);
+    let format = if args.vm {
+        local::Format::Disk
+    } else {
+        local::Format::Tar
+    };
+    let image = local::build_as(&project, &t, &agent, &display, format)?;
+    let boot = Boot {
+        role: &t.role,
+        image: &image,
+        params: &params,
+        env: &args.env,
+        timeout: Duration::from_secs(args.timeout),
+        keep: args.keep,
+    };
     let report = if args.vm {
-        let image = local::build_as(&project, &t, &agent, &display, local::Format::Disk)?;
         VmBoot {
-            role: &t.role,
-            image: &image,
-            params: &params,
-            env: &args.env,
+            boot,
             region: &project.settings.aws.region,
-            timeout: Duration::from_secs(args.timeout),
-            keep: args.keep,
         }
         .test(&display)
     } else {
-        let image = local::build(&project, &t, &agent, &display)?;
-        Boot {
-            role: &t.role,
-            image: &image,
-            params: &params,
-            env: &args.env,
-            timeout: Duration::from_secs(args.timeout),
-            keep: args.keep,
-        }
-        .test(&display)
-    };
-    let report = report?;
+        boot.test(&display)
+    }?;
     display.finish();
     print(config, &report);
     if report.passed {

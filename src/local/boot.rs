@@ -139,7 +139,7 @@ impl Boot<'_> {
     /// cannot run, runs the checks in a chroot.
     pub fn test(&self, progress: &dyn Progress) -> Result<TestReport, Error> {
         require_root()?;
-        let dir = tempfile_dir(&self.image.path)?;
+        let dir = scratch_dir(&self.image.path, "test")?;
         let root = dir.join("rootfs");
         std::fs::create_dir_all(&root).map_err(io_error("create", &root))?;
         let name = &self.role.name;
@@ -255,9 +255,10 @@ pub(super) fn test_unit(role: &Role) -> String {
     )
 }
 
-fn tempfile_dir(near: &Path) -> Result<PathBuf, Error> {
+/// A fresh `.KIND-PID` directory beside `near` (a test's scratch space).
+pub(super) fn scratch_dir(near: &Path, kind: &str) -> Result<PathBuf, Error> {
     let parent = near.parent().unwrap_or(Path::new("."));
-    let dir = parent.join(format!(".test-{}", std::process::id()));
+    let dir = parent.join(format!(".{kind}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
     Ok(dir)

@@ -43,19 +43,11 @@ fn epoch(t: &Target) -> i64 {
 pub fn extend(plan: Plan, t: &Target, work: &Path) -> Result<Plan, Error> {
     let ids = Ids::of(t.hash.hash.as_str());
     let files = work.join("disk-files");
-    let when = UNIX_EPOCH + Duration::from_secs(epoch(t).max(0) as u64);
     for (rel, text) in [
         ("etc/fstab", disk::fstab(&ids)),
         (disk::NETWORK_PATH, disk::NETWORK.to_string()),
     ] {
-        let path = files.join(rel);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
-        }
-        let mut f = File::create(&path).map_err(io_error("write", &path))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.set_times(FileTimes::new().set_modified(when).set_accessed(when)))
-            .map_err(io_error("write", &path))?;
+        write_dated(&files.join(rel), &text, epoch(t))?;
     }
     let q = files.display();
     Ok(plan.with(
@@ -217,20 +209,13 @@ fn make_esp(
         "make the EFI system partition",
     )?;
     let text = work.join("esp-files");
-    std::fs::create_dir_all(&text).map_err(io_error("create", &text))?;
-    let when = UNIX_EPOCH + Duration::from_secs(epoch.max(0) as u64);
-    let write = |name: &str, body: String| -> Result<PathBuf, Error> {
-        let p = text.join(name);
-        let mut f = File::create(&p).map_err(io_error("write", &p))?;
-        f.write_all(body.as_bytes())
-            .and_then(|()| f.set_times(FileTimes::new().set_modified(when).set_accessed(when)))
-            .map_err(io_error("write", &p))?;
-        Ok(p)
-    };
-    let loader = write("loader.conf", disk::LOADER_CONF.to_string())?;
-    let entry = write(
-        "imagectl.conf",
-        disk::entry(t.name(), kernel, ids, &t.role.image.kernel_cmdline),
+    let loader = text.join("loader.conf");
+    write_dated(&loader, disk::LOADER_CONF, epoch)?;
+    let entry = text.join("imagectl.conf");
+    write_dated(
+        &entry,
+        &disk::entry(t.name(), kernel, ids, &t.role.image.kernel_cmdline),
+        epoch,
     )?;
     let mtools = |args: &[&str]| {
         let mut c = Command::new(args[0]);
@@ -285,6 +270,20 @@ fn make_esp(
             "fill the EFI system partition",
         )?;
     }
+    Ok(())
+}
+
+/// Writes `text` to `path` (making its directory) with `epoch` as its
+/// modification and access times: what is copied into the image keeps them.
+fn write_dated(path: &Path, text: &str, epoch: i64) -> Result<(), Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+    }
+    let when = UNIX_EPOCH + Duration::from_secs(epoch.max(0) as u64);
+    let mut f = File::create(path).map_err(io_error("write", path))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.set_times(FileTimes::new().set_modified(when).set_accessed(when)))
+        .map_err(io_error("write", path))?;
     Ok(())
 }
 

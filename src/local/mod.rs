@@ -206,7 +206,9 @@ pub fn build_as(
     };
     if tar.is_file() {
         let dir = project.root.join(LOCAL_DIR);
-        let sha256 = match recorded_sum(&dir, &tar) {
+        // Named by SHA256SUMS when it is there: a 16 GiB disk image is not
+        // read again.
+        let sha256 = match read_sums(&dir).remove(&file_name(&tar)) {
             Some(sum) => sum,
             None => file_sha256(&tar).map_err(io_error("read", &tar))?,
         };
@@ -291,37 +293,24 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The SHA-256 `SHA256SUMS` holds for `file`, so that a 16 GiB disk image
-/// in place is not read again to be named.
-fn recorded_sum(dir: &Path, file: &Path) -> Option<String> {
-    let name = file_name(file);
+/// `SHA256SUMS` of `dir`: SHA-256 by file name.
+fn read_sums(dir: &Path) -> BTreeMap<String, String> {
     std::fs::read_to_string(dir.join("SHA256SUMS"))
-        .ok()?
-        .lines()
-        .find_map(|l| {
-            l.split_once("  ")
-                .filter(|(_, n)| *n == name)
-                .map(|(h, _)| h.to_string())
-        })
-}
-
-/// Adds or replaces the tarball's line in `SHA256SUMS` (the format
-/// `sha256sum -c` reads).
-fn write_sums(dir: &Path, tar: &Path, sha256: &str) -> Result<(), Error> {
-    let sums = dir.join("SHA256SUMS");
-    let name = tar
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut lines: BTreeMap<String, String> = std::fs::read_to_string(&sums)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
             l.split_once("  ")
                 .map(|(h, n)| (n.to_string(), h.to_string()))
         })
-        .collect();
-    lines.insert(name, sha256.to_string());
+        .collect()
+}
+
+/// Adds or replaces the image's line in `SHA256SUMS` (the format
+/// `sha256sum -c` reads).
+fn write_sums(dir: &Path, image: &Path, sha256: &str) -> Result<(), Error> {
+    let sums = dir.join("SHA256SUMS");
+    let mut lines = read_sums(dir);
+    lines.insert(file_name(image), sha256.to_string());
     let text: String = lines.iter().map(|(n, h)| format!("{h}  {n}\n")).collect();
     fsutil::write_atomic(&sums, text.as_bytes()).map_err(io_error("write", &sums))?;
     Ok(())

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use imagectl_core::disk;
 use imagectl_core::fsutil::io_error;
-use imagectl_core::role::Role;
 
-use super::boot::{collect_results, test_script, test_unit, Console, TestReport};
-use super::{imds, need, require_root, Error, LocalImage};
+use super::boot::{
+    collect_results, scratch_dir, test_script, test_unit, Boot, Console, TestReport,
+};
+use super::{imds, need, require_root, Error};
 use crate::progress::Progress;
 
 /// The firmware QEMU boots (Debian's `ovmf`), and the variable store each
@@ -52,22 +53,13 @@ fn vm_end() -> String {
     )
 }
 
-/// What `imagectl test --vm` boots.
+/// What `imagectl test --vm` boots: what `imagectl test` boots (the disk
+/// image as its image), and the region its identity names.
 pub struct VmBoot<'a> {
-    /// The role.
-    pub role: &'a Role,
-    /// Its disk image.
-    pub image: &'a LocalImage,
-    /// Parameters, shaped like the SSM tree below the role's path.
-    pub params: &'a Path,
-    /// The environment.
-    pub env: &'a str,
+    /// The role, its disk image, parameters, environment and limits.
+    pub boot: Boot<'a>,
     /// The home region, for the identity document.
     pub region: &'a str,
-    /// The time limit of the whole boot.
-    pub timeout: Duration,
-    /// Keep the booted copy of the disk.
-    pub keep: bool,
 }
 
 impl VmBoot<'_> {
@@ -76,11 +68,11 @@ impl VmBoot<'_> {
         require_root()?;
         need("qemu-system-x86_64", "qemu-system-x86")?;
         need("debugfs", "e2fsprogs")?;
-        if self.role.image.arch != imagectl_core::arch::Arch::X86_64 {
+        if self.boot.role.image.arch != imagectl_core::arch::Arch::X86_64 {
             return Err(Error::Vm(format!(
                 "`test --vm` boots x86_64 images; role `{}` is {}",
-                self.role.name,
-                self.role.image.arch.as_str()
+                self.boot.role.name,
+                self.boot.role.image.arch.as_str()
             )));
         }
         for f in [OVMF_CODE, OVMF_VARS] {
@@ -91,14 +83,11 @@ impl VmBoot<'_> {
                 });
             }
         }
-        let parent = self.image.path.parent().unwrap_or(Path::new("."));
-        let dir = parent.join(format!(".vm-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
+        let dir = scratch_dir(&self.boot.image.path, "vm")?;
         let result = self.run(&dir, progress);
-        if self.keep {
+        if self.boot.keep {
             progress.step(
-                &self.role.name,
+                &self.boot.role.name,
                 &format!("kept the booted disk and console log in {}", dir.display()),
             );
         } else {
@@ -108,30 +97,33 @@ impl VmBoot<'_> {
     }
 
     fn run(&self, dir: &Path, progress: &dyn Progress) -> Result<TestReport, Error> {
-        let role = &self.role.name;
+        let role = &self.boot.role.name;
         progress.step(role, "copying the disk image (sparse) to boot it");
         let booted = dir.join("disk.raw");
         let status = Command::new("cp")
             .args(["--sparse=always", "--reflink=auto"])
-            .arg(&self.image.path)
+            .arg(&self.boot.image.path)
             .arg(&booted)
             .status()
             .map_err(io_error("run", Path::new("cp")))?;
         if !status.success() {
             return Err(Error::Vm(format!(
                 "copying {} failed: {status}",
-                self.image.path.display()
+                self.boot.image.path.display()
             )));
         }
-        let sidecars = if self.role.test.sidecars.is_empty() {
+        let sidecars = if self.boot.role.test.sidecars.is_empty() {
             None
         } else {
             progress.step(
                 role,
-                &format!("starting sidecars: {}", self.role.test.sidecars.join("; ")),
+                &format!(
+                    "starting sidecars: {}",
+                    self.boot.role.test.sidecars.join("; ")
+                ),
             );
             Some(crate::sidecar::Sidecars::start(
-                &self.role.test.sidecars,
+                &self.boot.role.test.sidecars,
                 dir,
             )?)
         };
@@ -155,7 +147,7 @@ impl VmBoot<'_> {
             imds: &imds_dir,
             vars: &dir.join("vars.fd"),
             netns: netns.as_deref(),
-            deadline: start + self.timeout,
+            deadline: start + self.boot.timeout,
             role,
             progress,
         })?;
@@ -172,9 +164,9 @@ impl VmBoot<'_> {
             .status()
             .is_ok_and(|s| s.success())
             && out.join("results.tsv").is_file();
-        let mut report = collect_results(&out, self.role, true, elapsed);
+        let mut report = collect_results(&out, self.boot.role, true, elapsed);
         if !unpacked || !report.passed {
-            let kept = self.image.path.with_extension("console.log");
+            let kept = self.boot.image.path.with_extension("console.log");
             let _ = std::fs::copy(&console, &kept);
             report.console = Some(Console {
                 stopped: outcome.stopped,
@@ -197,11 +189,11 @@ impl VmBoot<'_> {
         let mut files: Vec<(String, String)> = vec![
             (
                 "/usr/local/lib/imagectl-test/run.sh".into(),
-                test_script(self.role, &vm_end()),
+                test_script(self.boot.role, &vm_end()),
             ),
             (
                 "/etc/systemd/system/imagectl-test.service".into(),
-                test_unit(self.role),
+                test_unit(self.boot.role),
             ),
         ];
         let mut links = vec![(
@@ -269,11 +261,12 @@ impl VmBoot<'_> {
     fn serve_metadata(&self, dir: &Path) -> Result<PathBuf, Error> {
         let d = dir.join("imds");
         std::fs::create_dir_all(&d).map_err(io_error("create", &d))?;
-        let text = std::fs::read_to_string(self.params).map_err(io_error("read", self.params))?;
+        let text = std::fs::read_to_string(self.boot.params)
+            .map_err(io_error("read", self.boot.params))?;
         let params: toml::Table = toml::from_str(&text)
-            .map_err(|e| Error::Vm(format!("{}: {}", self.params.display(), e.message())))?;
+            .map_err(|e| Error::Vm(format!("{}: {}", self.boot.params.display(), e.message())))?;
         let mut user_data = toml::Table::new();
-        user_data.insert("env".into(), toml::Value::String(self.env.to_string()));
+        user_data.insert("env".into(), toml::Value::String(self.boot.env.to_string()));
         user_data.insert("parameters".into(), toml::Value::Table(params));
         let user_data = toml::to_string(&user_data).map_err(|e| Error::Vm(e.to_string()))?;
         let identity = serde_json::json!({
@@ -290,7 +283,10 @@ impl VmBoot<'_> {
             (imds::TOKEN, token),
             (imds::USER_DATA, user_data),
             (imds::IDENTITY, identity.to_string()),
-            (imds::NAME_TAG, format!("imagectl-test-{}", self.role.name)),
+            (
+                imds::NAME_TAG,
+                format!("imagectl-test-{}", self.boot.role.name),
+            ),
         ] {
             let p = d.join(name);
             std::fs::write(&p, body).map_err(io_error("write", &p))?;
@@ -467,7 +463,7 @@ fn watch(
     child: &mut Child,
     stderr: &Mutex<Vec<String>>,
 ) -> Result<Run, Error> {
-    let mut shown = 0usize;
+    let mut read = 0usize;
     loop {
         std::thread::sleep(Duration::from_millis(250));
         let err = stderr.lock().map(|v| v.join("\n")).unwrap_or_default();
@@ -480,17 +476,22 @@ fn watch(
             return Ok(Run::KvmFailed(first));
         }
         let console = std::fs::read(q.console).unwrap_or_default();
-        let text = String::from_utf8_lossy(&console);
-        // Progress: the systemd targets as the guest reaches them.
-        for line in text.lines().skip(shown) {
+        // The lines completed since the last look, each read once: the
+        // systemd targets as the guest reaches them, and what stops a boot.
+        let end = console
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let fresh = String::from_utf8_lossy(console.get(read..end).unwrap_or_default());
+        read = end.max(read);
+        for line in fresh.lines() {
             if let Some(i) = line.find("Reached target ") {
                 let what = strip_ansi(&line[i + "Reached target ".len()..]);
                 q.progress
                     .step(q.role, &format!("guest: reached {}", what.trim()));
             }
         }
-        shown = text.lines().count().saturating_sub(1);
-        if let Some(f) = FATAL.iter().find(|f| text.contains(**f)) {
+        if let Some(f) = FATAL.iter().find(|f| fresh.contains(**f)) {
             // A moment for the rest of the message to reach the log.
             std::thread::sleep(Duration::from_secs(2));
             return Ok(Run::Ended(Outcome {

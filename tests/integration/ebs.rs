@@ -72,6 +72,7 @@ fn a_sparse_image_uploads_only_its_data_blocks_and_registers_as_an_image() {
     let progress = |written, total| calls.lock().unwrap().push((written, total));
     let upload = Upload {
         path: &path,
+        sha256: None,
         volume_size_gib: None,
         description: "worker disk",
         tags: &tags,
@@ -200,6 +201,7 @@ fn an_upload_that_fails_after_starting_deletes_its_snapshot() {
     };
     let upload = Upload {
         path: &path,
+        sha256: None,
         volume_size_gib: Some(2),
         description: "changing disk",
         tags: &tags,
@@ -242,6 +244,7 @@ fn a_volume_too_small_for_the_image_is_refused_before_anything_starts() {
     let tags = BTreeMap::new();
     let upload = Upload {
         path: &path,
+        sha256: None,
         volume_size_gib: Some(1),
         description: "too big",
         tags: &tags,

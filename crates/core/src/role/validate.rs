@@ -166,21 +166,8 @@ impl Loader<'_> {
                         "write each argument as its own string, e.g. [\"quiet\", \"loglevel=3\"]",
                     );
                 self.diags.push(d);
-            } else if key == "root" {
-                let d = self
-                    .diag(
-                        a,
-                        "`root=` is imagectl's: the disk's root partition, by its UUID",
-                    )
-                    .help("remove it; the root file system is always the disk's second partition");
-                self.diags.push(d);
-            } else if key == "console" {
-                let d = self
-                    .diag(
-                        a,
-                        "`console=` is imagectl's: the serial console EC2 shows and `imagectl test --vm` reads (ttyS0)",
-                    )
-                    .help("remove it; with another console a failed boot could not be diagnosed");
+            } else if let Some((why, help)) = imagectl_argument(key) {
+                let d = self.diag(a, why).help(help);
                 self.diags.push(d);
             }
             out.push(a.v.clone());
@@ -347,6 +334,22 @@ fn instance_arch(instance_type: &str) -> Arch {
         Arch::Arm64
     } else {
         Arch::X86_64
+    }
+}
+
+/// Why a role may not set kernel argument `key`, and what to do: the
+/// arguments imagectl sets itself.
+fn imagectl_argument(key: &str) -> Option<(&'static str, &'static str)> {
+    match key {
+        "root" => Some((
+            "`root=` is imagectl's: the disk's root partition, by its UUID",
+            "remove it; the root file system is always the disk's second partition",
+        )),
+        "console" => Some((
+            "`console=` is imagectl's: the serial console EC2 shows and `imagectl test --vm` reads (ttyS0)",
+            "remove it; with another console a failed boot could not be diagnosed",
+        )),
+        _ => None,
     }
 }
 
