@@ -10,6 +10,7 @@ use imagectl_core::hash::{self, Hash};
 use imagectl_core::names::{channel_parameter, inputs_parameter, tags};
 use imagectl_core::project::Project;
 use imagectl_core::record;
+use imagectl_core::role::Method;
 use imagectl_core::target::Target;
 use serde::Serialize;
 
@@ -44,6 +45,9 @@ pub struct Row {
     pub role: String,
     /// Its content hash.
     pub hash: Hash,
+    /// How its image is made (`packer` or `disk`): CI's build job installs
+    /// the disk target's tools and runs as root for `disk`.
+    pub method: Method,
     /// Whether it needs building.
     pub status: Status,
     /// Why it needs building.
@@ -70,6 +74,7 @@ pub fn offline(project: &Project, targets: &[Target]) -> Result<Vec<Row>, record
             Row {
                 role: t.name().to_string(),
                 hash: t.hash.hash.clone(),
+                method: t.role.image.method,
                 status: if found.is_some() {
                     Status::UpToDate
                 } else {
@@ -143,6 +148,7 @@ pub async fn online(
             Some(image) => Row {
                 role: t.name().to_string(),
                 hash: t.hash.hash.clone(),
+                method: t.role.image.method,
                 status: Status::UpToDate,
                 reasons: vec![],
                 notes: history.notes(project, t, image, &images),
@@ -152,6 +158,7 @@ pub async fn online(
             None => Row {
                 role: t.name().to_string(),
                 hash: t.hash.hash.clone(),
+                method: t.role.image.method,
                 status: Status::Build,
                 reasons: history.reasons(project, t),
                 notes: vec![],

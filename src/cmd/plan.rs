@@ -38,7 +38,7 @@ fn print(config: &Config, args: &PlanArgs, rows: &[Row]) {
             let include: Vec<_> = rows
                 .iter()
                 .filter(|r| r.status == Status::Build)
-                .map(|r| json!({"role": r.role}))
+                .map(|r| json!({"role": r.role, "method": r.method}))
                 .collect();
             println!("{}", json!({ "include": include }));
         }

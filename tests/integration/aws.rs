@@ -593,13 +593,13 @@ fn plan_lists_exactly_the_roles_to_build_with_reasons() {
     assert_eq!(
         v,
         serde_json::json!({"roles": [{
-            "role": "app", "hash": hash, "status": "build",
+            "role": "app", "hash": hash, "method": "packer", "status": "build",
             "reasons": ["no image of this role yet"], "amis": {},
         }]})
     );
     assert_eq!(
         t.ok_with(&["plan", "--format", "github-matrix"]),
-        "{\"include\":[{\"role\":\"app\"}]}\n"
+        "{\"include\":[{\"method\":\"packer\",\"role\":\"app\"}]}\n"
     );
     assert_eq!(t.run_with(&["plan", "--detailed-exitcode"]).status, 2);
 

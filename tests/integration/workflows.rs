@@ -121,6 +121,12 @@ fn workflows_call_the_pipeline_commands() {
         "matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}",
         "group: images-build-${{ matrix.role }}",
         "target/release/imagectl build \"$ROLE\" --publish dev",
+        // A disk-method role is built on the runner, as root, with the
+        // disk target's tools and without Packer.
+        "if: matrix.method == 'disk'",
+        "if: matrix.method != 'disk'",
+        "sudo --preserve-env target/release/imagectl build \"$ROLE\" --publish dev",
+        "mmdebstrap debian-archive-keyring fdisk dosfstools mtools e2fsprogs",
         // Each role's image to be against dev's, in the plan's summary.
         "target/release/imagectl -q diff \"$role\" dev \"$hash\"",
         "id-token: write",
