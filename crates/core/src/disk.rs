@@ -58,7 +58,9 @@ pub fn systemd_boot(arch: Arch) -> &'static str {
 
 /// The packages a disk image adds to the role's: a kernel for EC2 (Debian's
 /// cloud kernel: ENA, NVMe, virtio), its initramfs, udev (devices by
-/// partition UUID), the boot loader, and name resolution over DHCP.
+/// partition UUID), the boot loader, name resolution over DHCP, and the CA
+/// certificates the agent needs to reach SSM over TLS (Debian's cloud
+/// images, Packer's base, have them; a bootstrap does not).
 pub fn packages(arch: Arch) -> Vec<&'static str> {
     let kernel = match arch {
         Arch::X86_64 => "linux-image-cloud-amd64",
@@ -70,6 +72,7 @@ pub fn packages(arch: Arch) -> Vec<&'static str> {
         "udev",
         "systemd-boot-efi",
         "systemd-resolved",
+        "ca-certificates",
     ]
 }
 
