@@ -112,9 +112,11 @@ impl VmBoot<'_> {
                 self.boot.image.path.display()
             )));
         }
-        let sidecars = if self.boot.role.test.sidecars.is_empty() {
-            None
-        } else {
+        // QEMU runs in a network namespace of its own with loopback up
+        // (user-mode networking hands each metadata connection to
+        // `imds-serve` over a loopback socket pair), shared with the
+        // role's sidecars if it has any: nothing else reaches the guest.
+        if !self.boot.role.test.sidecars.is_empty() {
             progress.step(
                 role,
                 &format!(
@@ -122,14 +124,12 @@ impl VmBoot<'_> {
                     self.boot.role.test.sidecars.join("; ")
                 ),
             );
-            Some(crate::sidecar::Sidecars::start(
-                &self.boot.role.test.sidecars,
-                dir,
-            )?)
-        };
-        let ports = match &sidecars {
-            Some(s) => listening_ports(&s.netns_path()),
-            None => Vec::new(),
+        }
+        let sidecars = crate::sidecar::Sidecars::start(&self.boot.role.test.sidecars, dir)?;
+        let ports = if self.boot.role.test.sidecars.is_empty() {
+            Vec::new()
+        } else {
+            listening_ports(&sidecars.netns_path())
         };
         self.add_harness(dir, &booted, &ports)?;
         let imds_dir = self.serve_metadata(dir)?;
@@ -139,14 +139,14 @@ impl VmBoot<'_> {
             .map_err(io_error("create", &results))?;
         let console = dir.join("console.log");
         let start = Instant::now();
-        let netns = sidecars.as_ref().map(|s| s.netns_path());
+        let netns = sidecars.netns_path();
         let outcome = boot(&Qemu {
             disk: &booted,
             results: &results,
             console: &console,
             imds: &imds_dir,
             vars: &dir.join("vars.fd"),
-            netns: netns.as_deref(),
+            netns: &netns,
             deadline: start + self.boot.timeout,
             role,
             progress,
@@ -310,7 +310,8 @@ struct Qemu<'a> {
     console: &'a Path,
     imds: &'a Path,
     vars: &'a Path,
-    netns: Option<&'a Path>,
+    /// The network namespace QEMU runs in.
+    netns: &'a Path,
     deadline: Instant,
     role: &'a str,
     progress: &'a dyn Progress,
@@ -376,20 +377,9 @@ fn run_qemu(q: &Qemu<'_>, kvm: bool) -> Result<Run, Error> {
         exe.display(),
         q.imds.display()
     );
-    // No network but the guest's own: QEMU runs in the sidecars' network
-    // namespace, or in a new one with nothing in it.
-    let mut cmd = match q.netns {
-        Some(ns) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", ns.display())).arg("--");
-            c
-        }
-        None => {
-            let mut c = Command::new("unshare");
-            c.arg("--net").arg("--");
-            c
-        }
-    };
+    // No network but the guest's own.
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", q.netns.display())).arg("--");
     cmd.arg("qemu-system-x86_64")
         .args([
             "-machine",
@@ -464,6 +454,7 @@ fn watch(
     stderr: &Mutex<Vec<String>>,
 ) -> Result<Run, Error> {
     let mut read = 0usize;
+    let mut targets = Vec::new();
     loop {
         std::thread::sleep(Duration::from_millis(250));
         let err = stderr.lock().map(|v| v.join("\n")).unwrap_or_default();
@@ -485,10 +476,8 @@ fn watch(
         let fresh = String::from_utf8_lossy(console.get(read..end).unwrap_or_default());
         read = end.max(read);
         for line in fresh.lines() {
-            if let Some(i) = line.find("Reached target ") {
-                let what = strip_ansi(&line[i + "Reached target ".len()..]);
-                q.progress
-                    .step(q.role, &format!("guest: reached {}", what.trim()));
+            if let Some(what) = reached(line, &mut targets) {
+                q.progress.step(q.role, &format!("guest: reached {what}"));
             }
         }
         if let Some(f) = FATAL.iter().find(|f| fresh.contains(**f)) {
@@ -577,6 +566,29 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// The target a console line says the guest reached, unless it was said
+/// already. Early in boot systemd says it twice: in the kernel's log
+/// (`systemd[1]: Reached target NAME - DESCRIPTION.`, in full) and in its
+/// status line (`[  OK  ] Reached target ...`, shortened with `…` to the
+/// console's width); `seen` holds the full ones, which the shortened line
+/// then matches.
+fn reached(line: &str, seen: &mut Vec<String>) -> Option<String> {
+    let line = strip_ansi(line);
+    let i = line.find("Reached target ")?;
+    let what = line[i + "Reached target ".len()..].trim().to_string();
+    let said = seen.iter().any(|full| match what.split_once('…') {
+        Some((head, tail)) => full.starts_with(head) && full.ends_with(tail),
+        None => *full == what,
+    });
+    if said {
+        return None;
+    }
+    if line[..i].contains("systemd[1]: ") {
+        seen.push(what.clone());
+    }
+    Some(what)
+}
+
 /// The last `n` lines of the console log, readable.
 fn console_tail(path: &Path, n: usize) -> String {
     let bytes = std::fs::read(path).unwrap_or_default();
@@ -593,6 +605,28 @@ mod tests {
     fn listening_ports_from_proc_net_tcp() {
         let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:18EB 00000000:0000 0A 00000000:00000000 00:00000000 00000000 65534 0 1 1 0 100 0 0 10 0\n   1: 0100007F:18EB 0100007F:9C40 01 00000000:00000000 00:00000000 00000000 65534 0 1 1 0 100 0 0 10 0\n";
         assert_eq!(parse_listening(t), vec![6379]);
+    }
+
+    #[test]
+    fn a_target_is_announced_once_though_the_console_says_it_twice() {
+        let mut seen = Vec::new();
+        let lines = [
+            "[   20.136834] systemd[1]: Reached target network-pre.target - Preparation for Network.",
+            "[\u{1b}[0;32m  OK  \u{1b}[0m] Reached target \u{1b}[0;1;39mnetwork-pre…get\u{1b}[0m - Preparation for Network.",
+            "[   20.2] systemd[1]: Reached target integritysetup.target - Local Integrity Protected Volumes.",
+            "[  OK  ] Reached target integrityse…Local Integrity Protected Volumes.",
+            "[  OK  ] Reached target network-online.target - Network is Online.",
+            "[  OK  ] Stopped target network-online.target - Network is Online.",
+        ];
+        let said: Vec<String> = lines.iter().filter_map(|l| reached(l, &mut seen)).collect();
+        assert_eq!(
+            said,
+            [
+                "network-pre.target - Preparation for Network.",
+                "integritysetup.target - Local Integrity Protected Volumes.",
+                "network-online.target - Network is Online.",
+            ]
+        );
     }
 
     #[test]

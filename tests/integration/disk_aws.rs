@@ -3,9 +3,12 @@
 //! registered as the AMI, with no Packer. The snapshot's blocks are read
 //! back with boto3's `ebs` client and compared with the disk's bytes; the
 //! tags, the copy, the channel and the launch template are read back with
-//! boto3 too. Needs root (the disk is built with mmdebstrap).
+//! boto3 too. The same disk boots in QEMU (`test --vm`) with no sidecars.
+//! Needs root (the disk is built with mmdebstrap) and QEMU.
 
 use serde_json::Value;
+
+use std::path::Path;
 
 use crate::moto::Moto;
 use crate::support::{repo_root, Test};
@@ -62,63 +65,29 @@ fn a_disk_build_registers_the_disk_as_the_ami_and_a_rebuild_reuses_it() {
     assert_eq!(disk["hash"], hash.as_str());
     let name = format!("images/local/tiny-{}.raw", &hash[..12]);
     assert!(disk["path"].as_str().unwrap().ends_with(&name), "{d}");
-    let raw = t.path(&name).display().to_string();
+    let raw = t.path(&name);
     let sha = disk["sha256"].as_str().unwrap().to_string();
+    // And it boots: a role with no sidecars gets a network namespace of its
+    // own for QEMU, where the guest reaches the metadata service, and the
+    // agent configures and starts the role's unit.
+    let r = t.run_with(&["test", "tiny", "--vm", "--output", "json"]);
+    assert_eq!(r.status, 0, "{}\n{}", r.stdout, r.stderr);
+    let vm: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(vm["passed"], true, "{vm}");
+    assert_eq!(vm["agent_report"]["status"], "ok", "{vm}");
+    assert_eq!(
+        vm["agent_report"]["instance"], "i-0123456789abcdef0",
+        "the identity served at 169.254.169.254: {vm}"
+    );
+    assert_eq!(
+        vm["agent_report"]["started"],
+        serde_json::json!(["tiny.service"]),
+        "{vm}"
+    );
 
     // Read back with boto3: the snapshot's blocks are the disk's non-zero
     // blocks, byte for byte; the image and its copy carry the tags.
-    let back = moto.boto3(&format!(
-        r#"
-import os
-ec2 = boto3.client("ec2", region_name="eu-west-1")
-image = ec2.describe_images(ImageIds=["{home}"])["Images"][0]
-tags = {{t["Key"]: t["Value"] for t in image.get("Tags", [])}}
-snaps = ec2.describe_snapshots(OwnerIds=["self"], Filters=[
-    {{"Name": "tag:imagectl:build", "Values": [tags["imagectl:build"]]}}])["Snapshots"]
-# moto's RegisterImage makes a snapshot of its own and drops the mapping:
-# the uploaded one is found by the build's tag.
-uploaded = [s for s in snaps if s.get("Description", "").startswith("imagectl tiny")]
-snap = uploaded[0]
-ebs = boto3.client("ebs", region_name="eu-west-1")
-listed, token = [], None
-while True:
-    kw = {{"SnapshotId": snap["SnapshotId"], "MaxResults": 1000}}
-    if token:
-        kw["NextToken"] = token
-    page = ebs.list_snapshot_blocks(**kw)
-    listed += page["Blocks"]
-    token = page.get("NextToken")
-    if not token:
-        break
-size = 512 * 1024
-fd = os.open("{raw}", os.O_RDONLY)
-end = os.fstat(fd).st_size
-nonzero, off = [], 0
-while off < end:
-    try:
-        off = os.lseek(fd, off, os.SEEK_DATA)
-    except OSError:
-        break
-    hole = os.lseek(fd, off, os.SEEK_HOLE)
-    i = off // size
-    while i * size < hole:
-        data = os.pread(fd, size, i * size)
-        if data.strip(b"\0"):
-            nonzero.append(i)
-        i += 1
-    off = i * size
-mismatched = []
-for b in listed:
-    got = ebs.get_snapshot_block(SnapshotId=snap["SnapshotId"], BlockIndex=b["BlockIndex"], BlockToken=b["BlockToken"])["BlockData"].read()
-    if got != os.pread(fd, size, b["BlockIndex"] * size):
-        mismatched.append(b["BlockIndex"])
-copy = boto3.client("ec2", region_name="eu-central-1").describe_images(ImageIds=["{copy}"])["Images"][0]
-ssm = boto3.client("ssm", region_name="eu-west-1")
-print(json.dumps({{"tags": tags, "snapshot_tags": {{t["Key"]: t["Value"] for t in snap.get("Tags", [])}},
-    "volume_size": snap["VolumeSize"], "listed": sorted(b["BlockIndex"] for b in listed), "nonzero": nonzero,
-    "mismatched": mismatched, "copy_tags": {{t["Key"]: t["Value"] for t in copy.get("Tags", [])}}}}))
-"#
-    ));
+    let back = read_back(&moto, "tiny", &home, "eu-central-1", &copy, &raw);
     let tags = &back["tags"];
     assert_eq!(tags["imagectl:role"], "tiny", "{back}");
     assert_eq!(tags["imagectl:content-hash"], hash.as_str());
@@ -181,4 +150,73 @@ print(json.dumps({"channel": ssm.get_parameter(Name="/imagectl/tiny/dev")["Param
         images.contains(&format!("registered from disk image sha256 {sha}")),
         "{images}"
     );
+}
+
+/// What boto3 reads back of the AMI `home` that `build ROLE --method disk`
+/// registered from the disk image `raw`, and of its copy `copy` in
+/// `copy_region`: the image's and the uploaded snapshot's tags, the
+/// snapshot's size in GiB, the indexes of the blocks the snapshot lists and
+/// of the disk's non-zero 512 KiB blocks, the listed blocks whose bytes
+/// differ from the disk's (none, if the upload is right), and the copy's
+/// tags.
+pub fn read_back(
+    moto: &Moto,
+    role: &str,
+    home: &str,
+    copy_region: &str,
+    copy: &str,
+    raw: &Path,
+) -> Value {
+    let raw = raw.display();
+    moto.boto3(&format!(
+        r#"
+import os
+ec2 = boto3.client("ec2", region_name="eu-west-1")
+image = ec2.describe_images(ImageIds=["{home}"])["Images"][0]
+tags = {{t["Key"]: t["Value"] for t in image.get("Tags", [])}}
+snaps = ec2.describe_snapshots(OwnerIds=["self"], Filters=[
+    {{"Name": "tag:imagectl:build", "Values": [tags["imagectl:build"]]}}])["Snapshots"]
+# moto's RegisterImage makes a snapshot of its own and drops the mapping:
+# the uploaded one is found by the build's tag.
+uploaded = [s for s in snaps if s.get("Description", "").startswith("imagectl {role} ")]
+snap = uploaded[0]
+ebs = boto3.client("ebs", region_name="eu-west-1")
+listed, token = [], None
+while True:
+    kw = {{"SnapshotId": snap["SnapshotId"], "MaxResults": 1000}}
+    if token:
+        kw["NextToken"] = token
+    page = ebs.list_snapshot_blocks(**kw)
+    listed += page["Blocks"]
+    token = page.get("NextToken")
+    if not token:
+        break
+size = 512 * 1024
+fd = os.open("{raw}", os.O_RDONLY)
+end = os.fstat(fd).st_size
+nonzero, off = [], 0
+while off < end:
+    try:
+        off = os.lseek(fd, off, os.SEEK_DATA)
+    except OSError:
+        break
+    hole = os.lseek(fd, off, os.SEEK_HOLE)
+    i = off // size
+    while i * size < hole:
+        data = os.pread(fd, size, i * size)
+        if data.strip(b"\0"):
+            nonzero.append(i)
+        i += 1
+    off = i * size
+mismatched = []
+for b in listed:
+    got = ebs.get_snapshot_block(SnapshotId=snap["SnapshotId"], BlockIndex=b["BlockIndex"], BlockToken=b["BlockToken"])["BlockData"].read()
+    if got != os.pread(fd, size, b["BlockIndex"] * size):
+        mismatched.append(b["BlockIndex"])
+copy = boto3.client("ec2", region_name="{copy_region}").describe_images(ImageIds=["{copy}"])["Images"][0]
+print(json.dumps({{"tags": tags, "snapshot_tags": {{t["Key"]: t["Value"] for t in snap.get("Tags", [])}},
+    "volume_size": snap["VolumeSize"], "listed": sorted(b["BlockIndex"] for b in listed), "nonzero": nonzero,
+    "mismatched": mismatched, "copy_tags": {{t["Key"]: t["Value"] for t in copy.get("Tags", [])}}}}))
+"#
+    ))
 }
