@@ -2,7 +2,9 @@
 //! image from Debian's mirror, read back with the tools that did not make it
 //! (sfdisk, mtools, cmp, OpenSSL's SHA-256), booted in QEMU with OVMF the
 //! way an instance boots, and boots that cannot finish, named with the
-//! guest's console. Needs root, qemu-system-x86 and ovmf (as CI runs).
+//! guest's console. The worker's disk is then shipped to moto with
+//! `build --method disk` and read back with boto3 (`disk_aws::read_back`).
+//! Needs root, qemu-system-x86 and ovmf (as CI runs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +12,8 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use crate::disk_aws::read_back;
+use crate::moto::Moto;
 use crate::support::{repo_root, Test};
 
 /// What `test --vm` is given for a boot that fails: the kernel panic or
@@ -387,6 +391,89 @@ fn the_worker_disk_is_reproducible_and_boots_as_the_container_does() {
         checked(&nspawn),
         "the VM and the container check different things"
     );
+
+    // Shipped: the checkout whose role says `method = "disk"` builds for
+    // AWS (moto) from the disk it has, with no Packer and no second disk
+    // build. boto3 reads the snapshot back: the disk's non-zero blocks,
+    // byte for byte; the image and its copy carry the tags.
+    let moto = Moto::start();
+    moto.setup_fixture();
+    moto.boto3(
+        r#"
+ec2 = boto3.client("ec2", region_name="eu-west-1")
+ec2.create_launch_template(
+    LaunchTemplateName="learn-worker-staging",
+    LaunchTemplateData={"ImageId": "ami-0d1e2b1200a900901", "InstanceType": "t3.medium"},
+    TagSpecifications=[{"ResourceType": "launch-template", "Tags": [{"Key": "imagectl:channel", "Value": "staging"}]}],
+)
+"#,
+    );
+    let mut aws = again.envs(moto.env());
+    let start = Instant::now();
+    let r = aws.run_with(&["build", "worker", "--output", "json"]);
+    eprintln!(
+        "build worker --method disk (to moto): {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert_eq!(r.status, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(!r.stderr.contains("mmdebstrap"), "rebuilt: {}", r.stderr);
+    let built = json(&r.stdout);
+    let b = &built["builds"][0];
+    assert_eq!(b["status"], "built", "{built}");
+    assert_eq!(b["hash"], hash.as_str(), "{built}");
+    let home = b["amis"]["eu-west-1"].as_str().unwrap().to_string();
+    let copy = b["amis"]["eu-central-1"].as_str().unwrap().to_string();
+    let back = read_back(&moto, "worker", &home, "eu-central-1", &copy, &raw2);
+    assert_eq!(back["tags"]["imagectl:role"], "worker", "{back}");
+    assert_eq!(back["tags"]["imagectl:content-hash"], hash.as_str());
+    assert_eq!(back["tags"]["imagectl:disk-sha256"], sha256.as_str());
+    assert_eq!(
+        back["snapshot_tags"]["imagectl:disk-sha256"],
+        sha256.as_str()
+    );
+    assert_eq!(back["volume_size"], 16, "{back}");
+    assert!(
+        back["nonzero"].as_array().unwrap().len() > 1000,
+        "the worker's disk holds hundreds of MB: {}",
+        back["nonzero"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        back["listed"], back["nonzero"],
+        "only the non-zero blocks, all of them"
+    );
+    assert_eq!(
+        back["mismatched"],
+        serde_json::json!([]),
+        "every block equals the disk's"
+    );
+    for key in [
+        "imagectl:role",
+        "imagectl:content-hash",
+        "imagectl:disk-sha256",
+    ] {
+        assert_eq!(
+            back["copy_tags"][key], back["tags"][key],
+            "the copy's {key}"
+        );
+    }
+    // Published as a Packer-built image is: the role's current hash is the
+    // disk's, so a plain publish finds it; the channel and the launch
+    // template's new default name it. The same hash again is reused.
+    aws.ok_with(&["publish", "worker", "--channel", "staging"]);
+    let published = moto.boto3(
+        r#"
+ssm = boto3.client("ssm", region_name="eu-west-1")
+ec2 = boto3.client("ec2", region_name="eu-west-1")
+v = ec2.describe_launch_template_versions(LaunchTemplateName="learn-worker-staging", Versions=["$Default"])["LaunchTemplateVersions"][0]
+print(json.dumps({"channel": ssm.get_parameter(Name="/imagectl/worker/staging")["Parameter"]["Value"],
+                  "template": v["LaunchTemplateData"]["ImageId"]}))
+"#,
+    );
+    assert_eq!(published["channel"], home.as_str(), "{published}");
+    assert_eq!(published["template"], home.as_str(), "{published}");
+    let rebuilt = json(&aws.ok_with(&["build", "worker", "--output", "json"]));
+    assert_eq!(rebuilt["builds"][0]["status"], "reused", "{rebuilt}");
+    assert_eq!(rebuilt["builds"][0]["amis"]["eu-west-1"], home.as_str());
 }
 
 fn broken() -> Test {
