@@ -18,7 +18,7 @@
 #           `build --method disk` to moto (MB/s from upload.json), against a
 #           plain sequential boto3 loop putting the same blocks; boot-to-
 #           checks time of `imagectl test --vm` (QEMU), against `imagectl
-#           test` (nspawn). Needs root and about 10 minutes: run only when
+#           test` (nspawn). Needs root, QEMU and about 6 minutes: run only when
 #           asked for (`bench/run.sh disk`)
 #
 # Usage: bench/run.sh [hash|render|plan|noop|local|disk]...
