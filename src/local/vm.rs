@@ -7,7 +7,8 @@
 //! with the test unit added (debugfs), the results come back on a second
 //! disk, and the serial console is kept when the boot fails.
 
-use std::io::{BufRead, BufReader};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -116,17 +117,12 @@ impl VmBoot<'_> {
         // (user-mode networking hands each metadata connection to
         // `imds-serve` over a loopback socket pair), shared with the
         // role's sidecars if it has any: nothing else reaches the guest.
-        if !self.boot.role.test.sidecars.is_empty() {
-            progress.step(
-                role,
-                &format!(
-                    "starting sidecars: {}",
-                    self.boot.role.test.sidecars.join("; ")
-                ),
-            );
+        let commands = &self.boot.role.test.sidecars;
+        if !commands.is_empty() {
+            progress.step(role, &format!("starting sidecars: {}", commands.join("; ")));
         }
-        let sidecars = crate::sidecar::Sidecars::start(&self.boot.role.test.sidecars, dir)?;
-        let ports = if self.boot.role.test.sidecars.is_empty() {
+        let sidecars = crate::sidecar::Sidecars::start(commands, dir)?;
+        let ports = if commands.is_empty() {
             Vec::new()
         } else {
             listening_ports(&sidecars.netns_path())
@@ -453,7 +449,8 @@ fn watch(
     child: &mut Child,
     stderr: &Mutex<Vec<String>>,
 ) -> Result<Run, Error> {
-    let mut read = 0usize;
+    let mut console: Option<File> = None;
+    let mut pending = Vec::new();
     let mut targets = Vec::new();
     loop {
         std::thread::sleep(Duration::from_millis(250));
@@ -466,15 +463,21 @@ fn watch(
                 .to_string();
             return Ok(Run::KvmFailed(first));
         }
-        let console = std::fs::read(q.console).unwrap_or_default();
-        // The lines completed since the last look, each read once: the
-        // systemd targets as the guest reaches them, and what stops a boot.
-        let end = console
+        // The lines the guest completed since the last look, each read
+        // once (QEMU creates the log as it starts): the systemd targets as
+        // the guest reaches them, and what stops a boot.
+        if console.is_none() {
+            console = File::open(q.console).ok();
+        }
+        if let Some(f) = console.as_mut() {
+            let _ = f.read_to_end(&mut pending);
+        }
+        let end = pending
             .iter()
             .rposition(|b| *b == b'\n')
             .map_or(0, |i| i + 1);
-        let fresh = String::from_utf8_lossy(console.get(read..end).unwrap_or_default());
-        read = end.max(read);
+        let lines: Vec<u8> = pending.drain(..end).collect();
+        let fresh = String::from_utf8_lossy(&lines);
         for line in fresh.lines() {
             if let Some(what) = reached(line, &mut targets) {
                 q.progress.step(q.role, &format!("guest: reached {what}"));

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::disk_aws::read_back;
+use crate::disk_aws::{assert_uploaded, launch_template, published, read_back};
 use crate::moto::Moto;
 use crate::support::{repo_root, Test};
 
@@ -27,6 +27,15 @@ fn json(text: &str) -> Value {
 /// A path `imagectl` printed, with the project's `[ROOT]` put back.
 fn unroot(t: &Test, printed: &str) -> PathBuf {
     PathBuf::from(printed.replace("[ROOT]", &t.dir.path().to_string_lossy()))
+}
+
+/// Runs `f`, printing how long `what` took (to the test's output: the slow
+/// steps of these tests are worth seeing in CI's log).
+fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let out = f();
+    eprintln!("{what}: {:.0} s", start.elapsed().as_secs_f64());
+    out
 }
 
 /// Runs a tool that must succeed; returns its stdout.
@@ -66,12 +75,9 @@ fn openssl_sha256(path: &Path) -> String {
 
 /// `build ROLE --target disk --output json`: the one image it printed.
 fn build_disk(t: &mut Test, role: &str) -> Value {
-    let start = Instant::now();
-    let v = json(&t.ok_with(&["build", role, "--target", "disk", "--output", "json"]));
-    eprintln!(
-        "build {role} --target disk: {:.0} s",
-        start.elapsed().as_secs_f64()
-    );
+    let v = timed(&format!("build {role} --target disk"), || {
+        json(&t.ok_with(&["build", role, "--target", "disk", "--output", "json"]))
+    });
     assert_eq!(v["images"].as_array().map(Vec::len), Some(1), "{v}");
     let image = v["images"][0].clone();
     assert_eq!(image["role"], role, "{v}");
@@ -147,13 +153,11 @@ fn the_worker_disk_is_reproducible_and_boots_as_the_container_does() {
     // Its SHA-256, recomputed once by other code, is the one the build
     // printed, that SHA256SUMS holds (in the form `sha256sum -c` reads)
     // and that the signed provenance names.
-    let start = Instant::now();
     assert_eq!(
-        openssl_sha256(&raw),
+        timed("SHA-256 of 16 GiB", || openssl_sha256(&raw)),
         sha256,
         "the build printed another SHA-256"
     );
-    eprintln!("SHA-256 of 16 GiB: {:.0} s", start.elapsed().as_secs_f64());
     let sums = std::fs::read_to_string(t.path("images/local/SHA256SUMS")).unwrap();
     assert!(
         sums.lines().any(|l| l == format!("{sha256}  {name}")),
@@ -314,9 +318,9 @@ fn the_worker_disk_is_reproducible_and_boots_as_the_container_does() {
 
     // The VM boots the disk (not rebuilt, and left as it was) with the
     // agent reading IMDSv2, and every check, unit and the agent pass.
-    let start = Instant::now();
-    let r = t.run_with(&["test", "worker", "--vm", "--output", "json"]);
-    eprintln!("test worker --vm: {:.0} s", start.elapsed().as_secs_f64());
+    let r = timed("test worker --vm", || {
+        t.run_with(&["test", "worker", "--vm", "--output", "json"])
+    });
     assert_eq!(r.status, 0, "{}\n{}", r.stdout, r.stderr);
     let vm = json(&r.stdout);
     assert_eq!(vm["passed"], true, "{vm}");
@@ -353,12 +357,9 @@ fn the_worker_disk_is_reproducible_and_boots_as_the_container_does() {
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 
     // Byte for byte: the two builds, and the disk after its boot.
-    let start = Instant::now();
-    let cmp = Command::new("cmp").arg(&raw).arg(&raw2).output().unwrap();
-    eprintln!(
-        "cmp of two 16 GiB images: {:.0} s",
-        start.elapsed().as_secs_f64()
-    );
+    let cmp = timed("cmp of two 16 GiB images", || {
+        Command::new("cmp").arg(&raw).arg(&raw2).output().unwrap()
+    });
     assert!(
         cmp.status.success(),
         "the two builds differ: {}",
@@ -366,12 +367,9 @@ fn the_worker_disk_is_reproducible_and_boots_as_the_container_does() {
     );
 
     // The same checks and units as under systemd-nspawn, which passes too.
-    let start = Instant::now();
-    let r = t.run_with(&["test", "worker", "--output", "json"]);
-    eprintln!(
-        "test worker (nspawn): {:.0} s",
-        start.elapsed().as_secs_f64()
-    );
+    let r = timed("test worker (nspawn)", || {
+        t.run_with(&["test", "worker", "--output", "json"])
+    });
     assert_eq!(r.status, 0, "{}\n{}", r.stdout, r.stderr);
     let nspawn = json(&r.stdout);
     assert_eq!(nspawn["passed"], true, "{nspawn}");
@@ -398,23 +396,11 @@ fn the_worker_disk_is_reproducible_and_boots_as_the_container_does() {
     // byte for byte; the image and its copy carry the tags.
     let moto = Moto::start();
     moto.setup_fixture();
-    moto.boto3(
-        r#"
-ec2 = boto3.client("ec2", region_name="eu-west-1")
-ec2.create_launch_template(
-    LaunchTemplateName="learn-worker-staging",
-    LaunchTemplateData={"ImageId": "ami-0d1e2b1200a900901", "InstanceType": "t3.medium"},
-    TagSpecifications=[{"ResourceType": "launch-template", "Tags": [{"Key": "imagectl:channel", "Value": "staging"}]}],
-)
-"#,
-    );
+    launch_template(&moto, "learn-worker-staging", "staging");
     let mut aws = again.envs(moto.env());
-    let start = Instant::now();
-    let r = aws.run_with(&["build", "worker", "--output", "json"]);
-    eprintln!(
-        "build worker --method disk (to moto): {:.0} s",
-        start.elapsed().as_secs_f64()
-    );
+    let r = timed("build worker --method disk (to moto)", || {
+        aws.run_with(&["build", "worker", "--output", "json"])
+    });
     assert_eq!(r.status, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(!r.stderr.contains("mmdebstrap"), "rebuilt: {}", r.stderr);
     let built = json(&r.stdout);
@@ -424,51 +410,12 @@ ec2.create_launch_template(
     let home = b["amis"]["eu-west-1"].as_str().unwrap().to_string();
     let copy = b["amis"]["eu-central-1"].as_str().unwrap().to_string();
     let back = read_back(&moto, "worker", &home, "eu-central-1", &copy, &raw2);
-    assert_eq!(back["tags"]["imagectl:role"], "worker", "{back}");
-    assert_eq!(back["tags"]["imagectl:content-hash"], hash.as_str());
-    assert_eq!(back["tags"]["imagectl:disk-sha256"], sha256.as_str());
-    assert_eq!(
-        back["snapshot_tags"]["imagectl:disk-sha256"],
-        sha256.as_str()
-    );
-    assert_eq!(back["volume_size"], 16, "{back}");
-    assert!(
-        back["nonzero"].as_array().unwrap().len() > 1000,
-        "the worker's disk holds hundreds of MB: {}",
-        back["nonzero"].as_array().unwrap().len()
-    );
-    assert_eq!(
-        back["listed"], back["nonzero"],
-        "only the non-zero blocks, all of them"
-    );
-    assert_eq!(
-        back["mismatched"],
-        serde_json::json!([]),
-        "every block equals the disk's"
-    );
-    for key in [
-        "imagectl:role",
-        "imagectl:content-hash",
-        "imagectl:disk-sha256",
-    ] {
-        assert_eq!(
-            back["copy_tags"][key], back["tags"][key],
-            "the copy's {key}"
-        );
-    }
+    assert_uploaded(&back, "worker", &hash, &sha256, 16, 1000);
     // Published as a Packer-built image is: the role's current hash is the
     // disk's, so a plain publish finds it; the channel and the launch
     // template's new default name it. The same hash again is reused.
     aws.ok_with(&["publish", "worker", "--channel", "staging"]);
-    let published = moto.boto3(
-        r#"
-ssm = boto3.client("ssm", region_name="eu-west-1")
-ec2 = boto3.client("ec2", region_name="eu-west-1")
-v = ec2.describe_launch_template_versions(LaunchTemplateName="learn-worker-staging", Versions=["$Default"])["LaunchTemplateVersions"][0]
-print(json.dumps({"channel": ssm.get_parameter(Name="/imagectl/worker/staging")["Parameter"]["Value"],
-                  "template": v["LaunchTemplateData"]["ImageId"]}))
-"#,
-    );
+    let published = published(&moto, "worker", "staging", "learn-worker-staging");
     assert_eq!(published["channel"], home.as_str(), "{published}");
     assert_eq!(published["template"], home.as_str(), "{published}");
     let rebuilt = json(&aws.ok_with(&["build", "worker", "--output", "json"]));
@@ -486,20 +433,17 @@ fn broken() -> Test {
 /// error and the whole log kept beside the disk. Returns stderr, the
 /// console's tail and the whole log.
 fn vm_fails(t: &mut Test, role: &str, raw: &Path) -> (String, String, String) {
-    let start = Instant::now();
-    let r = t.run_with(&[
-        "test",
-        role,
-        "--vm",
-        "--timeout",
-        VM_TIMEOUT,
-        "--output",
-        "json",
-    ]);
-    eprintln!(
-        "test {role} --vm (fails): {:.0} s",
-        start.elapsed().as_secs_f64()
-    );
+    let r = timed(&format!("test {role} --vm (fails)"), || {
+        t.run_with(&[
+            "test",
+            role,
+            "--vm",
+            "--timeout",
+            VM_TIMEOUT,
+            "--output",
+            "json",
+        ])
+    });
     assert_eq!(r.status, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(!r.stderr.contains("mmdebstrap"), "rebuilt: {}", r.stderr);
     let report = json(&r.stdout);

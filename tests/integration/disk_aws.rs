@@ -26,17 +26,7 @@ fn project(moto: &Moto) -> Test {
     );
     text.push_str("\n[publish.launch_templates.tiny]\ndev = \"tiny-dev\"\n");
     std::fs::write(&settings, text).unwrap();
-    moto.boto3(
-        r#"
-ec2 = boto3.client("ec2", region_name="eu-west-1")
-ec2.create_launch_template(
-    LaunchTemplateName="tiny-dev",
-    LaunchTemplateData={"ImageId": "ami-0d1e2b1200a900901", "InstanceType": "t3.small"},
-    TagSpecifications=[{"ResourceType": "launch-template", "Tags": [{"Key": "imagectl:channel", "Value": "dev"}]}],
-)
-print("null")
-"#,
-    );
+    launch_template(moto, "tiny-dev", "dev");
     t
 }
 
@@ -88,33 +78,8 @@ fn a_disk_build_registers_the_disk_as_the_ami_and_a_rebuild_reuses_it() {
     // Read back with boto3: the snapshot's blocks are the disk's non-zero
     // blocks, byte for byte; the image and its copy carry the tags.
     let back = read_back(&moto, "tiny", &home, "eu-central-1", &copy, &raw);
-    let tags = &back["tags"];
-    assert_eq!(tags["imagectl:role"], "tiny", "{back}");
-    assert_eq!(tags["imagectl:content-hash"], hash.as_str());
-    assert_eq!(tags["imagectl:disk-sha256"], sha.as_str());
-    assert!(tags["imagectl:sbom-sha256"].is_string(), "{back}");
-    assert_eq!(back["snapshot_tags"]["imagectl:disk-sha256"], sha.as_str());
-    assert_eq!(back["volume_size"], 8, "{back}");
-    assert!(
-        back["nonzero"].as_array().unwrap().len() > 10,
-        "the disk has data: {back}"
-    );
-    assert_eq!(
-        back["listed"], back["nonzero"],
-        "only the non-zero blocks, all of them"
-    );
-    assert_eq!(
-        back["mismatched"],
-        serde_json::json!([]),
-        "every block equals the disk's"
-    );
-    for key in [
-        "imagectl:role",
-        "imagectl:content-hash",
-        "imagectl:disk-sha256",
-    ] {
-        assert_eq!(back["copy_tags"][key], tags[key], "the copy's {key}");
-    }
+    assert_uploaded(&back, "tiny", &hash, &sha, 8, 10);
+    assert!(back["tags"]["imagectl:sbom-sha256"].is_string(), "{back}");
 
     // Published like a Packer-built image: the channel and the launch
     // template's new default version name it.
@@ -128,15 +93,7 @@ fn a_disk_build_registers_the_disk_as_the_ami_and_a_rebuild_reuses_it() {
         "{refused}"
     );
     t.ok_with(&["publish", "tiny", "--channel", "dev", "--ami", &home]);
-    let published = moto.boto3(
-        r#"
-ssm = boto3.client("ssm", region_name="eu-west-1")
-ec2 = boto3.client("ec2", region_name="eu-west-1")
-v = ec2.describe_launch_template_versions(LaunchTemplateName="tiny-dev", Versions=["$Default"])["LaunchTemplateVersions"][0]
-print(json.dumps({"channel": ssm.get_parameter(Name="/imagectl/tiny/dev")["Parameter"]["Value"],
-                  "template": v["LaunchTemplateData"]["ImageId"]}))
-"#,
-    );
+    let published = published(&moto, "tiny", "dev", "tiny-dev");
     assert_eq!(published["channel"], home.as_str(), "{published}");
     assert_eq!(published["template"], home.as_str(), "{published}");
 
@@ -219,4 +176,75 @@ print(json.dumps({{"tags": tags, "snapshot_tags": {{t["Key"]: t["Value"] for t i
     "mismatched": mismatched, "copy_tags": {{t["Key"]: t["Value"] for t in copy.get("Tags", [])}}}}))
 "#
     ))
+}
+
+/// Makes launch template `name` in the home region, tagged as following
+/// `channel` (as docs/aws-setup.md has them), pinning the base image.
+pub fn launch_template(moto: &Moto, name: &str, channel: &str) {
+    moto.boto3(&format!(
+        r#"
+ec2 = boto3.client("ec2", region_name="eu-west-1")
+ec2.create_launch_template(
+    LaunchTemplateName="{name}",
+    LaunchTemplateData={{"ImageId": "ami-0d1e2b1200a900901", "InstanceType": "t3.small"}},
+    TagSpecifications=[{{"ResourceType": "launch-template", "Tags": [{{"Key": "imagectl:channel", "Value": "{channel}"}}]}}],
+)
+"#
+    ));
+}
+
+/// What boto3 reads of a publication: the AMI `channel`'s parameter of
+/// `role` holds and the one launch template `template`'s default version
+/// launches, as `{"channel": ..., "template": ...}`.
+pub fn published(moto: &Moto, role: &str, channel: &str, template: &str) -> Value {
+    moto.boto3(&format!(
+        r#"
+ssm = boto3.client("ssm", region_name="eu-west-1")
+ec2 = boto3.client("ec2", region_name="eu-west-1")
+v = ec2.describe_launch_template_versions(LaunchTemplateName="{template}", Versions=["$Default"])["LaunchTemplateVersions"][0]
+print(json.dumps({{"channel": ssm.get_parameter(Name="/imagectl/{role}/{channel}")["Parameter"]["Value"],
+                  "template": v["LaunchTemplateData"]["ImageId"]}}))
+"#
+    ))
+}
+
+/// Asserts what `read_back` read: the image of `role` and `hash`, its
+/// snapshot of `gib` GiB and its copy carry the tags naming the disk of
+/// SHA-256 `sha`; the snapshot holds exactly the disk's non-zero blocks
+/// (more than `min_blocks`), each equal to the disk's.
+pub fn assert_uploaded(
+    back: &Value,
+    role: &str,
+    hash: &str,
+    sha: &str,
+    gib: u64,
+    min_blocks: usize,
+) {
+    let tags = &back["tags"];
+    assert_eq!(tags["imagectl:role"], role, "{back}");
+    assert_eq!(tags["imagectl:content-hash"], hash);
+    assert_eq!(tags["imagectl:disk-sha256"], sha);
+    assert_eq!(back["snapshot_tags"]["imagectl:disk-sha256"], sha);
+    assert_eq!(back["volume_size"], gib, "{back}");
+    let blocks = back["nonzero"].as_array().unwrap().len();
+    assert!(
+        blocks > min_blocks,
+        "the disk has {blocks} blocks of data: {back}"
+    );
+    assert_eq!(
+        back["listed"], back["nonzero"],
+        "only the non-zero blocks, all of them"
+    );
+    assert_eq!(
+        back["mismatched"],
+        serde_json::json!([]),
+        "every block equals the disk's"
+    );
+    for key in [
+        "imagectl:role",
+        "imagectl:content-hash",
+        "imagectl:disk-sha256",
+    ] {
+        assert_eq!(back["copy_tags"][key], tags[key], "the copy's {key}");
+    }
 }
